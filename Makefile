@@ -1,0 +1,21 @@
+# The two commands of the README. `setup` installs torch 2.14.1 + torchvision 0.29.1 first
+# (open_clip needs torchvision; both lie on this machine's disk), then the project.
+PYTHON ?= python3
+OUT ?= runs/demo
+
+.PHONY: setup demo test test-slow
+
+setup:
+	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -m pip install -q -e '.[dev]'
+
+demo: setup
+	reneg train --out $(OUT)/negative.safetensors
+	reneg generate --negative $(OUT)/negative.safetensors --prompt "a red circle on a blue background" \
+		--prompt "a yellow star on a black background" --num-images 2 --out $(OUT)/images
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
+
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m slow

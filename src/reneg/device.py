@@ -1,0 +1,30 @@
+"""Device and dtype policy in one place (library defaults: CPU, fp32)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ReNegError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    """Map a precision name (fp32, fp16, bf16) to the dtype of the frozen model parts."""
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise ReNegError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}") from None
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' or None picks CUDA when present, else CPU; an unavailable device is a usage error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ReNegError(f"unknown device '{name}': use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ReNegError(f"device '{name}' requested but CUDA is not available: use --device cpu")
+    return device

@@ -1,0 +1,375 @@
+"""``NegativeEmbedding``: a learned negative embedding, its file format, and how it meets a pipeline.
+
+The embedding lives in the text encoder's *output* space (ReNeg Sec. 4): a
+``(L, D)`` tensor that stands where diffusers would put the encoding of the
+negative prompt, and enters through the public ``negative_prompt_embeds``::
+
+    neg = NegativeEmbedding.load("neg.safetensors").for_pipeline(pipe)
+    images = pipe(prompts, negative_prompt_embeds=neg.expand(len(prompts)),
+                  num_images_per_prompt=n).images
+
+File format (safetensors): tensor ``negative_embedding`` ``(L, D)``, for SDXL also
+``negative_pooled_embedding`` ``(P,)``; string metadata with ``format`` =
+``reneg.negative_embedding``, ``version`` = ``1``, ``text_encoder_fingerprint``,
+``base_model`` and the training settings. Plain ``.pt``/``.pth``/``.bin`` tensors
+(the form of the ReNeg authors' releases) are read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import ReNegError
+from .fingerprint import combined_fingerprint, fingerprints_match
+
+FORMAT = "reneg.negative_embedding"
+VERSION = "1"
+EMBEDDING_KEY = "negative_embedding"
+POOLED_KEY = "negative_pooled_embedding"
+FINGERPRINT_KEY = "text_encoder_fingerprint"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+#: Keys of input-space textual-inversion files (A1111 ``.pt``/``.safetensors``, SDXL, ComfyUI).
+TEXTUAL_INVERSION_KEYS = ("string_to_param", "string_to_token", "emb_params", "clip_l", "clip_g")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return str(tuple(tensor.shape))
+
+
+def _as_embedding(tensor, *, source: str) -> torch.Tensor:
+    """A finite float ``(L, D)`` or ``(1, L, D)`` tensor as ``(L, D)`` fp32 on the CPU, else ReNegError."""
+    if not isinstance(tensor, torch.Tensor):
+        raise ReNegError(f"{source}: expected a tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise ReNegError(f"{source}: expected a floating-point tensor, got dtype {tensor.dtype}")
+    if tensor.ndim == 3 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 2 or 0 in tensor.shape:
+        raise ReNegError(
+            f"{source}: tensor has shape {_shape(tensor)}; a negative embedding has shape (L, D) or (1, L, D), "
+            "L tokens by the text encoder's width D (e.g. (77, 768) for SD1.5)"
+        )
+    return _finite_fp32(tensor, source=source)
+
+
+def _as_pooled(tensor, *, source: str) -> torch.Tensor:
+    """A finite float ``(P,)`` or ``(1, P)`` tensor as ``(P,)`` fp32 on the CPU, else ReNegError."""
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        raise ReNegError(f"{source}: the pooled negative embedding must be a floating-point tensor")
+    if tensor.ndim == 2 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 1 or tensor.shape[0] == 0:
+        raise ReNegError(f"{source}: pooled negative embedding has shape {_shape(tensor)}; expected (P,)")
+    return _finite_fp32(tensor, source=source)
+
+
+def _finite_fp32(tensor: torch.Tensor, *, source: str) -> torch.Tensor:
+    tensor = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    if not torch.isfinite(tensor).all():
+        raise ReNegError(f"{source}: the tensor contains NaN or inf values: the file is corrupt or its training diverged; use another file")
+    return tensor
+
+
+def _textual_inversion_error(path: Path) -> ReNegError:
+    return ReNegError(
+        f"{path} is a textual inversion file: it holds input-space token vectors, but reneg needs an "
+        "output-space negative embedding (the text encoder's output, shape (L, D)); "
+        "load it with diffusers' pipe.load_textual_inversion instead, or learn one with `reneg train`"
+    )
+
+
+def _looks_like_textual_inversion(keys) -> bool:
+    """Whether a file's keys are those of a textual-inversion embedding (A1111, SDXL, diffusers ``<token>``)."""
+    keys = [str(k) for k in keys]
+    if any(k == m or k.startswith(m + ".") for k in keys for m in TEXTUAL_INVERSION_KEYS):
+        return True
+    return len(keys) == 1 and keys[0].startswith("<") and keys[0].endswith(">")
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, or ReNegError."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            keys = list(f.keys())
+            if _looks_like_textual_inversion(keys):
+                raise _textual_inversion_error(path)
+            tensors = {k: f.get_tensor(k) for k in keys if k in (EMBEDDING_KEY, POOLED_KEY)}
+            metadata = dict(f.metadata() or {})
+    except ReNegError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise ReNegError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from None
+    if EMBEDDING_KEY not in tensors:
+        raise ReNegError(
+            f"{path} has no tensor '{EMBEDDING_KEY}' (it holds {sorted(keys)}); "
+            "reneg reads negative embeddings written by `reneg train` or plain (L, D) tensors in .pt files"
+        )
+    return tensors, metadata
+
+
+def _read_torch(path: Path) -> torch.Tensor:
+    """The one tensor of a ``.pt``/``.pth``/``.bin`` file, loaded with ``weights_only=True``, or ReNegError."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for unsafe pickles, RuntimeError for a broken archive, ...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReNegError(
+            f"{path} cannot be loaded safely with torch.load(weights_only=True) ({first_line}); "
+            "reneg only reads plain tensors from .pt/.pth/.bin files"
+        ) from None
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        if _looks_like_textual_inversion(obj.keys()):
+            raise _textual_inversion_error(path)
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return tensors[0]
+        raise ReNegError(
+            f"{path} holds a dict with {len(tensors)} tensors (keys {sorted(map(str, obj.keys()))}); "
+            "expected one tensor of shape (L, D) or (1, L, D)"
+        )
+    raise ReNegError(f"{path} holds a {type(obj).__name__}; expected one tensor of shape (L, D) or (1, L, D)")
+
+
+def _check_version(path: Path, metadata: dict[str, str]) -> None:
+    if metadata.get("format") == FORMAT and metadata.get("version", VERSION) != VERSION:
+        raise ReNegError(
+            f"{path} has negative-embedding format version {metadata['version']}, this reneg reads version "
+            f"{VERSION}; upgrade reneg"
+        )
+
+
+# ---------------------------------------------------------------- writer
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """safetensors to a temporary file in ``path``'s directory, then ``os.replace``; no leftovers on failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ReNegError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ReNegError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None
+        raise
+
+
+# ---------------------------------------------------------------- the dataclass
+
+
+@dataclass
+class NegativeEmbedding:
+    """A negative embedding in the text encoder's output space, with its file metadata.
+
+    Attributes:
+        tensor: ``(L, D)`` fp32 on the CPU (a ``(1, L, D)`` input is squeezed).
+        metadata: string metadata (``text_encoder_fingerprint``, ``base_model``,
+            training settings, ...).
+        pooled: SDXL's pooled negative embedding ``(P,)``, or None.
+    """
+
+    tensor: torch.Tensor
+    metadata: dict[str, str] = field(default_factory=dict)
+    pooled: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.tensor = _as_embedding(self.tensor, source="negative embedding")
+        if self.pooled is not None:
+            self.pooled = _as_pooled(self.pooled, source="negative embedding")
+        self.metadata = {str(k): str(v) for k, v in self.metadata.items()}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(L, D)``."""
+        return tuple(self.tensor.shape)
+
+    # ------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a ``.safetensors`` file atomically (fp32; metadata as strings, with ``format`` and ``version``).
+
+        Args:
+            path: destination; its directory is created if missing.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        if path.suffix.lower() != ".safetensors":
+            raise ReNegError(f"{path}: negative embeddings are written as .safetensors; give a path ending in .safetensors")
+        tensors = {EMBEDDING_KEY: self.tensor.contiguous()}
+        if self.pooled is not None:
+            tensors[POOLED_KEY] = self.pooled.contiguous()
+        metadata = {**self.metadata, "format": FORMAT, "version": VERSION}
+        _write_atomically(path, tensors, metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NegativeEmbedding:
+        """Read a negative embedding: reneg ``.safetensors``, or a plain tensor in ``.pt``/``.pth``/``.bin``.
+
+        fp16/bf16 tensors are upcast to fp32. Raises ReNegError for a missing
+        file, an unknown suffix, a textual-inversion file, an unsafe pickle, a
+        shape other than ``(L, D)``/``(1, L, D)``, or NaN/inf values.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ReNegError(f"negative embedding file {path} does not exist: pass the .safetensors (or .pt) file that `reneg train` wrote")
+        suffix = path.suffix.lower()
+        if suffix == ".safetensors":
+            tensors, metadata = _read_safetensors(path)
+            _check_version(path, metadata)
+            pooled = tensors.get(POOLED_KEY)
+            return cls(
+                _as_embedding(tensors[EMBEDDING_KEY], source=str(path)),
+                metadata,
+                None if pooled is None else _as_pooled(pooled, source=str(path)),
+            )
+        if suffix in TORCH_SUFFIXES:
+            return cls(_as_embedding(_read_torch(path), source=str(path)), {})
+        raise ReNegError(
+            f"{path}: unknown negative-embedding file type '{path.suffix}'; use .safetensors, .pt, .pth or .bin"
+        )
+
+    # ------------------------------------------------------------ pipelines
+
+    def check_compatible(self, *, text_encoder, tokenizer, text_encoder_2=None) -> None:
+        """Raise ReNegError unless this embedding fits these text encoder(s); warn if it has no fingerprint.
+
+        Args:
+            text_encoder: the pipeline's text encoder (may be None when
+                ``text_encoder_2`` is given, as in the SDXL refiner).
+            tokenizer: its tokenizer; ``L`` must equal ``tokenizer.model_max_length``.
+            text_encoder_2: SDXL's second text encoder; ``D`` is then the sum of
+                both widths and a pooled embedding is required.
+        """
+        encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
+        if not encoders:
+            raise ReNegError("the pipeline has no text encoder; a negative embedding needs one")
+        expected = (int(tokenizer.model_max_length), sum(int(te.config.hidden_size) for te in encoders))
+        if self.shape != expected:
+            raise ReNegError(
+                f"negative embedding has shape {self.shape} but this pipeline's text encoder gives {expected}; "
+                "use an embedding trained for this base model"
+            )
+        if text_encoder_2 is not None and self.pooled is None:
+            raise ReNegError("this pipeline has two text encoders (SDXL) and needs a pooled negative embedding, "
+                             "which this file lacks")
+        self._check_fingerprint(combined_fingerprint(encoders))
+
+    def _check_fingerprint(self, actual: str) -> None:
+        stored = self.metadata.get(FINGERPRINT_KEY)
+        if not stored:
+            warnings.warn(
+                "negative embedding has no text_encoder_fingerprint; cannot check that it was learned "
+                "for this text encoder (its shape fits, so it is used)",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        if not fingerprints_match(stored, actual):
+            raise ReNegError(
+                f"negative embedding was learned for another text encoder: file fingerprint {stored} != "
+                f"pipeline fingerprint {actual}; use an embedding trained for this base model"
+            )
+
+    def for_pipeline(self, pipe) -> NegativeEmbedding:
+        """Check compatibility with ``pipe``'s tokenizer and text encoder(s) (see :meth:`check_compatible`); return self."""
+        self.check_compatible(
+            text_encoder=getattr(pipe, "text_encoder", None),
+            tokenizer=pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2,
+            text_encoder_2=getattr(pipe, "text_encoder_2", None),
+        )
+        return self
+
+    def expand(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
+        """``(batch_size, L, D)`` view of the embedding, for diffusers' ``negative_prompt_embeds``.
+
+        Pass ``batch_size = len(prompts)`` (the number of prompts, *not* prompts
+        times ``num_images_per_prompt``): diffusers' ``encode_prompt`` itself
+        repeats ``negative_prompt_embeds`` ``num_images_per_prompt`` times, by
+        ``.repeat(1, n, 1).view(batch_size * n, L, -1)``, which silently mangles
+        the last dimension (and then fails in the UNet) if any other batch is
+        given. The result is an ``expand`` view (no copy; do not write into it).
+
+        Args:
+            batch_size: number of prompts in the pipeline call.
+            device: target device (diffusers also moves it to the text
+                encoder's device itself).
+            dtype: target dtype (diffusers also casts it to the text encoder's
+                dtype itself).
+        """
+        return self.tensor.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1, -1)
+
+    def expand_pooled(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
+        """``(batch_size, P)`` view of the SDXL pooled embedding (``negative_pooled_prompt_embeds``); same batch rule."""
+        if self.pooled is None:
+            raise ReNegError("this negative embedding has no pooled part (it is not an SDXL embedding)")
+        return self.pooled.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1)
+
+
+def _batch(batch_size: int) -> int:
+    """``batch_size`` as a positive int, else ValueError."""
+    try:
+        size = operator.index(batch_size)
+    except TypeError:
+        size = 0
+    if isinstance(batch_size, bool) or size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return size
+
+
+# ---------------------------------------------------------------- the null text
+
+
+@torch.no_grad()
+def null_text_embedding(pipe_or_pair) -> torch.Tensor:
+    """The text encoder's output for ``""``, ``(L, D)`` fp32 on the CPU: diffusers' default negative.
+
+    Computed exactly as ``StableDiffusionPipeline.encode_prompt`` does for
+    ``negative_prompt=""`` (or None): tokenized with padding to
+    ``tokenizer.model_max_length``, attention mask passed only when
+    ``text_encoder.config.use_attention_mask``, and the last hidden state
+    ``text_encoder(ids)[0]`` taken — with no ``clip_skip``, which diffusers
+    applies to the prompt only, never to the negative.
+
+    Args:
+        pipe_or_pair: a single-text-encoder pipeline (SD1.x/2.x), or a
+            ``(tokenizer, text_encoder)`` pair.
+    """
+    if isinstance(pipe_or_pair, tuple):
+        tokenizer, text_encoder = pipe_or_pair
+    else:
+        if getattr(pipe_or_pair, "text_encoder_2", None) is not None:
+            raise ReNegError("null_text_embedding supports single-text-encoder pipelines (SD1.x/2.x), not SDXL")
+        tokenizer, text_encoder = pipe_or_pair.tokenizer, pipe_or_pair.text_encoder
+    inputs = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    device = text_encoder.device
+    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
+    attention_mask = inputs.attention_mask.to(device) if use_mask else None
+    hidden = text_encoder(inputs.input_ids.to(device), attention_mask=attention_mask)[0]
+    return hidden[0].to(device="cpu", dtype=torch.float32)

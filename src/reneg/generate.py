@@ -1,0 +1,119 @@
+"""Inference (``reneg generate``): the same sampler as training, gradients off, images and generation.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import arg, require
+from .device import dtype_of, resolve_device
+from .embedding import NegativeEmbedding, null_text_embedding
+from .io import save_png, to_pil, write_json
+from .models import LoadedModel, encode_prompts, load_model
+from .prompts import gather_prompts
+from .sampling import CFGDenoiser, decode, initial_latents, sample
+
+
+@dataclass
+class GenerateConfig:
+    """Settings of ``reneg generate``; None means the model's default."""
+
+    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
+                                  "(none: the embedded default)")
+    prompt: list[str] = arg([], "a prompt (repeatable)")
+    prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
+    negative_prompt: str | None = arg(None, "a negative prompt in place of the null text", metavar="TEXT")
+    negative: str | None = arg(None, "a learned negative embedding file (.safetensors, .pt, .bin)", metavar="FILE")
+    handcrafted: bool = arg(False, "use the model's handcrafted negative prompt")
+    num_images: int = arg(1, "images per prompt")
+    steps: int | None = arg(None, "DDIM sampling steps")
+    guidance_scale: float | None = arg(None, "CFG scale")
+    resolution: int | None = arg(None, "image size in pixels (default: the model's)")
+    seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does")
+    batch_size: int = arg(4, "images per forward pass")
+    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = arg("fp32", "dtype of the models", choices=["fp32", "fp16", "bf16"])
+    out: str = arg("generated", "output directory", metavar="DIR")
+
+    def __post_init__(self):
+        chosen = [self.negative_prompt is not None, self.negative is not None, self.handcrafted]
+        require(sum(chosen) <= 1, "choose at most one of --negative-prompt, --negative and --handcrafted")
+        require(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
+        require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
+
+    @property
+    def method(self) -> str:
+        if self.negative is not None:
+            return f"embedding={self.negative}"
+        if self.negative_prompt is not None:
+            return f"negative-prompt={self.negative_prompt}"
+        return "handcrafted" if self.handcrafted else "null"
+
+
+def negative_embedding_for(model: LoadedModel, config: GenerateConfig) -> torch.Tensor:
+    """The (L, D) negative embedding of the chosen method: null text, a prompt, or a learned file."""
+    pipe = model.pipe
+    if config.negative is not None:
+        return NegativeEmbedding.load(config.negative).for_pipeline(pipe).tensor
+    text = model.defaults.handcrafted_negative if config.handcrafted else config.negative_prompt
+    if text is not None:
+        return encode_prompts(pipe, [text])[0]
+    return null_text_embedding(pipe)
+
+
+@torch.no_grad()
+def generate_images(model: LoadedModel, prompts: list[str], negative_embedding: torch.Tensor, *,
+                    guidance_scale: float, steps: int, resolution: int, generator: torch.Generator,
+                    batch_size: int) -> Iterator[torch.Tensor]:
+    """Yield image batches (B, 3, H, W) in [0, 1], drawing x_T batch after batch from one generator."""
+    pipe = model.pipe
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        latents = initial_latents(len(batch), unet=pipe.unet, scheduler=pipe.scheduler,
+                                  vae_scale_factor=pipe.vae_scale_factor, height=resolution, width=resolution,
+                                  generator=generator, device=pipe.device, dtype=pipe.unet.dtype)
+        negative = negative_embedding.to(pipe.device).unsqueeze(0).expand(len(batch), -1, -1)
+        denoiser = CFGDenoiser(pipe.unet, encode_prompts(pipe, batch), negative, guidance_scale)
+        yield decode(pipe.vae, sample(denoiser, pipe.scheduler, latents, num_inference_steps=steps))
+
+
+def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Path:
+    """Generate images for every prompt into ``config.out``; returns the path of generation.json."""
+    # 1. Inputs: everything is checked before anything is written
+    prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
+    device, dtype = resolve_device(config.device), dtype_of(config.precision)
+    model = model or load_model(config.model, device=device, dtype=dtype)
+    negative_embedding = negative_embedding_for(model, config)
+    steps = config.steps or model.defaults.num_inference_steps
+    guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
+    resolution = config.resolution or model.resolution
+    # 2. Items in diffusers' order: each prompt's images together
+    items = [(p, i) for p in prompts for i in range(config.num_images)]
+    generator = torch.Generator().manual_seed(config.seed)
+    out = Path(config.out)
+    records, index = [], 0
+    batches = generate_images(model, [p for p, _ in items], negative_embedding, guidance_scale=guidance_scale,
+                              steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size)
+    with tqdm(total=len(items), desc="generate", unit="img") as progress:
+        for images in batches:
+            for image in to_pil(images):
+                prompt, number = items[index]
+                name = f"{index:05d}.png"
+                save_png(image, out / name)
+                records.append({"file": name, "prompt": prompt, "image_index": number})
+                index += 1
+                progress.update(1)
+    # 3. The record of what was made
+    path = out / "generation.json"
+    write_json(path, {
+        "model": model.name, "method": config.method, "seed": config.seed, "steps": steps,
+        "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
+        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__, "images": records,
+    })
+    return path

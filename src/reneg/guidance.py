@@ -1,0 +1,44 @@
+"""Pure guidance math: classifier-free guidance with a negative branch and the one-step x0 prediction.
+
+Symbols: ``x_t`` the latent at timestep t, ``alpha_bar_t`` the cumulative
+product of the noise schedule (ReNeg Eq. 2), ``guidance_scale`` is gamma of
+ReNeg Eq. 5.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cfg(output_negative: torch.Tensor, output_cond: torch.Tensor, guidance_scale: float | torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance with a negative branch (ReNeg Eq. 5).
+
+    ``eps = eps(x_t, n) + gamma * (eps(x_t, c) - eps(x_t, n))``: ``n`` is the
+    null-text embedding in plain CFG, a handcrafted or learned negative
+    embedding otherwise. Applies to any model output (epsilon or v).
+    """
+    return output_negative + guidance_scale * (output_cond - output_negative)
+
+
+def predict_x0(
+    model_output: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: torch.Tensor, *, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """One-step prediction of x0 from x_t (ReNeg Eq. 6).
+
+    epsilon:      x0 = (x_t - sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_bar_t)
+    v_prediction: x0 = sqrt(alpha_bar_t) * x_t - sqrt(1 - alpha_bar_t) * v
+    sample:       x0 = model_output
+    """
+    dtype = torch.promote_types(model_output.dtype, torch.float32)  # at least fp32 for the division
+    alpha_bar_t = alpha_bar_t.to(device=x_t.device, dtype=dtype)
+    sqrt_alpha, sqrt_one_minus = alpha_bar_t.sqrt(), (1 - alpha_bar_t).sqrt()
+    x_t, model_output_hi = x_t.to(dtype), model_output.to(dtype)
+    if prediction_type == "epsilon":
+        x0 = (x_t - sqrt_one_minus * model_output_hi) / sqrt_alpha
+    elif prediction_type == "v_prediction":
+        x0 = sqrt_alpha * x_t - sqrt_one_minus * model_output_hi
+    elif prediction_type == "sample":
+        x0 = model_output_hi
+    else:
+        raise ValueError(f"unsupported prediction_type '{prediction_type}'")
+    return x0.to(model_output.dtype)

@@ -1,0 +1,74 @@
+"""Prompt files: one prompt a line (.txt), a JSON list, or a TSV/CSV with a Prompt column."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ReNegError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    category: str = "all"
+
+
+def _from_json(data, path: Path) -> list[Prompt]:
+    if isinstance(data, dict):  # {"category": [prompts]} as in HPSv2's per-style files merged
+        return [Prompt(str(p), str(cat)) for cat, items in data.items() for p in items]
+    if not isinstance(data, list):
+        raise ReNegError(f"prompts file '{path}' must hold a JSON list of prompts or a {{category: [prompts]}} table")
+    prompts = []
+    for item in data:
+        if isinstance(item, str):
+            prompts.append(Prompt(item))
+        elif isinstance(item, dict) and "prompt" in item:
+            prompts.append(Prompt(str(item["prompt"]), str(item.get("category", "all"))))
+        else:
+            raise ReNegError(f"prompts file '{path}' has an entry that is neither a string nor "
+                             '{"prompt": ..., "category": ...}: fix that entry')
+    return prompts
+
+
+def _from_table(path: Path, delimiter: str) -> list[Prompt]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter=delimiter))
+    if not rows or "Prompt" not in rows[0]:
+        raise ReNegError(f"prompts file '{path}' needs a header row with a 'Prompt' column (as PartiPrompts.tsv)")
+    return [Prompt(row["Prompt"], row.get("Category") or "all") for row in rows]
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """Prompts (with categories where the file has them) from a .txt, .json, .tsv or .csv file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReNegError(f"prompts file '{path}' does not exist: pass a .txt (one prompt a line), .json or .tsv file")
+    try:
+        if path.suffix == ".json":
+            prompts = _from_json(json.loads(path.read_text(encoding="utf-8")), path)
+        elif path.suffix in (".tsv", ".csv"):
+            prompts = _from_table(path, "\t" if path.suffix == ".tsv" else ",")
+        else:
+            prompts = [Prompt(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReNegError(f"prompts file '{path}' is malformed ({error}): fix it or pass another file") from None
+    prompts = [p for p in prompts if p.text.strip()]
+    if not prompts:
+        raise ReNegError(f"prompts file '{path}' holds no prompts: add at least one")
+    return prompts
+
+
+def gather_prompts(*, prompt: list[str] | None, prompts_file: str | None, fallback: list[str] | None = None,
+                   what: str = "prompts") -> list[Prompt]:
+    """Prompts from ``--prompt`` flags and/or ``--prompts FILE``, else ``fallback``; none at all is an error."""
+    gathered = [Prompt(p) for p in (prompt or []) if p.strip()]
+    if prompts_file:
+        gathered += load_prompts(prompts_file)
+    if not gathered and fallback:
+        gathered = [Prompt(p) for p in fallback]
+    if not gathered:
+        raise ReNegError(f"no {what} given: pass --prompt TEXT or --prompts FILE")
+    return gathered

@@ -1,0 +1,130 @@
+"""The reward protocol, the registry of named rewards, and their weighted sum.
+
+A reward is a plain callable ``reward(images, prompts) -> scores``:
+
+* ``images``: float tensor ``(B, 3, H, W)`` with values in ``[0, 1]``, any ``H, W``, any device and dtype;
+* ``prompts``: ``list[str]`` of length ``B`` (image ``i`` was generated from ``prompts[i]``);
+* ``scores``: float32 tensor ``(B,)`` on the images' device, higher is better.
+
+Scores are differentiable with respect to ``images`` (no PIL or numpy in the
+path), which is what reward-feedback training of a negative embedding needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ..errors import ReNegError
+
+#: The dtype of every reward's scores (a loss in fp16 would lose the small reward differences).
+SCORE_DTYPE = torch.float32
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """``reward(images (B,3,H,W) in [0,1], prompts: list[str] of length B) -> scores (B,)``, differentiable in images."""
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor: ...
+
+
+class RewardFactory(Protocol):
+    """``factory(model, *, device, dtype) -> Reward``; ``model`` is a local path, a hub id, or None."""
+
+    def __call__(self, model: str | None, *, device: torch.device, dtype: torch.dtype) -> Reward: ...
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """A registered reward: its factory, the model it loads by default, and a one-line description."""
+
+    name: str
+    factory: RewardFactory
+    default_model: str | None
+    description: str
+
+
+_REGISTRY: dict[str, RewardSpec] = {}
+
+
+def register_reward(name: str, *, default_model: str | None = None, description: str = "") -> Callable:
+    """Decorator registering ``factory(model, *, device, dtype) -> Reward`` under ``name``."""
+
+    def decorator(factory: RewardFactory) -> RewardFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"reward '{name}' is already registered")
+        _REGISTRY[name] = RewardSpec(name, factory, default_model, description)
+        return factory
+
+    return decorator
+
+
+def available_rewards() -> dict[str, str]:
+    """Names of the registered rewards mapped to their descriptions, sorted by name."""
+    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+
+
+def reward_spec(name: str) -> RewardSpec:
+    """The registered :class:`RewardSpec` for ``name``; an unknown name is a :class:`ReNegError` listing the choices."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ReNegError(f"unknown reward '{name}': choose one of {', '.join(sorted(_REGISTRY))}") from None
+
+
+def build_reward(
+    name: str, *, model: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Reward:
+    """Build the reward ``name`` on ``device``/``dtype``, loading ``model`` (default: the reward's default model)."""
+    spec = reward_spec(name)
+    return spec.factory(model if model is not None else spec.default_model, device=torch.device(device), dtype=dtype)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put a reward model in eval mode with frozen parameters (gradients still flow to its inputs)."""
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def check_inputs(images: torch.Tensor, prompts: Sequence[str]) -> None:
+    """Raise :class:`ReNegError` unless ``images`` is a float (B,3,H,W) tensor and ``prompts`` has B strings."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ReNegError(f"a reward takes images of shape (B, 3, H, W), got {shape}")
+    if not images.is_floating_point():
+        raise ReNegError(f"a reward takes float images in [0, 1], got dtype {images.dtype}")
+    if isinstance(prompts, str) or len(prompts) != images.shape[0]:
+        count = "a single string" if isinstance(prompts, str) else f"{len(prompts)} prompts"
+        raise ReNegError(f"a reward takes one prompt per image: got {images.shape[0]} images and {count}")
+
+
+def as_scores(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Scores in the protocol's form: (B,) float32 on the images' device."""
+    return scores.reshape(images.shape[0]).to(device=images.device, dtype=SCORE_DTYPE)
+
+
+class WeightedSum:
+    """The reward ``sum_k w_k * r_k(images, prompts)`` of named, weighted rewards."""
+
+    def __init__(self, rewards: Mapping[str, tuple[Reward, float]]):
+        if not rewards:
+            raise ReNegError("combine() needs at least one reward")
+        self.rewards = dict(rewards)
+
+    def components(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Each unweighted reward's (B,) scores, by name (for logging)."""
+        return {name: reward(images, prompts) for name, (reward, _) in self.rewards.items()}
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        parts = self.components(images, prompts)
+        return sum(weight * parts[name] for name, (_, weight) in self.rewards.items())
+
+
+def combine(rewards: Mapping[str, tuple[Reward, float]]) -> WeightedSum:
+    """The weighted-sum reward of ``{name: (reward, weight)}``: ``r = sum_k w_k r_k``."""
+    return WeightedSum(rewards)

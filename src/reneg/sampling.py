@@ -1,0 +1,118 @@
+"""The one DDIM + CFG sampler, shared by training and inference.
+
+``sample(..., grad_from=None)`` is plain inference (x_T -> x_0, no gradient).
+``sample(..., grad_from=k)`` is ReNeg's training rollout: x_T -> x_t without
+gradient (t = the k-th of the sampling timesteps), then one guided model call
+*with* gradient giving the one-step prediction x0_pred (ReNeg Eq. 6). The
+gradient reaches the negative embedding through that last call only: x_t is
+detached (stop-gradient towards x_{t+1}, ..., x_T, ReNeg Sec. 4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .guidance import cfg, predict_x0
+
+#: (step index, timestep, latents after the step) -> None
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class CFGDenoiser:
+    """Guided model output at (x_t, t): one batched UNet call for the negative and conditional branches.
+
+    Args:
+        unet: a diffusers ``UNet2DConditionModel`` (any prediction type).
+        prompt_embeds: text-encoder outputs of the prompts, (B, L, D).
+        negative_embeds: the negative embedding n expanded to (B, L, D): null text, a
+            handcrafted prompt's embedding, or a learned (fp32, trainable) one.
+        guidance_scale: gamma of ReNeg Eq. 5 (a float, or a tensor when it is learned).
+        guidance: how the two branch outputs combine; ``cfg`` (Eq. 5) by default.
+    """
+
+    unet: torch.nn.Module
+    prompt_embeds: torch.Tensor
+    negative_embeds: torch.Tensor
+    guidance_scale: float | torch.Tensor = 7.5
+    guidance: Callable = cfg
+
+    @property
+    def uses_guidance(self) -> bool:
+        """diffusers skips CFG for a constant scale <= 1; so do we (the negative then has no effect)."""
+        return torch.is_tensor(self.guidance_scale) or self.guidance_scale > 1
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        dtype = self.unet.dtype
+        if not self.uses_guidance:
+            return self.unet(x_t.to(dtype), t, encoder_hidden_states=self.prompt_embeds.to(dtype), return_dict=False)[0]
+        embeds = torch.cat([self.negative_embeds.to(dtype), self.prompt_embeds.to(dtype)])
+        output = self.unet(torch.cat([x_t, x_t]).to(dtype), t, encoder_hidden_states=embeds, return_dict=False)[0]
+        output_negative, output_cond = output.chunk(2)
+        return self.guidance(output_negative, output_cond, self.guidance_scale)
+
+
+def initial_latents(
+    batch_size: int, *, unet, scheduler, vae_scale_factor: int, height: int, width: int,
+    generator: torch.Generator | None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """x_T drawn exactly as diffusers' ``StableDiffusionPipeline.prepare_latents`` does (the contract's --seed)."""
+    shape = (batch_size, unet.config.in_channels, height // vae_scale_factor, width // vae_scale_factor)
+    latents = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
+    return latents * scheduler.init_noise_sigma
+
+
+def sample(
+    denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler,
+    latents: torch.Tensor,
+    *,
+    num_inference_steps: int,
+    grad_from: int | None = None,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Run DDIM from x_T; return the final latents x_0, or x0_pred at step ``grad_from`` with gradient.
+
+    Args:
+        denoiser: guided model output at (x_t, t), e.g. a :class:`CFGDenoiser`.
+        scheduler: a diffusers ``DDIMScheduler`` (any scheduler with ``set_timesteps``/``step``
+            works for inference; the one-step prediction uses its ``alphas_cumprod``).
+        latents: x_T, e.g. from :func:`initial_latents`.
+        num_inference_steps: sampling steps (T of ReNeg Sec. 4.2; paper: 30).
+        grad_from: None for inference; else the step index k in [0, T) at which to stop
+            and predict x0 with gradient (training: k in the last ``grad_window`` steps).
+        callback: called after every no-grad step with (index, timestep, latents).
+    """
+    scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    timesteps = scheduler.timesteps
+    stop = len(timesteps) if grad_from is None else grad_from
+    if not 0 <= stop <= len(timesteps) - (grad_from is not None):
+        raise ValueError(f"grad_from={grad_from} is outside [0, {len(timesteps)})")
+    with torch.no_grad():  # 1. x_T -> x_t, no gradient
+        for index, t in enumerate(timesteps[:stop]):
+            model_output = denoiser(scheduler.scale_model_input(latents, t), t)
+            latents = scheduler.step(model_output, t, latents, return_dict=False)[0]
+            if callback is not None:
+                callback(index, t, latents)
+    if grad_from is None:
+        return latents
+    t = timesteps[grad_from]  # 2. one guided call with gradient at x_t, stop-gradient at x_t
+    x_t = latents.detach()
+    model_output = denoiser(scheduler.scale_model_input(x_t, t), t)
+    return predict_x0(
+        model_output, x_t, scheduler.alphas_cumprod[t.long().cpu()], prediction_type=scheduler.config.prediction_type
+    )
+
+
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """VAE-decode latents to images in [0, 1], (B, 3, H, W), differentiable; as diffusers' pipelines do."""
+    latents = latents / vae.config.scaling_factor
+    if getattr(vae.config, "shift_factor", None) is not None:
+        latents = latents + vae.config.shift_factor
+    images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+    images = images.to(torch.promote_types(images.dtype, torch.float32))
+    return (images / 2 + 0.5).clamp(0, 1)

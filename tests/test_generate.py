@@ -1,0 +1,72 @@
+"""`reneg generate` against diffusers' own StableDiffusionPipeline with DDIM and the same seed."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+from PIL import Image
+
+from reneg.cli import main
+from reneg.embedding import NegativeEmbedding
+
+PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
+
+
+def _diffusers_images(directory, negative, *, seed, steps, guidance_scale, num_images=1):
+    pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    embeds = negative.expand(len(PROMPTS), device=pipe.device, dtype=pipe.dtype)
+    return pipe(PROMPTS, negative_prompt_embeds=embeds, num_images_per_prompt=num_images, num_inference_steps=steps,
+                guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed), output_type="np").images
+
+
+def _reneg_images(out):
+    record = json.loads((out / "generation.json").read_text())
+    return np.stack([np.asarray(Image.open(out / item["file"])) / 255.0 for item in record["images"]]), record
+
+
+@pytest.mark.parametrize("batch_size", [4, 1])
+def test_generate_matches_diffusers(tiny_pipeline_dir, tmp_path, batch_size):
+    """Same pixels (max diff <= 2/255) as diffusers with negative_prompt_embeds, epsilon and v-prediction."""
+    torch.manual_seed(0)
+    negative = NegativeEmbedding(torch.randn(77, 32), {})
+    file = tmp_path / "neg.safetensors"
+    negative.save(file)
+    args = ["generate", "--model", str(tiny_pipeline_dir), "--negative", str(file), "--seed", "7", "--steps", "6",
+            "--guidance-scale", "6.0", "--num-images", "2", "--batch-size", str(batch_size), "--device", "cpu",
+            "--out", str(tmp_path / "out")]
+    for prompt in PROMPTS:
+        args += ["--prompt", prompt]
+    with pytest.warns(UserWarning, match="fingerprint"):
+        assert main(args) == 0
+    ours, record = _reneg_images(tmp_path / "out")
+    theirs = _diffusers_images(tiny_pipeline_dir, negative, seed=7, steps=6, guidance_scale=6.0, num_images=2)
+    assert ours.shape == theirs.shape == (4, 64, 64, 3)
+    assert np.abs(ours - theirs).max() <= 2 / 255
+    assert record["seed"] == 7 and record["method"] == f"embedding={file}"
+    assert [item["prompt"] for item in record["images"]] == [PROMPTS[0]] * 2 + [PROMPTS[1]] * 2
+
+
+def test_generate_negative_prompt_matches_diffusers(tiny_epsilon_dir, tmp_path):
+    args = ["generate", "--model", str(tiny_epsilon_dir), "--negative-prompt", "blurry", "--seed", "3", "--steps", "4",
+            "--device", "cpu", "--out", str(tmp_path / "out"), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1]]
+    assert main(args) == 0
+    ours, record = _reneg_images(tmp_path / "out")
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_epsilon_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    theirs = pipe(PROMPTS, negative_prompt=["blurry"] * 2, num_inference_steps=4, guidance_scale=7.5,
+                  generator=torch.Generator().manual_seed(3), output_type="np").images
+    assert np.abs(ours - theirs).max() <= 2 / 255
+    assert record["method"] == "negative-prompt=blurry"
+
+
+def test_generate_default_model_null_text(tmp_path):
+    """No --model: the embedded default; null text is diffusers' negative_prompt=''."""
+    assert main(["generate", "--prompt", "a red circle", "--steps", "2", "--device", "cpu",
+                 "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "generation.json").read_text())
+    assert record["method"] == "null" and len(record["images"]) == 1
+    assert Image.open(tmp_path / record["images"][0]["file"]).size == (64, 64)
