@@ -39,6 +39,13 @@ def _generate(args):
     print(generate(config))
 
 
+def _eval(args):
+    from .evaluate import EvalConfig, evaluate
+
+    config = build_config(EvalConfig, args, config_file=args.config)
+    print(evaluate(config))
+
+
 def _rewards(args):
     from .rewards import available_rewards
 
@@ -53,18 +60,29 @@ def _models(args):
         print(f"{name:16s} {builtin.description}{' (default)' if name == DEFAULT_MODEL else ''}")
 
 
+def _world(args):
+    from .world.build import BuildConfig, build
+
+    config = build_config(BuildConfig, args, config_file=args.config)
+    print(build(config))
+
+
 def _config_classes():
+    from .world.build import BuildConfig
+    from .evaluate import EvalConfig
     from .generate import GenerateConfig
     from .train import TrainConfig
 
-    return {"train": TrainConfig, "generate": GenerateConfig}
+    return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "world-build": BuildConfig}
 
 
 COMMANDS = {
     "train": (_train, "learn a global negative embedding (ReNeg Sec. 4.2)"),
     "generate": (_generate, "generate images with null text, a negative prompt or a learned embedding"),
+    "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
     "rewards": (_rewards, "list the registered rewards"),
     "models": (_models, "list the built-in models"),
+    "world-build": (_world, "rebuild every model of the embedded shapes world from scratch"),
 }
 
 

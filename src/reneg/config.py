@@ -44,7 +44,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get(HELP, "")
-        if default not in (None, [], False):
+        if default is not None and default is not False and default != []:
             help_text += f" (default: {default})"
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:

@@ -1,4 +1,4 @@
-"""Listeners of the training loop: progress bar, log lines, a JSONL log of every step."""
+"""Listeners of the training loop: progress bar, log lines, a JSONL log, TensorBoard, a reward-curve plot."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from .errors import ReNegError
+from .io import atomic_path
 
 
 def progress_bar(total: int):
@@ -24,14 +27,24 @@ def progress_bar(total: int):
     return listen
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """Whether ``path`` ends in a line cut short (an interrupted run); checked before a resumed run appends."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) != b"\n"
+
+
 def jsonl_log(path: str | Path, *, fresh: bool):
     """Write every step record to a JSON-lines file: a fresh run starts it anew, a resumed one appends."""
     path, state = Path(path), {"mode": "w" if fresh else "a"}
 
     def listen(trainer, record):
         path.parent.mkdir(parents=True, exist_ok=True)
+        separator = "\n" if state["mode"] == "a" and _ends_mid_line(path) else ""
         with path.open(state["mode"]) as handle:
-            handle.write(json.dumps(asdict(record)) + "\n")
+            handle.write(separator + json.dumps(asdict(record)) + "\n")
         state["mode"] = "a"
 
     return listen
@@ -46,7 +59,107 @@ def log_lines(every: int):
     return listen
 
 
+def _is_main_process(trainer) -> bool:
+    accelerator = getattr(trainer, "accelerator", None)
+    return accelerator is None or accelerator.is_main_process
+
+
+def tensorboard_log(log_dir: str | Path, *, total: int):
+    """Write reward, loss, lr, guidance scale and step time per step to TensorBoard event files in ``log_dir``.
+
+    Checks for the ``tensorboard`` package when built, so that a missing one fails before training starts.
+    A resumed run purges the events at and after its first step (those of an interrupted run).
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ReNegError("--report-to tensorboard needs the tensorboard package: pip install tensorboard "
+                         "(or pip install 'reneg[tensorboard]'), or pass --report-to none") from None
+    state = {}
+
+    def listen(trainer, record):
+        if not _is_main_process(trainer):
+            return
+        writer = state.get("writer") or state.setdefault(
+            "writer", SummaryWriter(str(log_dir), purge_step=record.step))
+        for name in ("reward", "loss", "lr", "guidance_scale", "seconds"):
+            writer.add_scalar(f"train/{name}", getattr(record, name), record.step)
+        if record.step >= total:
+            writer.close()
+
+    return listen
+
+
+def read_jsonl_log(path: str | Path) -> dict[int, float]:
+    """``{step: reward}`` of a ``jsonl_log`` file; a step logged twice (a resumed run) keeps its last value."""
+    path, rewards = Path(path), {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                rewards[int(entry["step"])] = float(entry["reward"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by an interrupted run
+    return rewards
+
+
+def plot_reward_curve(path: str | Path, rewards: dict[int, float], *, window: int | None = None) -> Path:
+    """Save a PNG (matplotlib's Agg canvas) of the reward per step and its trailing moving average, atomically."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    steps = np.array(sorted(rewards))
+    values = np.array([rewards[s] for s in steps], dtype=float)
+    window = window or max(1, min(len(values), max(5, len(values) // 20)))
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    moving_average = (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.subplots()
+    axes.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=1, label="reward (batch mean)")
+    axes.plot(steps, moving_average, color="tab:blue", linewidth=2, label=f"moving average ({window} steps)")
+    axes.set_xlabel("step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("reward")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
+
+
+def reward_plot(path: str | Path, *, log_path: str | Path | None, total: int):
+    """At the last step, plot the reward curve of the whole run (``log_path`` covers resumed runs) to ``path``."""
+    seen = {}
+
+    def listen(trainer, record):
+        seen[record.step] = record.reward
+        if record.step >= total and _is_main_process(trainer):
+            rewards = {**(read_jsonl_log(log_path) if log_path else {}), **seen}
+            plot_reward_curve(path, rewards)
+
+    return listen
+
+
+def _tensorboard_for(config) -> tuple:
+    return (tensorboard_log(Path(config.out).with_suffix(".tensorboard"), total=config.train_steps),)
+
+
+#: ``--report-to NAME`` -> the listeners of that tracker, built from the train config.
+REPORTERS = {"none": lambda config: (), "tensorboard": _tensorboard_for}
+
+
 def log_listeners(config) -> tuple:
-    """The CLI's listeners: a progress bar, log lines and ``<out>.log.jsonl``."""
-    log_path = Path(config.out).with_suffix(".log.jsonl")
-    return progress_bar(config.train_steps), log_lines(config.log_every), jsonl_log(log_path, fresh=not config.resume)
+    """The CLI's listeners: a progress bar, log lines, ``<out>.log.jsonl``, ``<out stem>.reward.png`` and the
+    ``--report-to`` tracker (checked here, before training starts)."""
+    out = Path(config.out)
+    log_path = out.with_suffix(".log.jsonl")
+    report_to = getattr(config, "report_to", "none")
+    if report_to not in REPORTERS:
+        raise ReNegError(f"--report-to must be one of {', '.join(REPORTERS)}, got '{report_to}'")
+    return (progress_bar(config.train_steps), log_lines(config.log_every),
+            jsonl_log(log_path, fresh=not config.resume),  # before reward_plot, which reads the log
+            reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps),
+            *REPORTERS[report_to](config))

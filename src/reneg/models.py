@@ -31,6 +31,8 @@ class ModelDefaults:
     reward: str = "pickscore"
     reward_model: str | None = None
     train_prompts: tuple[str, ...] = ()
+    benchmark: str = "hpsv2"
+    metrics: tuple[str, ...] = ()  # what `reneg eval` reports by default (empty: the reward)
 
 
 @dataclass
@@ -49,9 +51,12 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    build: Callable[[], object]
-    defaults: ModelDefaults
+    """A model shipped with reneg: built in code (``build``) or saved in diffusers format (``directory``)."""
+
+    defaults: Callable[[], ModelDefaults]
     description: str
+    build: Callable[[], object] | None = None
+    directory: Callable[[], str] | None = None
 
 
 TINY_PROMPTS = (
@@ -66,16 +71,53 @@ def _tiny():
     return tiny_sd_pipeline()
 
 
+#: What `reneg eval` reports on the shapes world: both preference models and the ground truth.
+WORLD_METRICS = ("shapes-hps", "shapes-pick", "truth-adherence", "truth-shape", "truth-colour", "truth-background",
+                 "truth-cleanliness")
+
+
+def _shapes_defaults() -> ModelDefaults:
+    from . import world
+
+    config = world.world_config()
+    prompts = (world.path("prompts") / "train.txt").read_text().splitlines()
+    return ModelDefaults(guidance_scale=config["guidance_scale"], num_inference_steps=config["num_inference_steps"],
+                         handcrafted_negative=config["handcrafted_negative"], reward=config["reward"],
+                         train_prompts=tuple(prompts), benchmark="shapes", metrics=WORLD_METRICS)
+
+
+def _shapes_directory() -> str:
+    from . import world
+
+    return str(world.path("sd"))
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "tiny": BuiltinModel(
         build=_tiny,
-        defaults=ModelDefaults(guidance_scale=7.5, num_inference_steps=10, handcrafted_negative="blurry, low contrast",
-                               reward="contrast", train_prompts=TINY_PROMPTS),
+        defaults=lambda: ModelDefaults(guidance_scale=7.5, num_inference_steps=10,
+                                       handcrafted_negative="blurry, low contrast", reward="contrast",
+                                       train_prompts=TINY_PROMPTS, benchmark="tiny"),
         description="random-weight 64x64 Stable Diffusion (2 M parameters), for smoke tests",
     ),
 }
-#: What runs when no --model is given (the shapes world replaces this once it ships).
-DEFAULT_MODEL = "tiny"
+
+
+def _register_world() -> str:
+    """Register the shapes world when its weights ship; returns the default model's name."""
+    from . import world
+
+    if not world.is_built():
+        return "tiny"
+    BUILTIN_MODELS["shapes"] = BuiltinModel(
+        directory=_shapes_directory, defaults=_shapes_defaults,
+        description="the shapes world: a trained 64x64 Stable Diffusion of coloured shapes (the embedded default)",
+    )
+    return "shapes"
+
+
+#: What runs when no --model is given: the shapes world, or the tiny random model if it is not built.
+DEFAULT_MODEL = _register_world()
 
 #: Components every UNet-based Stable Diffusion pipeline has, and that the sampler uses.
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -123,8 +165,8 @@ def load_model(model: str | None = None, *, device: torch.device | str = "cpu",
     device = torch.device(device)
     if name in BUILTIN_MODELS:
         builtin = BUILTIN_MODELS[name]
-        pipe = builtin.build()
-        return LoadedModel(_prepare(pipe, device=device, dtype=dtype), name, builtin.defaults)
+        pipe = builtin.build() if builtin.build else _from_pretrained(builtin.directory(), dtype=dtype)
+        return LoadedModel(_prepare(pipe, device=device, dtype=dtype), name, builtin.defaults())
     directory = resolve(name, what="model")
     pipe = _from_pretrained(directory, dtype=dtype)
     return LoadedModel(_prepare(pipe, device=device, dtype=dtype), name, ModelDefaults())

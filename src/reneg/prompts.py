@@ -34,8 +34,9 @@ def _from_json(data, path: Path) -> list[Prompt]:
 
 
 def _from_table(path: Path, delimiter: str) -> list[Prompt]:
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV prompts keep their quotes
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter=delimiter))
+        rows = list(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
     if not rows or "Prompt" not in rows[0]:
         raise ReNegError(f"prompts file '{path}' needs a header row with a 'Prompt' column (as PartiPrompts.tsv)")
     return [Prompt(row["Prompt"], row.get("Category") or "all") for row in rows]
@@ -43,7 +44,7 @@ def _from_table(path: Path, delimiter: str) -> list[Prompt]:
 
 def load_prompts(path: str | Path) -> list[Prompt]:
     """Prompts (with categories where the file has them) from a .txt, .json, .tsv or .csv file."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise ReNegError(f"prompts file '{path}' does not exist: pass a .txt (one prompt a line), .json or .tsv file")
     try:
@@ -64,9 +65,11 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 def gather_prompts(*, prompt: list[str] | None, prompts_file: str | None, fallback: list[str] | None = None,
                    what: str = "prompts") -> list[Prompt]:
     """Prompts from ``--prompt`` flags and/or ``--prompts FILE``, else ``fallback``; none at all is an error."""
+    from .benchmarks import load_benchmark  # benchmark names and their published file formats too
+
     gathered = [Prompt(p) for p in (prompt or []) if p.strip()]
     if prompts_file:
-        gathered += load_prompts(prompts_file)
+        gathered += load_benchmark(prompts_file)
     if not gathered and fallback:
         gathered = [Prompt(p) for p in fallback]
     if not gathered:

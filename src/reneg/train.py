@@ -65,6 +65,8 @@ class TrainConfig:
     checkpoint_every: int = arg(0, "save a resumable checkpoint every N steps (0: only at the end)", metavar="N")
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
     log_every: int = arg(10, "log a line every N steps", metavar="N")
+    report_to: str = arg("none", "also log reward/loss/lr per step to this tracker (tensorboard: <out>.tensorboard/, "
+                                 "needs `pip install tensorboard`)", choices=["none", "tensorboard"])
 
     def __post_init__(self):
         require(self.train_steps >= 1, f"--train-steps must be >= 1, got {self.train_steps}")

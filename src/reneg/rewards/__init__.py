@@ -1,7 +1,10 @@
 """Differentiable rewards ``reward(images, prompts) -> scores`` and their registry.
 
 Importing this package registers the built-in rewards (``pickscore``,
-``clip-score``, ``contrast``, ``saturation``, ``random-linear``).
+``clip-score``, ``contrast``, ``saturation``, ``random-linear``) and the
+papers' reward models (``hpsv2``, ``hpsv2.1``, ``aesthetic``, ``imagereward``,
+``clip-score-min-object``, ``clip-score-full-prompt``) and diagnostics
+(``colorfulness``; see :data:`DIAGNOSTICS`).
 """
 
 from .base import (
@@ -16,15 +19,22 @@ from .base import (
     reward_spec,
 )
 from . import clip, simple  # noqa: E402,F401  - registers the built-in rewards
+from . import aesthetic, hps, imagereward, min_object  # noqa: E402,F401  - registers the papers' reward models
+from .diagnostics import DIAGNOSTICS, diagnostic_rewards  # noqa: E402  - registers colorfulness
+from .weighted import build_rewards_from_config  # noqa: E402
 
 __all__ = [
+    "DIAGNOSTICS",
     "Reward",
     "RewardSpec",
     "WeightedSum",
     "available_rewards",
     "build_reward",
+    "build_rewards_from_config",
     "combine",
+    "diagnostic_rewards",
     "freeze",
     "register_reward",
     "reward_spec",
 ]
+from ..world import rewards as _world_rewards  # noqa: E402,F401  - registers shapes-hps, shapes-pick, truth-*

@@ -1,0 +1,81 @@
+"""Metrics of ``reneg eval``: reward specs (``name`` or ``name=PATH``), diagnostics, means and win rates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import ReNegError
+from ..rewards import DIAGNOSTICS, Reward, available_rewards, build_reward, reward_spec
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric: ``text`` as given (the key in results.json), a registered reward ``name`` and its ``model``."""
+
+    text: str
+    name: str
+    model: str | None = None
+    diagnostic: bool = False
+
+    @property
+    def model_or_default(self) -> str | None:
+        return self.model if self.model is not None else reward_spec(self.name).default_model
+
+    def build(self, *, device: torch.device, dtype: torch.dtype) -> Reward:
+        return build_reward(self.name, model=self.model, device=device, dtype=dtype)
+
+
+def parse_metric_spec(text: str, *, diagnostic: bool = False) -> MetricSpec:
+    """``name`` or ``name=PATH_OR_ID`` of a registered reward; an unknown name is ReNegError."""
+    text = text.strip()
+    name, equals, model = text.partition("=")
+    reward_spec(name)  # raises ReNegError listing the registered rewards
+    if equals and not model:
+        raise ReNegError(f"metric '{text}': give the reward model after '=' (name=PATH_OR_ID) or drop the '='")
+    return MetricSpec(text, name, model or None, diagnostic)
+
+
+def parse_metric_specs(values: list[str]) -> list[MetricSpec]:
+    """Comma-separated metric specs followed by the diagnostics (:data:`reneg.rewards.DIAGNOSTICS`) not chosen."""
+    texts = [piece.strip() for value in values for piece in value.split(",") if piece.strip()]
+    if not texts:
+        raise ReNegError("no metrics given: pass --metrics NAME[,NAME...] (see `reneg rewards`)")
+    if len(set(texts)) != len(texts):
+        raise ReNegError(f"--metrics names a metric twice ({', '.join(texts)}): give each once")
+    metrics = [parse_metric_spec(text) for text in texts]
+    chosen = {metric.text for metric in metrics}
+    registered = available_rewards()
+    metrics += [MetricSpec(name, name, None, diagnostic=True)
+                for name in DIAGNOSTICS if name in registered and name not in chosen]
+    return metrics
+
+
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean, summed exactly (``math.fsum``) so that it does not depend on the order."""
+    if not values:
+        raise ValueError("mean of no values")
+    return math.fsum(values) / len(values)
+
+
+def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:
+    """Share of paired items on which A scores higher than B, ties counting half (ReNeg Table 3).
+
+    ``win_rate(a, b) + win_rate(b, a) == 1`` for any pairing.
+    """
+    if len(scores_a) != len(scores_b) or not scores_a:
+        raise ValueError(f"win rate needs two equally long, non-empty score lists, got {len(scores_a)} and "
+                         f"{len(scores_b)}")
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b))
+    return wins / len(scores_a)
+
+
+def grouped(values: Sequence[float], categories: Sequence[str]) -> dict[str, list[float]]:
+    """Values by category, categories in order of first appearance."""
+    groups: dict[str, list[float]] = {}
+    for value, category in zip(values, categories, strict=True):
+        groups.setdefault(category, []).append(value)
+    return groups

@@ -1,0 +1,112 @@
+"""What ``reneg eval`` keeps in ``--out`` between runs: saved images per run, and a JSONL cache of scores.
+
+    OUT/images/<run-slug>/run.json       the settings that made these images (checked on every rerun)
+    OUT/images/<run-slug>/<item>.png     one image per (prompt, seed) item, written atomically
+    OUT/scores.jsonl                     {"run", "metric", "item", "score"} per line, appended as scored
+
+A rerun skips every image that exists and every score in the cache, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ReNegError
+from ..io import save_png, write_json
+
+RUN_FILE = "run.json"
+SCORES_FILE = "scores.jsonl"
+IMAGES_DIR = "images"
+
+
+class ImageStore:
+    """Images of each run under ``OUT/images/<slug>/``, with the settings that made them in ``run.json``."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+
+    def directory(self, slug: str) -> Path:
+        return self.out / IMAGES_DIR / slug
+
+    def path(self, slug: str, item: str) -> Path:
+        return self.directory(slug) / f"{item}.png"
+
+    def relative_path(self, slug: str, item: str) -> str:
+        """The image's path relative to ``OUT`` (for index.html, so the folder can be moved)."""
+        return f"{IMAGES_DIR}/{slug}/{item}.png"
+
+    def has(self, slug: str, item: str) -> bool:
+        return self.path(slug, item).is_file()
+
+    def check_settings(self, slug: str, settings: dict) -> None:
+        """ReNegError if ``OUT`` holds images of this run made with other settings (nothing is written)."""
+        record = self.directory(slug) / RUN_FILE
+        if not record.is_file():
+            return
+        try:
+            saved = json.loads(record.read_text())
+        except json.JSONDecodeError:
+            saved = {}
+        differing = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key))
+        if differing:
+            raise ReNegError(f"{self.directory(slug)} holds images made with other settings ({', '.join(differing)} "
+                             f"differ): pass a fresh --out DIR, or delete that folder to remake them")
+
+    def start(self, slug: str, settings: dict) -> None:
+        """Record the settings of a run before its first image is saved."""
+        record = self.directory(slug) / RUN_FILE
+        if not record.is_file():
+            write_json(record, settings)
+
+    def save(self, slug: str, item: str, image: Image.Image) -> None:
+        save_png(image, self.path(slug, item))
+
+    def load(self, slug: str, items: list[str]) -> torch.Tensor:
+        """Saved images as floats in [0, 1], (B, 3, H, W): what every score is computed from."""
+        arrays = [np.asarray(Image.open(self.path(slug, item)).convert("RGB")) for item in items]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+class ScoreCache:
+    """Scores per (run, metric, item), read from and appended to ``OUT/scores.jsonl``."""
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / SCORES_FILE
+        self.scores: dict[tuple[str, str, str], float] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                    self.scores[(record["run"], record["metric"], record["item"])] = float(record["score"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a crash: that score is computed again
+
+    def has(self, run: str, metric: str, item: str) -> bool:
+        return (run, metric, item) in self.scores
+
+    def get(self, run: str, metric: str, item: str) -> float:
+        return self.scores[(run, metric, item)]
+
+    def add(self, run: str, metric: str, scores: dict[str, float]) -> None:
+        """Append the scores of items (name -> score) and flush them to disk."""
+        lines = [json.dumps({"run": run, "metric": metric, "item": item, "score": score})
+                 for item, score in scores.items()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")  # the last line was cut short by a crash: start a fresh one
+            handle.write("".join(line + "\n" for line in lines).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        for item, score in scores.items():
+            self.scores[(run, metric, item)] = score

@@ -1,0 +1,168 @@
+"""``reneg world build``: rebuild every model of the shapes world from scratch, deterministically.
+
+Stages (each cached in the work directory, so an interrupted build resumes):
+data -> vae -> truth (ground-truth scorer, and the check that every degradation survives the
+VAE) -> sd (text encoder + UNet) -> hps (shapes-hps reward) -> pick (shapes-pick) -> ship
+(fp16 weights into the package, measured quality into world.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import arg, require
+
+logger = logging.getLogger("reneg.world")
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass
+class BuildConfig:
+    """Settings of ``reneg world build``."""
+
+    work_dir: str = arg("runs/world-build", "where stages cache their outputs and the log", metavar="DIR")
+    out: str = arg(str(WEIGHTS_DIR), "where the shipped fp16 weights go", metavar="DIR")
+    seed: int = arg(0, "seed of every stage")
+    scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)")
+    images: int = arg(40000, "training renders")
+    vae_steps: int = arg(900, "VAE optimizer steps")
+    truth_steps: int = arg(600, "ground-truth scorer steps")
+    sd_steps: int = arg(3000, "text encoder + UNet steps")
+    hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)")
+    pick_steps: int = arg(600, "shapes-pick steps")
+    skip: list[str] = arg([], "skip this stage (repeatable; e.g. run sd and hps/pick in two processes)",
+                          choices=["sd", "hps", "pick"])
+    until: str | None = arg(None, "stop after this stage",
+                            choices=["data", "vae", "recon", "truth", "sd", "hps", "pick", "ship"])
+
+    def __post_init__(self):
+        require(self.scale > 0, f"--scale must be > 0, got {self.scale}")
+
+    def steps(self, name: str) -> int:
+        return max(2, round(getattr(self, f"{name}_steps") * self.scale))
+
+
+STAGES = ("data", "vae", "recon", "truth", "sd", "hps", "pick", "ship")
+
+
+def _stage_data(config, work, state):
+    from .data import make_data
+
+    path = work / "data.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    data = make_data(max(256, round(config.images * config.scale)), seed=config.seed)
+    torch.save(data, path)
+    return data
+
+
+def _stage_vae(config, work, state):
+    from diffusers import AutoencoderKL
+
+    from .stages import psnr, train_vae
+
+    path = work / "vae"
+    if not (path / "config.json").exists():
+        vae = train_vae(state["data"], steps=config.steps("vae"), seed=config.seed)
+        vae.save_pretrained(path)
+    vae = AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
+    from .data import make_data
+
+    held_out = make_data(512, seed=config.seed + 1000)
+    state.setdefault("metrics", {})["vae_psnr_db"] = round(psnr(vae, held_out), 2)
+    logger.info("[vae] reconstruction PSNR on held-out renders %.2f dB", state["metrics"]["vae_psnr_db"])
+    return vae
+
+
+def _stage_recon(config, work, state):
+    from .truth import reconstruct
+
+    path = work / "recon.pt"
+    if not path.exists():
+        count = min(len(state["data"]), max(256, round(12000 * config.scale)))
+        torch.save(reconstruct(state["vae"], state["data"].images[:count]), path)
+    return torch.load(path)
+
+
+def _stage_truth(config, work, state):
+    from .truth import detectability, load_truth, train_truth
+
+    path = work / "truth"
+    if not (path / "config.json").exists():
+        train_truth(state["data"], state["recon"], steps=config.steps("truth"), seed=config.seed).save(path)
+    truth = load_truth(path)
+    state["metrics"]["degradation_auc_after_vae"] = detectability(truth, state["vae"], seed=config.seed + 7)
+    logger.info("[truth] degradation AUC after VAE reconstruction: %s", state["metrics"]["degradation_auc_after_vae"])
+    return truth
+
+
+def _stage_sd(config, work, state):
+    from .pipeline import assemble_pipeline
+    from .stages import encode, train_sd
+
+    path = work / "sd"
+    if not (path / "model_index.json").exists():
+        vae, data = state["vae"], state["data"]
+        latents = encode(vae, data) * vae.config.scaling_factor
+        text_encoder, unet, tokenizer = train_sd(data, latents, steps=config.steps("sd"), seed=config.seed)
+        assemble_pipeline(vae=vae, text_encoder=text_encoder, unet=unet, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def _stage_preference(name, train, config, work, state, *, seed):
+    path, accuracy_file = work / name, work / f"{name}.accuracy.json"
+    if not accuracy_file.exists():
+        accuracy = train(state["data"], state["recon"], state["vae"], steps=config.steps(name.split("-")[1]),
+                         seed=seed, out=path)
+        accuracy_file.write_text(json.dumps(accuracy))
+    state["metrics"][f"{name}_pairwise_accuracy"] = json.loads(accuracy_file.read_text())
+    logger.info("[%s] held-out pairwise accuracy %s", name, state["metrics"][f"{name}_pairwise_accuracy"])
+    return path
+
+
+def _stage_hps(config, work, state):
+    from .preference import train_hps
+
+    return _stage_preference("shapes-hps", train_hps, config, work, state, seed=config.seed + 1)
+
+
+def _stage_pick(config, work, state):
+    from .preference import train_pick
+
+    return _stage_preference("shapes-pick", train_pick, config, work, state, seed=config.seed + 2)
+
+
+def _stage_ship(config, work, state):
+    from .ship import ship
+
+    return ship(work, Path(config.out), metrics=state["metrics"], seed=config.seed)
+
+
+def build(config: BuildConfig) -> Path:
+    """Run the stages in order (skipping cached ones); returns the shipped weights directory."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    work = Path(config.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(work / "build.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    state, start = {}, time.time()
+    for name in STAGES:
+        if name in config.skip:
+            continue
+        stage_start = time.time()
+        state[name] = globals()[f"_stage_{name}"](config, work, state)
+        logger.info("[%s] done in %.0fs (total %.0fs)", name, time.time() - stage_start, time.time() - start)
+        (work / "metrics.json").write_text(json.dumps(state.get("metrics", {}), indent=2))
+        if name == config.until:
+            break
+    logger.removeHandler(handler)
+    handler.close()
+    return Path(config.out)

@@ -1,0 +1,60 @@
+"""The world's training set: renders (degraded where the scene says so) with captions, in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import degrade
+from .render import Scene, render
+from .scenes import benchmark_prompts, training_captions
+
+
+@dataclass
+class WorldData:
+    """Images uint8 (N, 3, 64, 64), their captions and scenes."""
+
+    images: torch.Tensor
+    captions: list[str]
+    scenes: list[Scene]
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Images in [-1, 1] and captions at ``indices``."""
+        images = self.images[indices].float().contiguous() / 127.5 - 1
+        return images, [self.captions[i] for i in indices.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def render_scenes(scenes: list[Scene], generator: torch.Generator, *, chunk: int = 2048) -> torch.Tensor:
+    """uint8 (N, 3, 64, 64): the renders of ``scenes`` with their degradations applied."""
+    out = []
+    for start in range(0, len(scenes), chunk):
+        part = scenes[start:start + chunk]
+        images = torch.from_numpy(np.stack([render(s) for s in part])).permute(0, 3, 1, 2).float() / 255
+        images = degrade.apply(images, [s.degradations for s in part], generator)
+        out.append((images * 255).round().to(torch.uint8).contiguous())
+    return torch.cat(out)
+
+
+def make_data(count: int, *, seed: int) -> WorldData:
+    """``count`` (image, caption) pairs, none of whose captions is a benchmark prompt."""
+    held_out = {prompt for prompt, _ in benchmark_prompts()}
+    pairs = training_captions(count, seed=seed, exclude=held_out)
+    generator = torch.Generator().manual_seed(seed)
+    images = render_scenes([scene for scene, _ in pairs], generator)
+    return WorldData(images, [c for _, c in pairs], [s for s, _ in pairs])
+
+
+def loader(count: int, batch_size: int, *, seed: int):
+    """Endless random index batches, deterministic in ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randint(count, (batch_size,), generator=generator)
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)

@@ -1,0 +1,16 @@
+"""Assemble the world's tiny Stable Diffusion as a standard diffusers pipeline."""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from ..tiny import SD_SCHEDULER
+
+
+def assemble_pipeline(*, vae, text_encoder, unet, tokenizer) -> StableDiffusionPipeline:
+    """A ``StableDiffusionPipeline`` (DDIM with SD's betas), loadable with ``from_pretrained``."""
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )

@@ -1,0 +1,206 @@
+"""The world's preference models: "shapes-hps" (open_clip, HPS's family) and "shapes-pick" (transformers CLIP).
+
+Both are trained the same way, in two phases: contrastive image-caption
+learning (CLIP's InfoNCE), then preference pairs for a clean prompt, HPS-style
+(cross-entropy over the pair's scaled cosines): the correct clean image is
+preferred to the same scene degraded or with a wrong attribute (shape, object
+colour or background). Images come as renders and as VAE reconstructions, so
+that the models read generated images as well.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..tiny import CLIP_MEAN, CLIP_STD
+from .data import WorldData, loader, render_scenes
+from .render import Scene, Thing
+from .scenes import caption as make_caption
+from .scenes import sample_scene
+from .truth import reconstruct
+from .vocab import COLOUR_NAMES, DEGRADATIONS, SHAPES
+
+logger = logging.getLogger("reneg.world")
+CONTRASTIVE_SHARE = 0.6  # of the steps; the rest adds preference pairs
+
+
+@dataclass
+class DualEncoder:
+    """What the trainer needs of a CLIP-like model: normalised features and the logit scale."""
+
+    model: torch.nn.Module
+    encode_image: Callable[[torch.Tensor], torch.Tensor]  # normalised pixels -> features
+    encode_text: Callable[[list[str]], torch.Tensor]  # prompts -> features
+
+    def scores(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Cosine similarity of each image with its prompt, images in [0, 1]."""
+        mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        image = F.normalize(self.encode_image((images - mean) / std), dim=-1)
+        text = F.normalize(self.encode_text(prompts), dim=-1)
+        return (image * text).sum(-1), image, text
+
+
+def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene with one attribute changed: a shape, an object colour or the background."""
+    kind = rng.choice(["shape", "colour", "background"])
+    things = list(scene.things)
+    index = int(rng.integers(len(things)))
+    thing = things[index]
+    if kind == "shape":
+        things[index] = replace(thing, shape=str(rng.choice([s for s in SHAPES if s != thing.shape])))
+    elif kind == "colour":
+        options = [c for c in COLOUR_NAMES if c not in (thing.colour, scene.background)]
+        things[index] = replace(thing, colour=str(rng.choice(options)))
+    else:
+        options = [c for c in COLOUR_NAMES if c != scene.background and all(t.colour != c for t in things)]
+        return Scene(tuple(things), str(rng.choice(options)), ())
+    return Scene(tuple(things), scene.background, ())
+
+
+def preference_pairs(count: int, rng: np.random.Generator, generator: torch.Generator, vae=None):
+    """(prompts, winners, losers, loser kinds): clean correct images vs degraded or wrong ones, in [0, 1]."""
+    prompts, winner_scenes, loser_scenes, kinds = [], [], [], []
+    for _ in range(count):
+        scene, category = sample_scene(rng, degraded=False)
+        prompts.append(make_caption(scene, category, rng, mention=False))
+        if rng.random() < 0.5:
+            loser, kind = Scene(scene.things, scene.background, (str(rng.choice(DEGRADATIONS)),)), "degraded"
+        else:
+            loser, kind = _wrong_attribute(scene, rng), "wrong attribute"
+        winner_scenes.append(scene)
+        loser_scenes.append(loser)
+        kinds.append(kind)
+    winners, losers = render_scenes(winner_scenes, generator), render_scenes(loser_scenes, generator)
+    if vae is not None:
+        winners, losers = reconstruct(vae, winners), reconstruct(vae, losers)
+    return prompts, winners.float() / 255, losers.float() / 255, kinds
+
+
+def train_preference(encoder: DualEncoder, data: WorldData, recon: torch.Tensor, vae, *, steps: int, seed: int,
+                     batch_size: int = 96, pair_count: int = 32, lr: float = 1e-3) -> None:
+    """Phase 1: InfoNCE on (image, caption); phase 2: InfoNCE plus HPS-style preference pairs."""
+    torch.manual_seed(seed)
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    params = [p for p in encoder.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    batches, start = loader(len(data), batch_size, seed=seed), time.time()
+    scale = encoder.model.logit_scale
+    for step in range(steps):
+        indices = next(batches)
+        use_recon = indices < len(recon)
+        images = torch.where(use_recon.view(-1, 1, 1, 1), recon[indices.clamp(max=len(recon) - 1)],
+                             data.images[indices]).float() / 255
+        captions = [data.captions[i] for i in indices.tolist()]
+        _, image_features, text_features = encoder.scores(images, captions)
+        logits = scale.exp() * image_features @ text_features.T
+        target = torch.arange(len(indices))
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        if step >= CONTRASTIVE_SHARE * steps:
+            prompts, winners, losers, _ = preference_pairs(pair_count, rng, generator, vae if step % 2 else None)
+            s_w, _, _ = encoder.scores(winners, prompts)
+            s_l, _, _ = encoder.scores(losers, prompts)
+            pair_logits = scale.exp() * torch.stack([s_w, s_l], dim=1)
+            loss = loss + F.cross_entropy(pair_logits, torch.zeros(len(prompts), dtype=torch.long))
+        loss.backward()
+        optimizer.step(), schedule.step(), optimizer.zero_grad()
+        with torch.no_grad():
+            scale.clamp_(0, 4.6052)
+        if step % max(1, steps // 10) == 0 or step == steps - 1:
+            logger.info("[pref] step %d/%d  loss %.4f  (%.0fs)", step + 1, steps, loss.item(), time.time() - start)
+
+
+@torch.no_grad()
+def pairwise_accuracy(score: Callable, vae, *, count: int = 400, seed: int = 4242) -> dict[str, float]:
+    """Held-out share of pairs (VAE-reconstructed) in which the preferred image scores higher, by loser kind."""
+    prompts, winners, losers, kinds = preference_pairs(count, np.random.default_rng(seed),
+                                                       torch.Generator().manual_seed(seed), vae)
+    right = (score(winners, prompts) > score(losers, prompts)).float()
+    result = {"all": round(float(right.mean()), 4)}
+    for kind in sorted(set(kinds)):
+        mask = torch.tensor([k == kind for k in kinds])
+        result[kind] = round(float(right[mask].mean()), 4)
+    return result
+
+
+# -- shapes-hps: an open_clip CLIP from a custom small config (HPSv2's family) ---------------------------------
+HPS_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+def _open_clip_encoder(model) -> DualEncoder:
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")  # OpenAI CLIP's BPE, context 77 (no download)
+    return DualEncoder(model, model.encode_image, lambda prompts: model.encode_text(tokenizer(prompts)))
+
+
+def train_hps(data: WorldData, recon: torch.Tensor, vae, *, steps: int, seed: int, out: Path) -> dict:
+    """Train shapes-hps and save it in open_clip's own layout (``open_clip_config.json`` + safetensors)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**HPS_CONFIG)
+    encoder = _open_clip_encoder(model)
+    train_preference(encoder, data, recon, vae, steps=steps, seed=seed)
+    model.eval().requires_grad_(False)
+    accuracy = pairwise_accuracy(lambda x, p: encoder.scores(x, p)[0], vae)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+    preprocess = {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bicubic", "resize_mode": "longest"}
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": HPS_CONFIG, "preprocess_cfg": preprocess}))
+    return accuracy
+
+
+# -- shapes-pick: a transformers CLIPModel of another shape and seed (PickScore's role) ------------------------
+def pick_model():
+    from transformers import CLIPConfig, CLIPModel
+
+    return CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77),
+        vision_config=dict(image_size=64, patch_size=8, hidden_size=96, intermediate_size=384,
+                           num_hidden_layers=3, num_attention_heads=4),
+        projection_dim=48,
+    ))
+
+
+def _features(output) -> torch.Tensor:
+    return output if torch.is_tensor(output) else output.pooler_output
+
+
+def train_pick(data: WorldData, recon: torch.Tensor, vae, *, steps: int, seed: int, out: Path) -> dict:
+    """Train shapes-pick and save it as a transformers CLIPModel + CLIPProcessor directory."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    from ..tokenizers import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    model, tokenizer = pick_model(), build_clip_tokenizer()
+
+    def encode_text(prompts):
+        ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        return _features(model.get_text_features(input_ids=ids.input_ids, attention_mask=ids.attention_mask))
+
+    encoder = DualEncoder(model, lambda x: _features(model.get_image_features(pixel_values=x)), encode_text)
+    train_preference(encoder, data, recon, vae, steps=steps, seed=seed)
+    model.eval().requires_grad_(False)
+    accuracy = pairwise_accuracy(lambda x, p: encoder.scores(x, p)[0], vae)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64},
+                                         image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    model.save_pretrained(out)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    return accuracy

@@ -1,0 +1,102 @@
+"""Procedural scenes: one or two coloured shapes on a background, rendered at 64x64 with ground truth."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .vocab import COLOURS, POSITIONS, SHAPES, SIZES
+
+RESOLUTION = 64
+SUPERSAMPLE = 2
+
+
+@dataclass(frozen=True)
+class Thing:
+    shape: str
+    colour: str
+    size: str = "medium"
+    position: str | None = None  # None: placed at random (or side by side for two objects)
+    center: tuple[float, float] = (0.5, 0.5)
+    angle: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scene:
+    things: tuple[Thing, ...]
+    background: str
+    degradations: tuple[str, ...] = field(default_factory=tuple)
+
+
+@lru_cache(maxsize=2)
+def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    coords = ((np.arange(n) + 0.5) / n).astype(np.float32)
+    return np.meshgrid(coords, coords)  # x, y in [0, 1]
+
+
+def _mask(thing: Thing, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Boolean mask of one shape on the supersampled grid."""
+    r = SIZES[thing.size]
+    cx, cy = thing.center
+    c, s = math.cos(thing.angle), math.sin(thing.angle)
+    dx, dy = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
+    if thing.shape == "circle":
+        return dx**2 + dy**2 <= r**2
+    if thing.shape == "square":
+        return np.maximum(abs(dx), abs(dy)) <= r * 0.85
+    if thing.shape == "cross":
+        arm = r * 0.33
+        return ((abs(dx) <= arm) & (abs(dy) <= r)) | ((abs(dy) <= arm) & (abs(dx) <= r))
+    if thing.shape == "triangle":  # upward, centred on its centroid
+        h = 1.5 * r
+        top, base = -r, h - r
+        inside = (dy <= base) & (dy >= top)
+        half_width = (dy - top) / h * (h / math.sqrt(3))
+        return inside & (abs(dx) <= half_width)
+    if thing.shape == "star":  # five points, inner radius 0.45 r
+        theta = np.arctan2(dx, -dy)
+        k = (theta % (2 * math.pi / 5)) / (2 * math.pi / 5)
+        tri = np.abs(k - 0.5) * 2  # 1 at the points, 0 between them
+        radius = r * (0.45 + 0.55 * tri**1.5)
+        return np.sqrt(dx**2 + dy**2) <= radius
+    raise ValueError(f"unknown shape {thing.shape}")
+
+
+def render(scene: Scene) -> np.ndarray:
+    """The clean render of ``scene`` (degradations are applied separately), uint8 (64, 64, 3)."""
+    n = RESOLUTION * SUPERSAMPLE
+    x, y = _grid(n)
+    image = np.empty((n, n, 3), np.float32)
+    image[:] = COLOURS[scene.background]
+    for thing in scene.things:
+        image[_mask(thing, x, y)] = COLOURS[thing.colour]
+    image = image.reshape(RESOLUTION, SUPERSAMPLE, RESOLUTION, SUPERSAMPLE, 3).mean(axis=(1, 3))
+    return image.round().astype(np.uint8)
+
+
+def place(things: list[Thing], rng: np.random.Generator) -> tuple[Thing, ...]:
+    """Give each thing a centre (its named position, or a random one that keeps two things apart) and an angle."""
+    placed = []
+    for index, thing in enumerate(things):
+        if thing.position is not None:
+            base = POSITIONS[thing.position]
+        elif len(things) == 2:
+            base = (0.3, 0.5) if index == 0 else (0.7, 0.5)
+        else:
+            base = (0.5, 0.5)
+        jitter = 0.04 if len(things) == 2 or thing.position else 0.1
+        center = tuple(float(np.clip(b + rng.uniform(-jitter, jitter), 0.2, 0.8)) for b in base)
+        angle = float(rng.uniform(-0.25, 0.25)) if thing.shape != "circle" else 0.0
+        placed.append(Thing(thing.shape, thing.colour, thing.size, thing.position, center, angle))
+    return tuple(placed)
+
+
+def two_sizes_fit(things: list[Thing]) -> list[Thing]:
+    """Two objects side by side are at most medium, so that they never overlap."""
+    if len(things) < 2:
+        return things
+    return [Thing(t.shape, t.colour, "small" if t.size == "large" else t.size, t.position) for t in things]
+

@@ -1,0 +1,98 @@
+"""Ship the world: fp16 weights, prompt sets and ``world.json`` (defaults and measured quality)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from .scenes import benchmark_prompts, reneg_training_prompts
+from .vocab import HANDCRAFTED_NEGATIVE
+
+logger = logging.getLogger("reneg.world")
+GUIDANCE_CANDIDATES = (1.5, 2.0, 3.0, 4.0, 5.0, 7.5)
+NUM_INFERENCE_STEPS = 20
+
+
+def _size_mb(directory: Path) -> float:
+    return round(sum(f.stat().st_size for f in directory.rglob("*.safetensors")) / 2**20, 2)
+
+
+def _half_safetensors(source: Path, target: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.half().contiguous() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
+    save_file(tensors, str(target))
+
+
+def _ship_models(work: Path, out: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel, CLIPProcessor
+
+    pipe = StableDiffusionPipeline.from_pretrained(work / "sd")
+    pipe.to(torch.float16).save_pretrained(out / "sd")
+    for name in ("truth", "shapes-hps"):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for file in (work / name).iterdir():
+            if file.suffix == ".safetensors":
+                _half_safetensors(file, out / name / file.name)
+            else:
+                shutil.copy(file, out / name / file.name)
+    CLIPModel.from_pretrained(work / "shapes-pick").half().save_pretrained(out / "shapes-pick")
+    CLIPProcessor.from_pretrained(work / "shapes-pick").save_pretrained(out / "shapes-pick")
+
+
+@torch.no_grad()
+def best_guidance_scale(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int) -> dict[float, float]:
+    """Ground-truth adherence of the world's generations at each candidate guidance scale."""
+    from ..embedding import null_text_embedding
+    from ..generate import generate_images
+    from ..models import LoadedModel, _prepare
+    from .truth import judge, load_truth
+
+    from diffusers import StableDiffusionPipeline
+
+    pipe = _prepare(StableDiffusionPipeline.from_pretrained(sd_dir, dtype=torch.float32), device=torch.device("cpu"),
+                    dtype=torch.float32)
+    model, truth = LoadedModel(pipe, "shapes"), load_truth(truth_dir)
+    adherence = {}
+    for scale in GUIDANCE_CANDIDATES:
+        images = torch.cat(list(generate_images(model, prompts, null_text_embedding(pipe), guidance_scale=scale,
+                                                steps=NUM_INFERENCE_STEPS, resolution=64,
+                                                generator=torch.Generator().manual_seed(seed), batch_size=64)))
+        adherence[scale] = round(float(judge(truth, images, prompts)["adherence"].mean()), 4)
+        logger.info("[ship] guidance %.1f: ground-truth adherence %.4f", scale, adherence[scale])
+    return adherence
+
+
+def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
+    """Write the shipped world into ``out`` (replacing it whole)."""
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _ship_models(work, staging)
+    benchmark = benchmark_prompts()
+    (staging / "prompts").mkdir()
+    (staging / "prompts" / "benchmark.json").write_text(json.dumps(
+        [{"prompt": p, "category": c} for p, c in benchmark], indent=0))
+    held_out = {p for p, _ in benchmark}
+    (staging / "prompts" / "train.txt").write_text("\n".join(reneg_training_prompts(exclude=held_out)) + "\n")
+    sweep_prompts = [p for p, _ in benchmark[::6]]
+    adherence = best_guidance_scale(staging / "sd", staging / "truth", prompts=sweep_prompts, seed=seed)
+    guidance_scale = max(adherence, key=adherence.get)
+    sizes = {d.name: _size_mb(d) for d in staging.iterdir() if d.is_dir() and d.name != "prompts"}
+    world = {
+        "name": "shapes", "guidance_scale": guidance_scale, "num_inference_steps": NUM_INFERENCE_STEPS,
+        "handcrafted_negative": HANDCRAFTED_NEGATIVE, "reward": "shapes-hps",
+        "adherence_by_guidance_scale": {str(k): v for k, v in adherence.items()},
+        "metrics": metrics, "weights_mb": sizes, "weights_mb_total": round(sum(sizes.values()), 2),
+    }
+    (staging / "world.json").write_text(json.dumps(world, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    logger.info("[ship] %s: %.1f MB of fp16 weights, default guidance %.1f", out, world["weights_mb_total"],
+                guidance_scale)
+    return out

@@ -1,0 +1,188 @@
+"""The ground-truth scorer (attribute classifier + degradation detector) and the captioner built on it.
+
+Trained on renders and on their VAE reconstructions (so that it reads generated
+images too), with labels taken from the scenes: which shapes and object colours
+are present, the background colour, and which degradations were applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .data import WorldData, loader, render_scenes
+from .render import Scene
+from .scenes import Truth, parse_prompt, sample_scene
+from .vocab import COLOUR_NAMES, DEGRADATIONS, SHAPES
+
+logger = logging.getLogger("reneg.world")
+HEADS = {"shapes": len(SHAPES), "colours": len(COLOUR_NAMES), "background": len(COLOUR_NAMES),
+         "degradations": len(DEGRADATIONS)}
+
+
+class TruthScorer(nn.Module):
+    """A small CNN on 64x64 images with one head per attribute (logits)."""
+
+    def __init__(self, width: int = 48):
+        super().__init__()
+        layers, channels = [], 3
+        for out, stride in ((width, 1), (width, 2), (2 * width, 2), (2 * width, 2), (4 * width, 2)):
+            layers += [nn.Conv2d(channels, out, 3, stride, 1), nn.GroupNorm(8, out), nn.SiLU()]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.heads = nn.ModuleDict({name: nn.Linear(channels * 2, size) for name, size in HEADS.items()})
+        self.config = {"width": width}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per head for images in [0, 1], (B, 3, H, W) (resized to 64x64)."""
+        if images.shape[-1] != 64:
+            images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+        h = self.features(images * 2 - 1)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps({"architecture": "TruthScorer", **self.config}))
+
+
+@lru_cache(maxsize=4)
+def load_truth(directory: str | Path) -> TruthScorer:
+    """A saved :class:`TruthScorer` (fp16 or fp32 file), in fp32 eval mode, frozen."""
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    model = TruthScorer(width=config["width"])
+    model.load_state_dict({k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()})
+    return model.eval().requires_grad_(False)
+
+
+def labels(scene: Scene) -> dict[str, torch.Tensor]:
+    shapes = torch.zeros(len(SHAPES))
+    colours = torch.zeros(len(COLOUR_NAMES))
+    for thing in scene.things:
+        shapes[SHAPES.index(thing.shape)] = 1
+        colours[COLOUR_NAMES.index(thing.colour)] = 1
+    degradations = torch.zeros(len(DEGRADATIONS))
+    for name in scene.degradations:
+        degradations[DEGRADATIONS.index(name)] = 1
+    return {"shapes": shapes, "colours": colours, "background": torch.tensor(COLOUR_NAMES.index(scene.background)),
+            "degradations": degradations}
+
+
+def _loss(logits: dict, target: dict) -> torch.Tensor:
+    return (F.binary_cross_entropy_with_logits(logits["shapes"], target["shapes"])
+            + F.binary_cross_entropy_with_logits(logits["colours"], target["colours"])
+            + F.cross_entropy(logits["background"], target["background"])
+            + F.binary_cross_entropy_with_logits(logits["degradations"], target["degradations"]))
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """VAE round trip of uint8 images (N, 3, 64, 64) -> uint8."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].float() / 127.5 - 1
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample
+        out.append(((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    return torch.cat(out)
+
+
+def train_truth(data: WorldData, recon: torch.Tensor, *, steps: int, batch_size: int = 64, seed: int = 0,
+                lr: float = 2e-3) -> TruthScorer:
+    """Train on renders and (half of each batch) VAE reconstructions ``recon`` of the first images."""
+    torch.manual_seed(seed)
+    recon_count = len(recon)
+    targets = [labels(scene) for scene in data.scenes]
+    model = TruthScorer()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    batches, recon_batches, start = loader(len(data), batch_size // 2, seed=seed), loader(recon_count, batch_size // 2,
+                                                                                         seed=seed + 1), time.time()
+    for step in range(steps):
+        a, b = next(batches), next(recon_batches)
+        images = torch.cat([data.images[a], recon[b]]).float() / 255
+        target = {k: torch.stack([targets[i][k] for i in torch.cat([a, b]).tolist()]) for k in HEADS}
+        loss = _loss(model(images), target)
+        loss.backward()
+        optimizer.step(), schedule.step(), optimizer.zero_grad()
+        if step % max(1, steps // 10) == 0 or step == steps - 1:
+            logger.info("[truth] step %d/%d  loss %.4f  (%.0fs)", step + 1, steps, loss.item(), time.time() - start)
+    return model.eval().requires_grad_(False)
+
+
+def _auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    greater = (positive[:, None] > negative[None, :]).float().mean()
+    ties = (positive[:, None] == negative[None, :]).float().mean()
+    return float(greater + 0.5 * ties)
+
+
+@torch.no_grad()
+def detectability(model: TruthScorer, vae, *, count: int = 200, seed: int = 7) -> dict[str, float]:
+    """Per degradation: AUC of the detector on VAE reconstructions, degraded vs clean versions of new scenes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    scenes = [sample_scene(rng, degraded=False)[0] for _ in range(count)]
+    clean = reconstruct(vae, render_scenes(scenes, generator)).float() / 255
+    clean_scores = torch.sigmoid(model(clean)["degradations"])
+    result = {}
+    for index, name in enumerate(DEGRADATIONS):
+        degraded_scenes = [Scene(s.things, s.background, (name,)) for s in scenes]
+        degraded = reconstruct(vae, render_scenes(degraded_scenes, generator)).float() / 255
+        result[name] = round(_auc(torch.sigmoid(model(degraded)["degradations"])[:, index], clean_scores[:, index]), 4)
+    return result
+
+
+@torch.no_grad()
+def judge(model: TruthScorer, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Per image: shape / colour / background right (1, 0, or NaN where the prompt names none), cleanliness."""
+    logits = model(images.float())
+    shapes_p, colours_p = torch.sigmoid(logits["shapes"]), torch.sigmoid(logits["colours"])
+    background = logits["background"].argmax(dim=1)
+    cleanliness = 1 - torch.sigmoid(logits["degradations"]).amax(dim=1)
+    result = {"shape": [], "colour": [], "background": []}
+    for i, prompt in enumerate(prompts):
+        truth: Truth = parse_prompt(prompt)
+        predicted_shapes = {SHAPES[j] for j in range(len(SHAPES)) if shapes_p[i, j] > 0.5}
+        predicted_colours = {COLOUR_NAMES[j] for j in range(len(COLOUR_NAMES)) if colours_p[i, j] > 0.5}
+        result["shape"].append(float(predicted_shapes == set(truth.shapes)) if truth.shapes else float("nan"))
+        result["colour"].append(float(predicted_colours == set(truth.colours)) if truth.colours else float("nan"))
+        result["background"].append(float(COLOUR_NAMES[background[i]] == truth.background)
+                                    if truth.background else float("nan"))
+    judged = {k: torch.tensor(v) for k, v in result.items()}
+    judged["adherence"] = torch.stack(list(judged.values())).nanmean(dim=0)
+    judged["cleanliness"] = cleanliness
+    return judged
+
+
+@torch.no_grad()
+def caption(model: TruthScorer, images: torch.Tensor) -> list[str]:
+    """Describe each image in world words (the captioner of auto-DNP): objects, background, degradations."""
+    logits = model(images.float())
+    captions = []
+    for i in range(len(images)):
+        shape_p, colour_p = torch.sigmoid(logits["shapes"][i]), torch.sigmoid(logits["colours"][i])
+        count = 2 if (shape_p > 0.5).sum() >= 2 else 1
+        shapes = [SHAPES[j] for j in shape_p.argsort(descending=True)[:count].tolist()]
+        colours = [COLOUR_NAMES[j] for j in colour_p.argsort(descending=True)[:count].tolist()]
+        if count == 2 and colour_p.sort(descending=True).values[1] < 0.5:
+            colours = colours[:1] * 2
+        objects = " and ".join(f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c, s in zip(colours, shapes))
+        background = COLOUR_NAMES[int(logits["background"][i].argmax())]
+        text = f"{objects} on {'an' if background[0] in 'aeiou' else 'a'} {background} background"
+        degradations = [DEGRADATIONS[j] for j in range(len(DEGRADATIONS))
+                        if torch.sigmoid(logits["degradations"][i, j]) > 0.5]
+        captions.append(text + (", " + ", ".join(degradations) if degradations else ""))
+    return captions

@@ -1,0 +1,94 @@
+"""Every shipped model of the shapes world loads through the loaders that serve real checkpoints, and every
+command runs on the world with no --model."""
+
+import json
+
+import pytest
+import torch
+
+from reneg import world
+from reneg.cli import main
+
+pytestmark = pytest.mark.skipif(not world.is_built(), reason="the shapes world is not built (reneg world-build)")
+
+
+def test_the_world_is_the_default_model_and_loads_as_a_diffusers_pipeline():
+    from diffusers import StableDiffusionPipeline
+
+    from reneg.models import DEFAULT_MODEL, load_model
+
+    assert DEFAULT_MODEL == "shapes"
+    pipe = StableDiffusionPipeline.from_pretrained(world.path("sd"))
+    assert pipe.vae_scale_factor == 8 and pipe.unet.config.sample_size == 8
+    assert type(pipe.text_encoder).__name__ == "CLIPTextModel" and len(pipe.tokenizer) == 49408
+    model = load_model()
+    assert model.name == "shapes" and model.resolution == 64
+    assert model.defaults.guidance_scale == world.world_config()["guidance_scale"]
+    assert len(model.defaults.train_prompts) >= 1000
+
+
+def test_shipped_weights_are_fp16_and_small():
+    from safetensors import safe_open
+
+    files = list(world.WEIGHTS_DIR.rglob("*.safetensors"))
+    assert files and sum(f.stat().st_size for f in files) <= 40 * 2**20
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            assert all(handle.get_slice(k).get_dtype() in ("F16", "I64") for k in handle.keys()), file
+
+
+@pytest.mark.parametrize("name", ["shapes-hps", "shapes-pick", "truth-adherence", "truth-cleanliness"])
+def test_world_rewards_score_images(name):
+    from reneg.rewards import build_reward
+
+    reward = build_reward(name)
+    images = torch.rand(2, 3, 64, 64)
+    scores = reward(images, ["a red circle on a blue background", "a green star and a white cross on a black background"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_shapes_pick_is_a_pickscore_checkpoint():
+    """shapes-pick loads through the very `pickscore` reward that loads PickScore_v1."""
+    from reneg.rewards import build_reward
+
+    images = torch.rand(1, 3, 64, 64)
+    a = build_reward("shapes-pick")(images, ["a red circle"])
+    b = build_reward("pickscore", model=str(world.path("shapes-pick")))(images, ["a red circle"])
+    assert torch.equal(a, b)
+
+
+def test_shapes_hps_is_differentiable():
+    from reneg.rewards import build_reward
+
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    build_reward("shapes-hps")(images, ["a red circle on a blue background"] * 2).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_truth_scorer_reads_clean_renders():
+    """On fresh renders the ground-truth scorer gets the attributes right (it is the world's referee)."""
+    import numpy as np
+
+    from reneg.world.data import render_scenes
+    from reneg.world.scenes import caption, sample_scene
+    from reneg.world.truth import judge, load_truth
+
+    rng = np.random.default_rng(5)
+    scenes = [sample_scene(rng, degraded=False) for _ in range(64)]
+    images = render_scenes([s for s, _ in scenes], torch.Generator().manual_seed(0)).float() / 255
+    prompts = [caption(s, c, rng, mention=False) for s, c in scenes]
+    judged = judge(load_truth(world.path("truth")), images, prompts)
+    assert judged["adherence"].mean() > 0.9 and judged["cleanliness"].mean() > 0.8
+
+
+def test_two_step_commands_on_the_world(tmp_path):
+    out = tmp_path / "neg.safetensors"
+    assert main(["train", "--train-steps", "2", "--batch-size", "2", "--steps", "4", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert main(["generate", "--prompt", "a red circle on a blue background", "--negative", str(out),
+                 "--steps", "4", "--device", "cpu", "--out", str(tmp_path / "images")]) == 0
+    assert main(["eval", "--methods", f"null,handcrafted,embedding={out}", "--limit", "4", "--steps", "4",
+                 "--device", "cpu", "--out", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["benchmark"] == "shapes" and results["num_prompts"] == 4
+    assert {"shapes-hps", "shapes-pick", "truth-adherence", "truth-cleanliness"} <= set(results["metrics"])
