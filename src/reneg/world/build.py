@@ -32,12 +32,12 @@ class BuildConfig:
     scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)")
     images: int = arg(40000, "training renders")
     vae_steps: int = arg(900, "VAE optimizer steps")
-    truth_steps: int = arg(600, "ground-truth scorer steps")
+    truth_steps: int = arg(1000, "ground-truth scorer steps")
     sd_steps: int = arg(3000, "text encoder + UNet steps")
     hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)")
     pick_steps: int = arg(600, "shapes-pick steps")
     skip: list[str] = arg([], "skip this stage (repeatable; e.g. run sd and hps/pick in two processes)",
-                          choices=["sd", "hps", "pick"])
+                          choices=["truth", "sd", "hps", "pick"])
     until: str | None = arg(None, "stop after this stage",
                             choices=["data", "vae", "recon", "truth", "sd", "hps", "pick", "ship"])
 

@@ -29,12 +29,13 @@ HEADS = {"shapes": len(SHAPES), "colours": len(COLOUR_NAMES), "background": len(
 
 
 class TruthScorer(nn.Module):
-    """A small CNN on 64x64 images with one head per attribute (logits)."""
+    """A small CNN on 64x64 images (3x3 convolutions, 64 -> 4 px, receptive field > 64 px), one head per attribute."""
 
-    def __init__(self, width: int = 48):
+    def __init__(self, width: int = 32):
         super().__init__()
         layers, channels = [], 3
-        for out, stride in ((width, 1), (width, 2), (2 * width, 2), (2 * width, 2), (4 * width, 2)):
+        for out, stride in ((width, 1), (width, 2), (2 * width, 1), (2 * width, 2), (4 * width, 1), (4 * width, 2),
+                            (8 * width, 2)):
             layers += [nn.Conv2d(channels, out, 3, stride, 1), nn.GroupNorm(8, out), nn.SiLU()]
             channels = out
         self.features = nn.Sequential(*layers)
@@ -98,7 +99,7 @@ def reconstruct(vae, images: torch.Tensor, *, batch_size: int = 256) -> torch.Te
 
 
 def train_truth(data: WorldData, recon: torch.Tensor, *, steps: int, batch_size: int = 64, seed: int = 0,
-                lr: float = 2e-3) -> TruthScorer:
+                lr: float = 1e-3) -> TruthScorer:
     """Train on renders and (half of each batch) VAE reconstructions ``recon`` of the first images."""
     torch.manual_seed(seed)
     recon_count = len(recon)
