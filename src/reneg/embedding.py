@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import operator
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import ReNegError
+from .io import atomic_path
 from .fingerprint import combined_fingerprint, fingerprints_match
 
 FORMAT = "reneg.negative_embedding"
@@ -160,21 +160,12 @@ def _check_version(path: Path, metadata: dict[str, str]) -> None:
 
 
 def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors to a temporary file in ``path``'s directory, then ``os.replace``; no leftovers on failure."""
+    """safetensors written atomically (:func:`reneg.io.atomic_path`): no leftovers on failure."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     except OSError as exc:
         raise ReNegError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ReNegError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None
-        raise
 
 
 # ---------------------------------------------------------------- the dataclass

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..tiny import CLIP_MEAN, CLIP_STD
 from .data import WorldData, loader, render_scenes
-from .render import Scene, Thing
+from .render import Scene
 from .scenes import caption as make_caption
 from .scenes import sample_scene
 from .truth import reconstruct

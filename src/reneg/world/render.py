@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .vocab import COLOURS, POSITIONS, SHAPES, SIZES
+from .vocab import COLOURS, POSITIONS, SIZES
 
 RESOLUTION = 64
 SUPERSAMPLE = 2
