@@ -28,8 +28,8 @@ def files(tmp_path):
 
 
 def _generate(tmp_path, *extra):
-    return ["generate", "--prompt", "a red circle", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "o"),
-            *extra]
+    return ["generate", "--model", "tiny", "--prompt", "a red circle", "--steps", "1", "--device", "cpu",
+            "--out", str(tmp_path / "o"), *extra]
 
 
 @pytest.mark.parametrize("case, needle", [

@@ -99,12 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_loading() -> None:
+    """No loading progress bars from diffusers / transformers: stderr is for errors (one line) and reneg's bars."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``reneg``; returns the exit status (0, or 2 for bad input)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("diffusers", "transformers", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    _quiet_loading()
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
