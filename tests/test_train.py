@@ -96,3 +96,14 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert resumed.step == 2
     list(resumed.run())
     assert torch.allclose(resumed.embedding().tensor, straight.embedding().tensor, atol=1e-6)
+
+
+def test_weighted_rewards_from_a_config_file(tmp_path):
+    """Several rewards combined with weights for training, from the config file's [rewards] table."""
+    config_file = tmp_path / "train.toml"
+    config_file.write_text('model = "tiny"\ntrain-steps = 1\nbatch-size = 2\nsteps = 3\ndevice = "cpu"\n'
+                           f'out = "{tmp_path / "n.safetensors"}"\n'
+                           '[rewards]\ncontrast = 1.0\nsaturation = { weight = -0.5 }\n')
+    assert main(["train", "--config", str(config_file)]) == 0
+    metadata = NegativeEmbedding.load(tmp_path / "n.safetensors").metadata
+    assert json.loads(metadata["reward"]) == {"contrast": 1.0, "saturation": {"weight": -0.5}}

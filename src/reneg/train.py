@@ -30,7 +30,7 @@ from .errors import ReNegError
 from .fingerprint import text_encoder_fingerprint
 from .models import LoadedModel, encode_prompts, load_model
 from .prompts import Prompt, gather_prompts
-from .rewards import Reward, build_reward
+from .rewards import Reward, build_reward, build_rewards_from_config
 from .sampling import CFGDenoiser, decode, initial_latents, sample
 
 
@@ -44,6 +44,8 @@ class TrainConfig:
     prompts: str | None = arg(None, "training prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
     reward: str | None = arg(None, "reward name (see `reneg rewards`)")
     reward_model: str | None = arg(None, "reward checkpoint: path or cached hub id", metavar="PATH_OR_ID")
+    rewards: dict | None = arg(None, "config file only: a [rewards] table of weighted rewards, e.g. "
+                                     '{"hpsv2.1" = 1.0, pickscore = {weight = 0.5, model = "PATH"}}', cli=False)
     out: str = arg("negative.safetensors", "where to write the learned embedding", metavar="FILE")
     train_steps: int = arg(120, "optimizer steps (paper: 4000; the default suits the shapes world on a CPU)",
                            metavar="N")
@@ -78,6 +80,8 @@ class TrainConfig:
         require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
         require(self.out.endswith(".safetensors"), f"--out must end in .safetensors, got '{self.out}'")
+        require(not (self.rewards and (self.reward or self.reward_model)),
+                "give either a [rewards] table or --reward/--reward-model, not both")
 
     @property
     def accumulation_steps(self) -> int:
@@ -146,7 +150,12 @@ class Trainer:
                                                  fallback=list(defaults.train_prompts), what="training prompts")
         self.reward_name = config.reward or defaults.reward
         self.reward_model = config.reward_model or defaults.reward_model
-        self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=device, dtype=dtype)
+        if config.rewards:  # a weighted sum from the config file
+            self.reward_name, self.reward_model = json.dumps(config.rewards, sort_keys=True), None
+            self.reward = reward or build_rewards_from_config(config.rewards, device=device, dtype=dtype)
+        else:
+            self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=device,
+                                                 dtype=dtype)
         # 3. Trainable parameters, initialised from the null-text embedding; AdamW + cosine
         init = null_text_embedding(self.model.pipe)
         self.params = NegativeEmbeddingParameters(init, guidance_scale=self.guidance_scale,
