@@ -128,3 +128,17 @@ class WeightedSum:
 def combine(rewards: Mapping[str, tuple[Reward, float]]) -> WeightedSum:
     """The weighted-sum reward of ``{name: (reward, weight)}``: ``r = sum_k w_k r_k``."""
     return WeightedSum(rewards)
+
+
+class FrozenModelReward:
+    """Base of rewards holding a frozen CLIP-like ``self.model``: where it lives (by its ``logit_scale``)."""
+
+    model: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.logit_scale.dtype

@@ -17,7 +17,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from .. import hub
 from ..errors import ReNegError
-from .base import as_scores, check_inputs, freeze, register_reward
+from .base import FrozenModelReward, as_scores, check_inputs, freeze, register_reward
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 #: The processor the PickScore authors pair with PickScore_v1 (its base model, CLIP-H).
@@ -145,7 +145,7 @@ def projected_features(output) -> torch.Tensor:
     return features
 
 
-class ClipReward:
+class ClipReward(FrozenModelReward):
     """``scale * cos(E_img(x), E_txt(p))``: normalised projected CLIP features, ``scale`` fixed or ``exp(logit_scale)``."""
 
     def __init__(
@@ -156,14 +156,6 @@ class ClipReward:
         self.preprocess = ClipPreprocess(processor.image_processor, quantize=quantize)
         self.scale = scale
         self._text_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.logit_scale.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.logit_scale.dtype
 
     def score_scale(self) -> torch.Tensor:
         """PickScore's learned temperature ``exp(logit_scale)``, or the fixed CLIPScore scale."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..errors import ReNegError
-from .base import as_scores, check_inputs, freeze, register_reward
+from .base import FrozenModelReward, as_scores, check_inputs, freeze, register_reward
 from .clip import straight_through_quantize
 from .files import CheckpointSource, load_module_weights, load_weights, resolve_checkpoint
 
@@ -57,7 +57,7 @@ def resize_longest_and_pad(images: torch.Tensor, size: int, *, fill: float = PAD
     return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
 
 
-class HpsReward:
+class HpsReward(FrozenModelReward):
     """HPS ``cos(E_img(x), E_txt(p))`` of an open_clip CLIP; ``version`` is ``"v2.0"`` or ``"v2.1"``.
 
     The model stays loaded; text features are cached for the last prompt list.
@@ -73,14 +73,6 @@ class HpsReward:
         self.mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
         self._text_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.logit_scale.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.logit_scale.dtype
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[0,1] images -> normalised, padded ``size x size`` pixels (float32); uint8 rounding is straight-through."""
