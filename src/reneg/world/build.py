@@ -1,8 +1,8 @@
-"""``reneg world build``: rebuild every model of the shapes world from scratch, deterministically.
+"""``reneg world-build``: rebuild every model of the shapes world from scratch, deterministically.
 
 Stages (each cached in the work directory, so an interrupted build resumes):
-data -> vae -> truth (ground-truth scorer, and the check that every degradation survives the
-VAE) -> sd (text encoder + UNet) -> hps (shapes-hps reward) -> pick (shapes-pick) -> ship
+data -> vae -> recon (VAE reconstructions for the evaluators) -> truth (ground-truth scorer, and the
+check that every degradation survives the VAE) -> sd (text encoder + UNet) -> hps (shapes-hps reward) -> pick (shapes-pick) -> ship
 (fp16 weights into the package, measured quality into world.json).
 """
 
@@ -18,13 +18,14 @@ import torch
 
 from ..config import arg, require
 
+from . import WEIGHTS_DIR
+
 logger = logging.getLogger("reneg.world")
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 @dataclass
 class BuildConfig:
-    """Settings of ``reneg world build``."""
+    """Settings of ``reneg world-build``."""
 
     work_dir: str = arg("runs/world-build", "where stages cache their outputs and the log", metavar="DIR")
     out: str = arg(str(WEIGHTS_DIR), "where the shipped fp16 weights go", metavar="DIR")
@@ -146,7 +147,6 @@ def _stage_ship(config, work, state):
 
 def build(config: BuildConfig) -> Path:
     """Run the stages in order (skipping cached ones); returns the shipped weights directory."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(work / "build.log")

@@ -55,6 +55,3 @@ def loader(count: int, batch_size: int, *, seed: int):
     while True:
         yield torch.randint(count, (batch_size,), generator=generator)
 
-
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
