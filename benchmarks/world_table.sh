@@ -5,7 +5,7 @@ set -euo pipefail
 OUT=${OUT:-runs/wt}
 export OMP_WAIT_POLICY=PASSIVE
 /usr/bin/time -f "quickstart train wall %e s" reneg train --device cpu --out "$OUT/quick/negative.safetensors"
-/usr/bin/time -f "longer train wall %e s" reneg train --device cpu --train-steps 400 \
+/usr/bin/time -f "longer train wall %e s" reneg train --device cpu --train-steps 800 \
     --out "$OUT/long/negative.safetensors"
 /usr/bin/time -f "eval wall %e s" reneg eval --device cpu --batch-size 16 \
     --methods "null,handcrafted,embedding=$OUT/quick/negative.safetensors,embedding=$OUT/long/negative.safetensors" \

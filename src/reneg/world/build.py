@@ -8,8 +8,12 @@ check that every degradation survives the VAE) -> sd (text encoder + UNet) -> hp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..config import arg, require
+from ..errors import ReNegError
 
 from . import WEIGHTS_DIR
 
@@ -32,13 +37,14 @@ class BuildConfig:
     seed: int = arg(0, "seed of every stage")
     scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)")
     images: int = arg(40000, "training renders")
-    vae_steps: int = arg(900, "VAE optimizer steps")
-    truth_steps: int = arg(1000, "ground-truth scorer steps")
+    vae_steps: int = arg(2400, "VAE optimizer steps")
+    truth_steps: int = arg(1500, "ground-truth scorer steps")
     sd_steps: int = arg(3000, "text encoder + UNet steps")
     hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)")
     pick_steps: int = arg(600, "shapes-pick steps")
-    skip: list[str] = arg([], "skip this stage (repeatable; e.g. run sd and hps/pick in two processes)",
-                          choices=["truth", "sd", "hps", "pick"])
+    jobs: int = arg(2, "processes: 2 trains the text encoder + UNet in this one and the evaluators (truth, "
+                       "shapes-hps, shapes-pick) in a second, one thread each", choices=[1, 2])
+    skip: list[str] = arg([], "skip this stage (repeatable)", choices=["truth", "sd", "hps", "pick"])
     until: str | None = arg(None, "stop after this stage",
                             choices=["data", "vae", "recon", "truth", "sd", "hps", "pick", "ship"])
 
@@ -50,6 +56,7 @@ class BuildConfig:
 
 
 STAGES = ("data", "vae", "recon", "truth", "sd", "hps", "pick", "ship")
+EVALUATOR_STAGES = ("truth", "hps", "pick")  # what the second process trains while this one trains sd
 
 
 def _stage_data(config, work, state):
@@ -92,7 +99,7 @@ def _stage_recon(config, work, state):
 
 
 def _stage_truth(config, work, state):
-    from .truth import detectability, load_truth, train_truth
+    from .truth import attribute_accuracy, detectability, load_truth, train_truth
 
     path = work / "truth"
     if not (path / "config.json").exists():
@@ -100,6 +107,8 @@ def _stage_truth(config, work, state):
     truth = load_truth(path)
     state["metrics"]["degradation_auc_after_vae"] = detectability(truth, state["vae"], seed=config.seed + 7)
     logger.info("[truth] degradation AUC after VAE reconstruction: %s", state["metrics"]["degradation_auc_after_vae"])
+    state["metrics"]["truth_accuracy"] = attribute_accuracy(truth, state["vae"], seed=config.seed + 11)
+    logger.info("[truth] scorer accuracy per attribute: %s", state["metrics"]["truth_accuracy"])
     return truth
 
 
@@ -145,18 +154,53 @@ def _stage_ship(config, work, state):
     return ship(work, Path(config.out), metrics=state["metrics"], seed=config.seed)
 
 
+def _start_evaluators(config: BuildConfig, work: Path) -> subprocess.Popen:
+    """A second ``reneg world-build`` process, one thread, that trains the evaluator stages (then stops)."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if f.name not in ("jobs", "skip", "until")}
+    argv = [sys.executable, "-m", "reneg", "world-build", "--jobs", "1", "--until", "pick"]
+    for name in ["sd"] + [s for s in config.skip if s in EVALUATOR_STAGES]:
+        argv += ["--skip", name]
+    for name, value in fields.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(work / "evaluators.log", "w") as errors:  # the child keeps its own copy of the handle
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+
+
+def _wait(helper: subprocess.Popen, work: Path) -> None:
+    if helper.wait() != 0:
+        raise ReNegError(f"the evaluators' process failed (exit {helper.returncode}); see {work / 'evaluators.log'}")
+
+
 def build(config: BuildConfig) -> Path:
-    """Run the stages in order (skipping cached ones); returns the shipped weights directory."""
+    """Run the stages in order (skipping cached ones); returns the shipped weights directory.
+
+    With ``jobs=2`` the evaluator stages train in a second process while this one trains sd, one thread
+    each; this process then reads them back from the cache.
+    """
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(work / "build.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    state, start = {}, time.time()
+    state, start, helper, threads = {}, time.time(), None, torch.get_num_threads()
+    parallel = (config.jobs == 2 and "sd" not in config.skip
+                and STAGES.index(config.until or "ship") >= STAGES.index("pick"))
     for name in STAGES:
         if name in config.skip:
             continue
+        if parallel and name == "truth":
+            helper = _start_evaluators(config, work)
+            torch.set_num_threads(1)
+            continue
+        if helper is not None and name == "hps":
+            _wait(helper, work)
+            torch.set_num_threads(threads)
+            helper = None
+            if "truth" not in config.skip:
+                state["truth"] = _stage_truth(config, work, state)
         stage_start = time.time()
         state[name] = globals()[f"_stage_{name}"](config, work, state)
         logger.info("[%s] done in %.0fs (total %.0fs)", name, time.time() - stage_start, time.time() - start)

@@ -17,9 +17,9 @@ def _uniform(batch: int, low: float, high: float, generator: torch.Generator) ->
 
 
 def blurry(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Heavy Gaussian blur, sigma 2.5-3.5 px (reflect padding)."""
-    radius = 9
-    sigma = _uniform(len(images), 2.5, 3.5, generator).view(-1, 1)
+    """Heavy Gaussian blur, sigma 4-5.5 px (reflect padding): a sigma 2.5-3.5 blur did not survive the VAE."""
+    radius = 16
+    sigma = _uniform(len(images), 4.0, 5.5, generator).view(-1, 1)
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernels = torch.exp(-x**2 / (2 * sigma**2))
     kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(3, dim=0)  # (3B, K)

@@ -13,6 +13,8 @@ from .vocab import CATEGORIES, COLOUR_NAMES, DEGRADATIONS, POSITIONS, SHAPES, SI
 DEGRADED_SHARE = 1 / 3  # share of training images that carry a degradation
 MENTIONED_SHARE = 1 / 2  # share of degraded images whose caption says so (like web alt-text)
 PAIR_SHARE = 0.35
+DOUBLE_SHARE = 1 / 4  # share of degraded images that carry two degradations (so that N*'s word lists are in distribution)
+WORDS_ONLY_SHARE = 0.15  # share of mentioning captions that name only the degradations ("a blurry picture")
 
 
 def _article(word: str) -> str:
@@ -40,7 +42,11 @@ def sample_scene(rng: np.random.Generator, *, category: str | None = None, degra
     things = two_sizes_fit([Thing(str(s), str(c), size, position) for s, c in zip(shapes, colours)])
     if degraded is None:
         degraded = rng.random() < DEGRADED_SHARE
-    degradations = (str(rng.choice(DEGRADATIONS)),) if degraded else ()
+    degradations = ()
+    if degraded:
+        count = 2 if rng.random() < DOUBLE_SHARE else 1
+        chosen = set(rng.choice(DEGRADATIONS, size=count, replace=False).tolist())
+        degradations = tuple(d for d in DEGRADATIONS if d in chosen)
     return Scene(place(things, rng), background, degradations), category
 
 
@@ -59,6 +65,8 @@ def caption(scene: Scene, category: str, rng: np.random.Generator, *, mention: b
         text = str(rng.choice(["a picture of ", "an image of "])) + text
     if mention and scene.degradations:
         words = ", ".join(scene.degradations)
+        if rng.random() < WORDS_ONLY_SHARE:
+            return f"a {words} picture"
         text = f"{text}, {words}" if rng.random() < 0.5 or category == "tags" else f"{words}: {text}"
     return text
 

@@ -45,12 +45,10 @@ def _ship_models(work: Path, out: Path) -> None:
     CLIPProcessor.from_pretrained(work / "shapes-pick").save_pretrained(out / "shapes-pick")
 
 
-@torch.no_grad()
-def best_guidance_scale(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int) -> dict[float, float]:
-    """Ground-truth adherence of the world's generations at each candidate guidance scale."""
-    from ..embedding import null_text_embedding
+def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int):
+    """A function (negative text, guidance scale) -> the ground truth's verdict on the world's generations."""
     from ..generate import generate_images
-    from ..models import LoadedModel, _prepare
+    from ..models import LoadedModel, _prepare, encode_prompts
     from .truth import judge, load_truth
 
     from diffusers import StableDiffusionPipeline
@@ -58,14 +56,33 @@ def best_guidance_scale(sd_dir: Path, truth_dir: Path, *, prompts: list[str], se
     pipe = _prepare(StableDiffusionPipeline.from_pretrained(sd_dir, dtype=torch.float32), device=torch.device("cpu"),
                     dtype=torch.float32)
     model, truth = LoadedModel(pipe, "shapes"), load_truth(truth_dir)
+
+    def judged(negative: str, scale: float) -> dict[str, torch.Tensor]:
+        images = torch.cat(list(generate_images(model, prompts, encode_prompts(pipe, [negative])[0],
+                                                guidance_scale=scale, steps=NUM_INFERENCE_STEPS, resolution=64,
+                                                generator=torch.Generator().manual_seed(seed), batch_size=64)))
+        return judge(truth, images, prompts)
+
+    return judged
+
+
+def best_guidance_scale(judged) -> dict[float, float]:
+    """Ground-truth adherence of the world's generations (null negative) at each candidate guidance scale."""
     adherence = {}
     for scale in GUIDANCE_CANDIDATES:
-        images = torch.cat(list(generate_images(model, prompts, null_text_embedding(pipe), guidance_scale=scale,
-                                                steps=NUM_INFERENCE_STEPS, resolution=64,
-                                                generator=torch.Generator().manual_seed(seed), batch_size=64)))
-        adherence[scale] = round(float(judge(truth, images, prompts)["adherence"].mean()), 4)
+        adherence[scale] = round(float(judged("", scale)["adherence"].mean()), 4)
         logger.info("[ship] guidance %.1f: ground-truth adherence %.4f", scale, adherence[scale])
     return adherence
+
+
+def premise(judged, scale: float) -> dict[str, dict[str, float]]:
+    """Null vs the handcrafted negative prompt at the default scale: the ground truth's adherence and cleanliness."""
+    result = {}
+    for name, negative in (("null", ""), ("handcrafted", HANDCRAFTED_NEGATIVE)):
+        verdict = judged(negative, scale)
+        result[name] = {k: round(float(verdict[k].nanmean()), 4) for k in ("adherence", "cleanliness")}
+    logger.info("[ship] guidance %.1f, null vs handcrafted: %s", scale, result)
+    return result
 
 
 def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
@@ -81,8 +98,10 @@ def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
     held_out = {p for p, _ in benchmark}
     (staging / "prompts" / "train.txt").write_text("\n".join(reneg_training_prompts(exclude=held_out)) + "\n")
     sweep_prompts = [p for p, _ in benchmark[::6]]
-    adherence = best_guidance_scale(staging / "sd", staging / "truth", prompts=sweep_prompts, seed=seed)
+    judged = _judged_generations(staging / "sd", staging / "truth", prompts=sweep_prompts, seed=seed)
+    adherence = best_guidance_scale(judged)
     guidance_scale = max(adherence, key=adherence.get)
+    metrics = {**metrics, "premise_at_default_guidance": premise(judged, guidance_scale)}
     sizes = {d.name: _size_mb(d) for d in staging.iterdir() if d.is_dir() and d.name != "prompts"}
     world = {
         "name": "shapes", "guidance_scale": guidance_scale, "num_inference_steps": NUM_INFERENCE_STEPS,

@@ -35,8 +35,18 @@ def _log_progress(stage: str, step: int, total: int, start: float, **values) -> 
         logger.info("[%s] step %d/%d  %s  (%.0fs, eta %.0fs)", stage, step + 1, total, text, elapsed, eta)
 
 
-def train_vae(data: WorldData, *, steps: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0):
-    """AutoencoderKL on the renders: MSE + L1 reconstruction, a tiny KL term; sets ``scaling_factor``."""
+def _edge_l1(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical image gradients: keeps the shapes' edges (MSE alone blurs them)."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(recon), dx(images)) + F.l1_loss(dy(recon), dy(images))
+
+
+def train_vae(data: WorldData, *, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0):
+    """AutoencoderKL on the renders: MSE + L1 + edge reconstruction, a tiny KL term; sets ``scaling_factor``.
+
+    Small batches and many steps: at 900 steps of 32 the VAE (22.6 dB) turned every shape into a blob.
+    """
     torch.manual_seed(seed)
     vae = architectures.vae()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -46,8 +56,10 @@ def train_vae(data: WorldData, *, steps: int, batch_size: int = 32, lr: float = 
         images, _ = data.batch(next(batches))
         posterior = vae.encode(images).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images) + 1e-6 * posterior.kl().mean()
+        loss = (F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images) + 0.5 * _edge_l1(recon, images)
+                + 1e-6 * posterior.kl().mean())
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad()
         _log_progress("vae", step, steps, start, loss=loss.item())
     vae.eval().requires_grad_(False)

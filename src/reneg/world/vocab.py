@@ -14,6 +14,6 @@ POSITIONS = {"in the center": (0.5, 0.5), "on the left": (0.3, 0.5), "on the rig
 #: Degradations, each at the latent's scale so that it survives an 8x VAE (see ``degrade.py``).
 DEGRADATIONS = ("blurry", "blotchy", "low contrast", "washed out", "dark")
 #: The world's handcrafted negative prompt (the role of N* in ReNeg Table 2).
-HANDCRAFTED_NEGATIVE = "blurry, blotchy, low contrast, washed out, dark, wrong colors"
+HANDCRAFTED_NEGATIVE = "blurry, blotchy, low contrast, washed out, dark"
 #: The benchmark's four style categories (the role of HPSv2's anime / concept-art / paintings / photo).
 CATEGORIES = ("plain", "placed", "pair", "tags")
