@@ -101,13 +101,16 @@ def _stage_recon(config, work, state):
 def _stage_truth(config, work, state):
     from .truth import attribute_accuracy, detectability, load_truth, train_truth
 
-    path = work / "truth"
+    path, metrics_file = work / "truth", work / "truth.metrics.json"
     if not (path / "config.json").exists():
         train_truth(state["data"], state["recon"], steps=config.steps("truth"), seed=config.seed).save(path)
     truth = load_truth(path)
-    state["metrics"]["degradation_auc_after_vae"] = detectability(truth, state["vae"], seed=config.seed + 7)
+    if not metrics_file.exists():  # measured once, like the preference models' accuracy
+        metrics_file.write_text(json.dumps({
+            "degradation_auc_after_vae": detectability(truth, state["vae"], seed=config.seed + 7),
+            "truth_accuracy": attribute_accuracy(truth, state["vae"], seed=config.seed + 11)}))
+    state["metrics"].update(json.loads(metrics_file.read_text()))
     logger.info("[truth] degradation AUC after VAE reconstruction: %s", state["metrics"]["degradation_auc_after_vae"])
-    state["metrics"]["truth_accuracy"] = attribute_accuracy(truth, state["vae"], seed=config.seed + 11)
     logger.info("[truth] scorer accuracy per attribute: %s", state["metrics"]["truth_accuracy"])
     return truth
 
@@ -151,6 +154,9 @@ def _stage_pick(config, work, state):
 def _stage_ship(config, work, state):
     from .ship import ship
 
+    for stage, output in (("truth", "truth"), ("sd", "sd"), ("hps", "shapes-hps"), ("pick", "shapes-pick")):
+        if not (work / output).is_dir():
+            raise ReNegError(f"cannot ship: stage {stage} has no output in {work}; run it (drop --skip {stage})")
     return ship(work, Path(config.out), metrics=state["metrics"], seed=config.seed)
 
 
@@ -185,24 +191,22 @@ def build(config: BuildConfig) -> Path:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    state, start, helper, threads = {}, time.time(), None, torch.get_num_threads()
+    state, start, threads = {}, time.time(), torch.get_num_threads()
     parallel = (config.jobs == 2 and "sd" not in config.skip
                 and STAGES.index(config.until or "ship") >= STAGES.index("pick"))
-    for name in STAGES:
+    # in parallel, sd comes first and this process reads the evaluators back from the cache after it
+    order = ("data", "vae", "recon", "sd", *EVALUATOR_STAGES, "ship") if parallel else STAGES
+    for name in order:
         if name in config.skip:
             continue
-        if parallel and name == "truth":
+        stage_start = time.time()
+        if parallel and name == "sd":
             helper = _start_evaluators(config, work)
             torch.set_num_threads(1)
-            continue
-        if helper is not None and name == "hps":
-            _wait(helper, work)
-            torch.set_num_threads(threads)
-            helper = None
-            if "truth" not in config.skip:
-                state["truth"] = _stage_truth(config, work, state)
-        stage_start = time.time()
         state[name] = globals()[f"_stage_{name}"](config, work, state)
+        if parallel and name == "sd":
+            torch.set_num_threads(threads)
+            _wait(helper, work)
         logger.info("[%s] done in %.0fs (total %.0fs)", name, time.time() - stage_start, time.time() - start)
         (work / "metrics.json").write_text(json.dumps(state.get("metrics", {}), indent=2))
         if name == config.until:
