@@ -179,7 +179,7 @@ def test_train_presets_parse_into_train_config(path):
     config = TrainConfig(**values)
     assert (config.reward, config.steps, config.grad_window, config.guidance_scale) == ("hpsv2.1", 30, 10, 7.5)
     assert (config.lr, config.batch_size, config.train_steps) == (5e-3, 64, 4000)
-    assert config.precision in ("bf16", "fp16") and config.accumulation_steps > 1
+    assert config.precision in ("bf16", "fp16") and config.micro_batch_size < config.batch_size  # accumulates
     assert Path(config.prompts).name == "refl_data.json"
 
 

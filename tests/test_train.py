@@ -37,20 +37,24 @@ def _mean_reward(model, reward, negative):
 
 
 def test_train_cli_increases_pickscore(tiny_epsilon_dir, pickscore_dir, tmp_path):
-    out = tmp_path / "neg.safetensors"
-    args = ["train", "--model", str(tiny_epsilon_dir), "--reward", "pickscore", "--reward-model", str(pickscore_dir),
-            "--train-steps", "10", "--batch-size", "4", "--micro-batch-size", "2", "--steps", "4",
-            "--grad-window", "2", "--lr", "0.2", "--seed", "0", "--device", "cpu", "--out", str(out)]
-    for prompt in PROMPTS:
-        args += ["--prompt", prompt]
-    assert main(args) == 0
-
+    """Over four training seeds, 10 steps raise the mean reward of fully sampled images by more than 0.05."""
     model = load_model(str(tiny_epsilon_dir))
     reward = build_reward("pickscore", model=str(pickscore_dir))
-    learned = NegativeEmbedding.load(out).for_pipeline(model.pipe)
     before = _mean_reward(model, reward, null_text_embedding(model.pipe))
-    after = _mean_reward(model, reward, learned.tensor)
-    assert after > before + 0.05, (before, after)
+    gains = []
+    for seed in range(4):
+        out = tmp_path / f"neg{seed}.safetensors"
+        args = ["train", "--model", str(tiny_epsilon_dir), "--reward", "pickscore", "--reward-model",
+                str(pickscore_dir), "--train-steps", "10", "--batch-size", "4", "--micro-batch-size", "2",
+                "--steps", "4", "--grad-window", "2", "--lr", "0.2", "--seed", str(seed), "--device", "cpu",
+                "--out", str(out)]
+        for prompt in PROMPTS:
+            args += ["--prompt", prompt]
+        assert main(args) == 0
+        learned = NegativeEmbedding.load(out).for_pipeline(model.pipe)
+        gains.append(_mean_reward(model, reward, learned.tensor) - before)
+    assert sum(gains) / len(gains) > 0.05, (before, gains)
+    assert all(gain > 0 for gain in gains), gains
 
     with safe_open(str(out), "pt") as handle:
         metadata = handle.metadata()
@@ -60,7 +64,7 @@ def test_train_cli_increases_pickscore(tiny_epsilon_dir, pickscore_dir, tmp_path
     assert metadata["text_encoder_fingerprint"].startswith("te1:CLIPTextModel")
     log = [json.loads(line) for line in out.with_suffix(".log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 11))
-    assert (out.with_suffix(".checkpoint") / "trainer_state.json").is_file()
+    assert (out.with_suffix(".checkpoint") / "latest").is_file()
 
 
 def test_only_the_negative_embedding_changes(tmp_path):

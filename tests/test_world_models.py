@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(not world.is_built(), reason="the shapes world i
 def test_the_world_is_the_default_model_and_loads_as_a_diffusers_pipeline():
     from diffusers import StableDiffusionPipeline
 
-    from reneg.models import DEFAULT_MODEL, load_model
+    from reneg.models import default_model, load_model
 
-    assert DEFAULT_MODEL == "shapes"
+    assert default_model() == "shapes"
     pipe = StableDiffusionPipeline.from_pretrained(world.path("sd"))
     assert pipe.vae_scale_factor == 8 and pipe.unet.config.sample_size == 8
     assert type(pipe.text_encoder).__name__ == "CLIPTextModel" and len(pipe.tokenizer) == 49408

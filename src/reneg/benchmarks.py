@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ReNegError
+from .plugins import load_plugins
 from .prompts import Prompt, load_prompts
 
 logger = logging.getLogger(__name__)
@@ -72,10 +73,12 @@ def register_benchmark(name: str, *, files: tuple[str, ...] | list[str], descrip
 
 def available_benchmarks() -> dict[str, str]:
     """Registered benchmark names and their descriptions."""
+    load_plugins()
     return {name: spec.description for name, spec in _REGISTRY.items()}
 
 
 def benchmark_spec(name: str) -> Benchmark:
+    load_plugins()
     if name not in _REGISTRY:
         raise ReNegError(f"unknown benchmark '{name}': choose one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -112,6 +115,7 @@ def load_benchmark(name_or_path: str | Path, *, data_dir: str | Path | None = No
         name_or_path: a registered name (see :func:`available_benchmarks`) or a prompts file.
         data_dir: the data root (default ``$RENEG_DATA``, else ``~/.cache/reneg/benchmarks``).
     """
+    load_plugins()
     name = str(name_or_path)
     if name in _REGISTRY:
         spec = _REGISTRY[name]
@@ -252,11 +256,15 @@ def _tiny(paths: list[Path]) -> list[Prompt]:
     return list(TINY_BENCHMARK)
 
 
-@register_benchmark("shapes", files=[], description="the shapes world's held-out benchmark: 400 prompts in 4 styles",
-                    source="`reneg world-build`")
-def _shapes(paths: list[Path]) -> list[Prompt]:
-    from . import world
-
-    if not world.is_built():
-        raise ReNegError("the shapes world is not built in this installation: run `reneg world-build`")
-    return load_prompts(world.path("prompts") / "benchmark.json")
+def gather_prompts(*, prompt: list[str] | None, prompts_file: str | None, fallback: list[str] | None = None,
+                   what: str = "prompts") -> list[Prompt]:
+    """Prompts from ``--prompt`` flags and/or ``--prompts FILE`` (any benchmark file format), else ``fallback``;
+    none at all is an error."""
+    gathered = [Prompt(p) for p in (prompt or []) if p.strip()]
+    if prompts_file:
+        gathered += load_benchmark(prompts_file)
+    if not gathered and fallback:
+        gathered = [Prompt(p) for p in fallback]
+    if not gathered:
+        raise ReNegError(f"no {what} given: pass --prompt TEXT or --prompts FILE")
+    return gathered

@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line on stderr, no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -28,8 +29,8 @@ def _train(args):
     from .listeners import log_listeners
 
     config = build_config(TrainConfig, args, config_file=args.config)
-    train(config, listeners=log_listeners(config))
-    print(config.out)
+    if train(config, listeners=log_listeners(config)) is not None:  # the main process prints the path
+        print(config.out)
 
 
 def _generate(args):
@@ -54,10 +55,11 @@ def _rewards(args):
 
 
 def _models(args):
-    from .models import BUILTIN_MODELS, DEFAULT_MODEL
+    from .models import builtin_models, default_model
 
-    for name, builtin in BUILTIN_MODELS.items():
-        print(f"{name:16s} {builtin.description}{' (default)' if name == DEFAULT_MODEL else ''}")
+    default = default_model()
+    for name, builtin in builtin_models().items():
+        print(f"{name:16s} {builtin.description}{' (default)' if name == default else ''}")
 
 
 def _world(args):
@@ -108,22 +110,116 @@ def _quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``reneg``; returns the exit status (0, or 2 for bad input)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("diffusers", "transformers", "accelerate"):
+#: Other libraries' loggers: only their errors reach stderr.
+NOISY_LOGGERS = ("diffusers", "transformers", "accelerate", "open_clip", "timm", "torch.distributed",
+                 "huggingface_hub", "PIL", "urllib3", "matplotlib")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (pytest's capsys swaps it)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
+def _only_reneg_info(record: logging.LogRecord) -> bool:
+    """reneg's own INFO lines pass; other libraries' only from WARNING up."""
+    return record.name == "reneg" or record.name.startswith("reneg.") or record.levelno >= logging.WARNING
+
+
+def _configure_logging() -> None:
+    """reneg's logger prints INFO; the root stays at WARNING (open_clip logs INFO on it); noisy libraries at ERROR."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, _StderrHandler) for handler in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_only_reneg_info)
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("reneg").setLevel(logging.INFO)
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    _quiet_loading()
-    args = build_parser().parse_args(argv)
+
+
+def _one_line(text: str) -> str:
+    """A message folded onto one line."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+#: errno of an OSError that is the user's path or disk, and what to do about it.
+OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free some disk space or choose another --out location",
+    errno.EDQUOT: "free some disk space or choose another --out location",
+    errno.EFBIG: "choose another --out location",
+    errno.EROFS: "choose a writable --out location",
+    errno.EACCES: "choose a location you may write to, or fix its permissions",
+    errno.EPERM: "choose a location you may write to, or fix its permissions",
+    errno.EISDIR: "it is a directory: pass a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "remove it or choose another path",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ELOOP: "check the path's symbolic links",
+}
+
+
+def _os_error_message(error: OSError) -> str | None:
+    """One line for an OSError about a user's path or disk, or None when it is not one."""
+    advice = OS_ERROR_ADVICE.get(error.errno)
+    if advice is None:
+        return None
+    reason = error.strerror or _one_line(error) or type(error).__name__
+    if error.filename is None:
+        return f"{reason.lower()}: {advice}"
+    return f"'{error.filename}': {reason.lower()}: {advice}"
+
+
+def _fail(command: str, message: str, status: int) -> int:
+    print(f"reneg {command}: error: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
+def _internal_error(command: str, error: BaseException, *, debug: bool) -> int:
+    """One line for an unexpected exception (exit 1), or the exception itself under RENEG_DEBUG=1."""
+    if debug:
+        raise error
+    message = _one_line(error) or "(no message)"
+    return _fail(command, f"internal error: {type(error).__name__}: {message} "
+                          "(set RENEG_DEBUG=1 for the traceback; please report it)", 1)
+
+
+def run_command(args) -> int:
+    """Run the parsed command; every failure becomes one line on stderr and an exit status.
+
+    Bad input (:class:`ReNegError`, an unusable path or a full disk) exits 2, Ctrl-C 130, and
+    anything else 1 as an internal error, which ``RENEG_DEBUG=1`` re-raises with its traceback.
+    """
+    debug = os.environ.get("RENEG_DEBUG", "") not in ("", "0")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             COMMANDS[args.command][0](args)
     except ReNegError as error:
-        print(f"reneg {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(error), 2)
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted (Ctrl-C); files written so far are complete, "
+                                   "rerun to redo or resume", 130)
+    except OSError as error:
+        message = _os_error_message(error)
+        if message is None:
+            return _internal_error(args.command, error, debug=debug)
+        return _fail(args.command, message, 2)
+    except Exception as error:  # noqa: BLE001 - the one place that turns any failure into one line
+        return _internal_error(args.command, error, debug=debug)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``reneg``; returns the exit status (0; 2 for bad input; 1 for an internal error)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_loading()  # imports diffusers and transformers, which set their loggers' levels: configure after
+    _configure_logging()
+    args = build_parser().parse_args(argv)
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
+import tempfile
 import typing
 from pathlib import Path
 
@@ -17,7 +20,12 @@ HELP = "help"
 
 
 def arg(default=None, help: str = "", **metadata):
-    """A dataclass field with its help text (and, e.g., ``flag="--x"`` or ``choices=[...]``)."""
+    """A dataclass field with its help text and metadata checked by :func:`build_config`.
+
+    Metadata: ``flag="--x"``, ``choices=[...]``, ``metavar``, ``cli=False`` (config files only), ranges
+    ``min``/``min_exclusive``/``max``/``max_exclusive``/``multiple_of``, and ``output="dir"`` or
+    ``"file"`` for a path the command writes (checked for writability before anything runs).
+    """
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={HELP: help, **metadata})
     return dataclasses.field(default=default, metadata={HELP: help, **metadata})
@@ -61,8 +69,8 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ReNegError(f"config file '{path}' does not exist: pass an existing .toml or .yaml file")
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".toml":
             import tomllib
 
@@ -75,26 +83,193 @@ def read_config_file(path: str | Path) -> dict:
             raise ReNegError(f"config file '{path}' must end in .toml, .yaml or .yml")
     except ReNegError:
         raise
+    except OSError as error:
+        raise ReNegError(f"config file '{path}' cannot be read ({error.strerror or error}): "
+                         "check its permissions or pass another file") from None
+    except UnicodeDecodeError:
+        raise ReNegError(f"config file '{path}' is not UTF-8 text: save it as UTF-8 TOML or YAML") from None
     except Exception as error:  # noqa: BLE001 - any parse error is the user's file
-        raise ReNegError(f"config file '{path}' is malformed ({str(error).splitlines()[0]}): fix its syntax") from None
+        raise ReNegError(f"config file '{path}' is malformed ({first_line(error)}): fix its syntax") from None
     if not isinstance(data, dict):
         raise ReNegError(f"config file '{path}' must hold a table of keys and values")
+    bad = next((key for key in data if not isinstance(key, str)), None)
+    if bad is not None:
+        raise ReNegError(f"config file '{path}' has a key {bad!r} that is not a name: use the flag names as keys")
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, else its type name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+# -- validation of values, driven by the fields' annotations and metadata ---------------------------
+#: Range metadata of ``arg(...)``: key -> (test that passes, how the message states the bound).
+RANGES = {
+    "min": (lambda value, bound: value >= bound, ">="),
+    "min_exclusive": (lambda value, bound: value > bound, ">"),
+    "max": (lambda value, bound: value <= bound, "<="),
+    "max_exclusive": (lambda value, bound: value < bound, "<"),
+}
+KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
+
+
+def _optional(annotation) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _wrong(name: str, kind: type, value, *, is_list: bool = False) -> ReNegError:
+    expected = f"a list of {KIND_NAMES.get(kind, kind.__name__)} values" if is_list else KIND_NAMES.get(kind, kind.__name__)
+    return ReNegError(f"{name} must be {expected}, got {value!r}")
+
+
+def _to_int(value, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _wrong(name, int, value)
+
+
+def _to_float(value, name: str) -> float:
+    """A finite float from an int, a float or a numeric string (YAML reads ``1e-2`` as a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _wrong(name, float, value)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        raise _wrong(name, float, value) from None
+    if not math.isfinite(number):
+        raise ReNegError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _to_str(value, name: str) -> str:
+    """Strings as they are; a number written without quotes in a config file is taken as its text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _wrong(name, str, value)
+
+
+def _to_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _wrong(name, bool, value)
+
+
+def _to_dict(value, name: str) -> dict:
+    if isinstance(value, dict):
+        return value
+    raise _wrong(name, dict, value)
+
+
+CONVERTERS = {int: _to_int, float: _to_float, str: _to_str, bool: _to_bool, dict: _to_dict}
+
+
+def _check_range(metadata, value, name: str) -> None:
+    """The ``min``/``min_exclusive``/``max``/``max_exclusive``/``multiple_of``/``choices`` of a field."""
+    for key, (holds, relation) in RANGES.items():
+        if key in metadata and not holds(value, metadata[key]):
+            raise ReNegError(f"{name} must be {relation} {metadata[key]}, got {value}")
+    multiple = metadata.get("multiple_of")
+    if multiple and value % multiple:
+        raise ReNegError(f"{name} must be a multiple of {multiple}, got {value}")
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ReNegError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def check_value(f: dataclasses.Field, annotation, value, *, name: str):
+    """``value`` of field ``f`` converted to its annotated type and checked against its range metadata.
+
+    A plain value for a list field becomes a one-element list (``prompt = "a red circle"``).
+    ``name`` says where the value came from in messages (``--lr`` or ``config key 'lr'``).
+    """
+    kind, is_list = _base_type(annotation)
+    if value is None:
+        if _optional(annotation):
+            return None
+        raise ReNegError(f"{name} must be {KIND_NAMES.get(kind, 'set')}, got nothing: give a value or leave it out")
+    convert = CONVERTERS.get(kind, lambda v, n: v)
+    if is_list:
+        if isinstance(value, dict) or isinstance(value, (set, bytes)):
+            raise _wrong(name, kind, value, is_list=True)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        items = [convert(item, name) for item in items]
+        for item in items:
+            _check_range(f.metadata, item, name)
+        return items
+    value = convert(value, name)
+    _check_range(f.metadata, value, name)
+    return value
+
+
+def check_output_path(value: str, *, kind: str, name: str) -> None:
+    """Refuse an output path that cannot be written before anything heavy runs.
+
+    ``kind`` is ``"dir"`` (the command writes files into it) or ``"file"``.
+    """
+    path = Path(value).expanduser()
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise ReNegError(f"{name} '{path}' is a file, not a directory: pass a directory path")
+    if kind == "file" and path.is_dir():
+        raise ReNegError(f"{name} '{path}' is a directory: pass a file path, e.g. {path / 'negative.safetensors'}")
+    ancestor = path if kind == "dir" else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ReNegError(f"{name} '{path}' cannot be created: '{ancestor}' is a file, not a directory; "
+                         "choose another location")
+    try:  # a real probe: permissions, read-only mounts and /proc or /sys all show here (even for root)
+        fd, probe = tempfile.mkstemp(prefix=".reneg-probe-", dir=ancestor)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ReNegError(f"{name} '{path}' is not writable (creating a file in '{ancestor}' fails: {reason}): "
+                         "choose a writable location") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def check_values(cls, values: dict, *, names: dict[str, str]) -> dict:
+    """Each of ``values`` (field name -> raw value) converted and checked; ``names[key]`` names it in messages."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return {key: check_value(fields[key], hints[key], value, name=names[key]) for key, value in values.items()}
+
+
 def build_config(cls, namespace: argparse.Namespace, *, config_file: str | None = None):
-    """``cls`` from a config file's values overridden by the flags given on the command line."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    """``cls`` from a config file's values overridden by the flags given on the command line.
+
+    Every value is converted to its field's type and checked against its range
+    metadata (and output paths for writability) before the dataclass is built.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values = read_config_file(config_file) if config_file else {}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ReNegError(f"config file '{config_file}' has unknown keys {', '.join(unknown)}: "
-                         f"use the flag names of this command ({', '.join(sorted(names))})")
-    values.update({k: v for k, v in vars(namespace).items() if k in names})
+                         f"use the flag names of this command ({', '.join(sorted(fields))})")
+    values = check_values(cls, values, names={key: f"config key '{key}'" for key in values})
+    flags = {k: v for k, v in vars(namespace).items() if k in fields}
+    values.update(check_values(cls, flags, names={key: _flag_name(fields[key]) for key in flags}))
     try:
-        return cls(**values)
+        config = cls(**values)
     except TypeError as error:
-        raise ReNegError(f"bad configuration: {error}") from None
+        raise ReNegError(f"bad configuration: {first_line(error)}") from None
+    for name, f in fields.items():
+        if f.metadata.get("output") and getattr(config, name) is not None:
+            check_output_path(str(getattr(config, name)), kind=f.metadata["output"], name=_flag_name(f))
+    return config
 
 
 def require(condition: bool, message: str) -> None:

@@ -23,8 +23,23 @@ def resolve_device(name: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ReNegError(f"unknown device '{name}': use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ReNegError(f"device '{name}' requested but CUDA is not available: use --device cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise ReNegError(f"unknown device '{name}': use {SUPPORTED_DEVICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ReNegError(f"device '{name}' is not supported: use {SUPPORTED_DEVICES}")
+    if device.type == "cuda":
+        _check_cuda(name, device)
     return device
+
+
+SUPPORTED_DEVICES = "cpu, cuda, cuda:N (N below the number of GPUs) or auto"
+
+
+def _check_cuda(name: str, device: torch.device) -> None:
+    """A CUDA device must exist: CUDA available and, for cuda:N, N below the device count."""
+    if not torch.cuda.is_available():
+        raise ReNegError(f"device '{name}' requested but CUDA is not available: use --device cpu")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ReNegError(f"device '{name}' does not exist: this machine has {count} GPU(s), "
+                         f"use cuda:0 to cuda:{count - 1}, cpu or auto")

@@ -336,31 +336,17 @@ def _batch(batch_size: int) -> int:
 # ---------------------------------------------------------------- the null text
 
 
-@torch.no_grad()
 def null_text_embedding(pipe_or_pair) -> torch.Tensor:
     """The text encoder's output for ``""``, ``(L, D)`` fp32 on the CPU: diffusers' default negative.
 
-    Computed exactly as ``StableDiffusionPipeline.encode_prompt`` does for
-    ``negative_prompt=""`` (or None): tokenized with padding to
-    ``tokenizer.model_max_length``, attention mask passed only when
-    ``text_encoder.config.use_attention_mask``, and the last hidden state
-    ``text_encoder(ids)[0]`` taken — with no ``clip_skip``, which diffusers
-    applies to the prompt only, never to the negative.
-
     Args:
-        pipe_or_pair: a single-text-encoder pipeline (SD1.x/2.x), or a
-            ``(tokenizer, text_encoder)`` pair.
+        pipe_or_pair: a pipeline of a supported family, or a ``(tokenizer, text_encoder)`` pair of a
+            single-text-encoder model (computed as ``StableDiffusionPipeline.encode_prompt`` does, see
+            :func:`reneg.families.sd.null_text`).
     """
+    from .families import family_for
+    from .families.sd import null_text
+
     if isinstance(pipe_or_pair, tuple):
-        tokenizer, text_encoder = pipe_or_pair
-    else:
-        if getattr(pipe_or_pair, "text_encoder_2", None) is not None:
-            raise ReNegError("null_text_embedding supports single-text-encoder pipelines (SD1.x/2.x), not SDXL")
-        tokenizer, text_encoder = pipe_or_pair.tokenizer, pipe_or_pair.text_encoder
-    inputs = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt")
-    device = text_encoder.device
-    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
-    attention_mask = inputs.attention_mask.to(device) if use_mask else None
-    hidden = text_encoder(inputs.input_ids.to(device), attention_mask=attention_mask)[0]
-    return hidden[0].to(device="cpu", dtype=torch.float32)
+        return null_text(*pipe_or_pair)
+    return family_for(pipe_or_pair).null_text().embeds[0]

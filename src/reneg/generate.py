@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import arg, require
 from .device import dtype_of, resolve_device
-from .embedding import NegativeEmbedding, null_text_embedding
+from .benchmarks import gather_prompts
+from .embedding import NegativeEmbedding
+from .families import TextConditioning
 from .io import save_png, to_pil, write_json
-from .models import LoadedModel, encode_prompts, load_model
-from .prompts import gather_prompts
-from .sampling import CFGDenoiser, decode, initial_latents, sample
+from .models import LoadedModel, load_model
+from .rollout import guided_images
 
 
 @dataclass
@@ -30,15 +31,17 @@ class GenerateConfig:
     negative_prompt: str | None = arg(None, "a negative prompt in place of the null text", metavar="TEXT")
     negative: str | None = arg(None, "a learned negative embedding file (.safetensors, .pt, .bin)", metavar="FILE")
     handcrafted: bool = arg(False, "use the model's handcrafted negative prompt")
-    num_images: int = arg(1, "images per prompt")
-    steps: int | None = arg(None, "DDIM sampling steps")
-    guidance_scale: float | None = arg(None, "CFG scale")
-    resolution: int | None = arg(None, "image size in pixels (default: the model's)")
-    seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does")
-    batch_size: int = arg(4, "images per forward pass")
+    num_images: int = arg(1, "images per prompt", min=1)
+    steps: int | None = arg(None, "DDIM sampling steps", min=1)
+    guidance_scale: float | None = arg(None, "CFG scale", min=0)
+    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
+                                 multiple_of=8)
+    seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does", min=0,
+                    max=2**63 - 1)
+    batch_size: int = arg(4, "images per forward pass", min=1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the models", choices=["fp32", "fp16", "bf16"])
-    out: str = arg("generated", "output directory", metavar="DIR")
+    out: str = arg("generated", "output directory", metavar="DIR", output="dir")
 
     def __post_init__(self):
         chosen = [self.negative_prompt is not None, self.negative is not None, self.handcrafted]
@@ -56,31 +59,30 @@ class GenerateConfig:
         return "handcrafted" if self.handcrafted else "null"
 
 
-def negative_embedding_for(model: LoadedModel, config: GenerateConfig) -> torch.Tensor:
-    """The (L, D) negative embedding of the chosen method: null text, a prompt, or a learned file."""
-    pipe = model.pipe
+def negative_for(model: LoadedModel, config: GenerateConfig) -> TextConditioning:
+    """The negative branch's text conditioning of the chosen method: null text, a prompt, or a learned file."""
+    family = model.family
     if config.negative is not None:
-        return NegativeEmbedding.load(config.negative).for_pipeline(pipe).tensor
+        return TextConditioning.of(NegativeEmbedding.load(config.negative).for_pipeline(model.pipe))
     text = model.defaults.handcrafted_negative if config.handcrafted else config.negative_prompt
     if text is not None:
-        return encode_prompts(pipe, [text])[0]
-    return null_text_embedding(pipe)
+        return family.encode([text])
+    return family.null_text()
 
 
 @torch.no_grad()
-def generate_images(model: LoadedModel, prompts: list[str], negative_embedding: torch.Tensor, *,
-                    guidance_scale: float, steps: int, resolution: int, generator: torch.Generator,
-                    batch_size: int) -> Iterator[torch.Tensor]:
-    """Yield image batches (B, 3, H, W) in [0, 1], drawing x_T batch after batch from one generator."""
-    pipe = model.pipe
+def generate_images(model: LoadedModel, prompts: list[str], negative, *, guidance_scale: float, steps: int,
+                    resolution: int, generator: torch.Generator, batch_size: int) -> Iterator[torch.Tensor]:
+    """Yield image batches (B, 3, H, W) in [0, 1], drawing x_T batch after batch from one generator.
+
+    ``negative``: a :class:`TextConditioning`, or an (L, D) embedding.
+    """
+    family, negative = model.family, TextConditioning.of(negative)
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
-        latents = initial_latents(len(batch), unet=pipe.unet, scheduler=pipe.scheduler,
-                                  vae_scale_factor=pipe.vae_scale_factor, height=resolution, width=resolution,
-                                  generator=generator, device=pipe.device, dtype=pipe.unet.dtype)
-        negative = negative_embedding.to(pipe.device).unsqueeze(0).expand(len(batch), -1, -1)
-        denoiser = CFGDenoiser(pipe.unet, encode_prompts(pipe, batch), negative, guidance_scale)
-        yield decode(pipe.vae, sample(denoiser, pipe.scheduler, latents, num_inference_steps=steps))
+        latents = family.initial_latents(len(batch), resolution=resolution, generator=generator)
+        yield guided_images(family, batch, negative, latents, guidance_scale=guidance_scale, steps=steps,
+                            resolution=resolution)
 
 
 def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Path:
@@ -89,7 +91,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
-    negative_embedding = negative_embedding_for(model, config)
+    negative = negative_for(model, config)
     steps = config.steps or model.defaults.num_inference_steps
     guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
     resolution = config.resolution or model.resolution
@@ -98,7 +100,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     records, index = [], 0
-    batches = generate_images(model, [p for p, _ in items], negative_embedding, guidance_scale=guidance_scale,
+    batches = generate_images(model, [p for p, _ in items], negative, guidance_scale=guidance_scale,
                               steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size)
     with tqdm(total=len(items), desc="generate", unit="img") as progress:
         for images in batches:

@@ -7,6 +7,9 @@ ReNeg Eq. 5.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 
@@ -18,6 +21,51 @@ def cfg(output_negative: torch.Tensor, output_cond: torch.Tensor, guidance_scale
     embedding otherwise. Applies to any model output (epsilon or v).
     """
     return output_negative + guidance_scale * (output_cond - output_negative)
+
+
+def three_term(output_null: torch.Tensor, output_negative: torch.Tensor, output_cond: torch.Tensor,
+               guidance_scale: float | torch.Tensor) -> torch.Tensor:
+    """Negative prompting with three model outputs (DNP Eq. 4).
+
+    ``eps = eps(x_t, phi) + s * (eps(x_t, p) - eps(x_t, n))``: the null text phi
+    anchors the step, the guidance pushes towards p and away from n. With
+    ``n = phi`` it is plain CFG (Eq. 5 with the null text).
+    """
+    return output_null + guidance_scale * (output_cond - output_negative)
+
+
+def dns(output_null: torch.Tensor, output_cond: torch.Tensor, guidance_scale: float | torch.Tensor) -> torch.Tensor:
+    """Diffusion-negative sampling (DNP Eq. 19): ``eps = eps(x_t, phi) + s * (eps(x_t, phi) - eps(x_t, p))``.
+
+    Guidance *away* from the prompt p: it samples what the model takes for p's
+    opposite. Equal to two-term negative prompting with an empty positive and p
+    as the negative (DNP Eq. 20).
+    """
+    return output_null + guidance_scale * (output_null - output_cond)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A guidance rule: the branches it reads, in the order ``combine`` takes their outputs.
+
+    ``combine(*outputs, guidance_scale)`` is one of the pure functions above.
+    ``skips_below_one``: like diffusers, a constant scale <= 1 runs the ``cond``
+    branch alone (the negative then has no effect).
+    """
+
+    name: str
+    branches: tuple[str, ...]
+    combine: Callable[..., torch.Tensor]
+    skips_below_one: bool = False
+
+
+#: ReNeg Eq. 5: the negative branch (null text, a negative prompt or a learned n) and the prompt.
+CFG = Rule("cfg", ("negative", "cond"), cfg, skips_below_one=True)
+#: DNP Eq. 4: null text, negative and prompt.
+THREE_TERM = Rule("three-term", ("null", "negative", "cond"), three_term)
+#: DNP Eq. 19: null text and the prompt, guided away from the prompt.
+DNS = Rule("dns", ("null", "cond"), dns)
+RULES = {rule.name: rule for rule in (CFG, THREE_TERM, DNS)}
 
 
 def predict_x0(

@@ -10,7 +10,9 @@ from typing import Callable
 import torch
 
 from .errors import ReNegError
+from .families import family_for
 from .hub import resolve
+from .plugins import load_plugins
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,13 @@ class LoadedModel:
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
 
     @property
+    def family(self):
+        """The pipeline's :class:`~reneg.families.Family` (what the rollout uses)."""
+        return family_for(self.pipe)
+
+    @property
     def resolution(self) -> int:
-        pipe = self.pipe
-        return pipe.unet.config.sample_size * pipe.vae_scale_factor
+        return self.family.default_resolution
 
 
 @dataclass(frozen=True)
@@ -71,28 +77,7 @@ def _tiny():
     return tiny_sd_pipeline()
 
 
-#: What `reneg eval` reports on the shapes world: both preference models and the ground truth.
-WORLD_METRICS = ("shapes-hps", "shapes-pick", "truth-adherence", "truth-shape", "truth-colour", "truth-background",
-                 "truth-cleanliness")
-
-
-def _shapes_defaults() -> ModelDefaults:
-    from . import world
-
-    config = world.world_config()
-    prompts = (world.path("prompts") / "train.txt").read_text().splitlines()
-    return ModelDefaults(guidance_scale=config["guidance_scale"], num_inference_steps=config["num_inference_steps"],
-                         handcrafted_negative=config["handcrafted_negative"], reward=config["reward"],
-                         train_prompts=tuple(prompts), benchmark="shapes", metrics=WORLD_METRICS)
-
-
-def _shapes_directory() -> str:
-    from . import world
-
-    return str(world.path("sd"))
-
-
-BUILTIN_MODELS: dict[str, BuiltinModel] = {
+_BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "tiny": BuiltinModel(
         build=_tiny,
         defaults=lambda: ModelDefaults(guidance_scale=7.5, num_inference_steps=10,
@@ -101,26 +86,28 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         description="random-weight 64x64 Stable Diffusion (2 M parameters), for smoke tests",
     ),
 }
+_DEFAULT = {"name": "tiny"}
 
 
-def _register_world() -> str:
-    """Register the shapes world when its weights ship; returns the default model's name."""
-    from . import world
-
-    if not world.is_built():
-        return "tiny"
-    BUILTIN_MODELS["shapes"] = BuiltinModel(
-        directory=_shapes_directory, defaults=_shapes_defaults,
-        description="the shapes world: a trained 64x64 Stable Diffusion of coloured shapes (the embedded default)",
-    )
-    return "shapes"
+def register_model(name: str, model: BuiltinModel, *, default: bool = False) -> None:
+    """Register a built-in model (a plugin's); ``default=True`` makes it what runs with no ``--model``."""
+    if name in _BUILTIN_MODELS:
+        raise ValueError(f"model '{name}' is already registered")
+    _BUILTIN_MODELS[name] = model
+    if default:
+        _DEFAULT["name"] = name
 
 
-#: What runs when no --model is given: the shapes world, or the tiny random model if it is not built.
-DEFAULT_MODEL = _register_world()
+def builtin_models() -> dict[str, BuiltinModel]:
+    """Name -> :class:`BuiltinModel`, plugins' included."""
+    load_plugins()
+    return dict(_BUILTIN_MODELS)
 
-#: Components every UNet-based Stable Diffusion pipeline has, and that the sampler uses.
-REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+def default_model() -> str:
+    """What runs when no --model is given: a plugin's default (the shapes world), else the tiny random model."""
+    load_plugins()
+    return _DEFAULT["name"]
 
 
 def _from_pretrained(directory: str, *, dtype: torch.dtype):
@@ -137,19 +124,16 @@ def _from_pretrained(directory: str, *, dtype: torch.dtype):
 
 
 def _prepare(pipe, *, device: torch.device, dtype: torch.dtype):
-    """DDIM scheduler, everything frozen and in eval mode, on the device and dtype of the policy."""
-    from diffusers import DDIMScheduler
-
-    missing = [name for name in REQUIRED_COMPONENTS if getattr(pipe, name, None) is None]
-    if missing:
-        raise ReNegError(f"pipeline {type(pipe).__name__} lacks {', '.join(missing)}: reneg needs a UNet-based "
-                         "Stable Diffusion pipeline (SD1.x, SD2.x)")
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    if pipe.unet.dtype != dtype:
-        pipe.to(dtype=dtype)
+    """The family's sampler (DDIM for SD), everything frozen and in eval mode, on the device and dtype of the policy."""
+    family = family_for(pipe)  # an unsupported pipeline is refused here, in one line
+    family.use_sampler()
+    for module in pipe.components.values():  # each component: a checkpoint may store them in mixed dtypes
+        if isinstance(module, torch.nn.Module) and getattr(module, "dtype", dtype) != dtype:
+            module.to(dtype=dtype)
     pipe.to(device)
-    for name in ("unet", "vae", "text_encoder"):
-        getattr(pipe, name).requires_grad_(False).eval()
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -161,10 +145,11 @@ def load_model(model: str | None = None, *, device: torch.device | str = "cpu",
     No ``model`` means the embedded default. Never downloads: a hub id missing from the cache
     raises :class:`ReNegError` that says how to make it available.
     """
-    name = model or DEFAULT_MODEL
+    name = model or default_model()
     device = torch.device(device)
-    if name in BUILTIN_MODELS:
-        builtin = BUILTIN_MODELS[name]
+    builtins = builtin_models()
+    if name in builtins:
+        builtin = builtins[name]
         pipe = builtin.build() if builtin.build else _from_pretrained(builtin.directory(), dtype=dtype)
         return LoadedModel(_prepare(pipe, device=device, dtype=dtype), name, builtin.defaults())
     directory = resolve(name, what="model")
@@ -172,8 +157,6 @@ def load_model(model: str | None = None, *, device: torch.device | str = "cpu",
     return LoadedModel(_prepare(pipe, device=device, dtype=dtype), name, ModelDefaults())
 
 
-@torch.no_grad()
 def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
     """Text-encoder outputs of ``prompts``, (B, L, D), exactly as the pipeline's own ``encode_prompt``."""
-    embeds, _ = pipe.encode_prompt(prompts, pipe.device, 1, do_classifier_free_guidance=False)
-    return embeds
+    return family_for(pipe).encode(prompts).embeds

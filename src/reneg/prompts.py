@@ -60,18 +60,3 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     if not prompts:
         raise ReNegError(f"prompts file '{path}' holds no prompts: add at least one")
     return prompts
-
-
-def gather_prompts(*, prompt: list[str] | None, prompts_file: str | None, fallback: list[str] | None = None,
-                   what: str = "prompts") -> list[Prompt]:
-    """Prompts from ``--prompt`` flags and/or ``--prompts FILE``, else ``fallback``; none at all is an error."""
-    from .benchmarks import load_benchmark  # benchmark names and their published file formats too
-
-    gathered = [Prompt(p) for p in (prompt or []) if p.strip()]
-    if prompts_file:
-        gathered += load_benchmark(prompts_file)
-    if not gathered and fallback:
-        gathered = [Prompt(p) for p in fallback]
-    if not gathered:
-        raise ReNegError(f"no {what} given: pass --prompt TEXT or --prompts FILE")
-    return gathered

@@ -10,50 +10,29 @@ detached (stop-gradient towards x_{t+1}, ..., x_T, ReNeg Sec. 4.2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .guidance import cfg, predict_x0
+from .denoiser import Branch, GuidedDenoiser
+from .guidance import predict_x0
 
 #: (step index, timestep, latents after the step) -> None
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+#: (model output, x_t, timestep) -> x0_pred: the one-step prediction of a family
+Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@dataclass
-class CFGDenoiser:
-    """Guided model output at (x_t, t): one batched UNet call for the negative and conditional branches.
+def CFGDenoiser(unet: torch.nn.Module, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor,  # noqa: N802
+               guidance_scale: float | torch.Tensor = 7.5) -> GuidedDenoiser:
+    """The SD1.x/2.x guided denoiser from (B, L, D) prompt and negative embeddings (ReNeg Eq. 5).
 
-    Args:
-        unet: a diffusers ``UNet2DConditionModel`` (any prediction type).
-        prompt_embeds: text-encoder outputs of the prompts, (B, L, D).
-        negative_embeds: the negative embedding n expanded to (B, L, D): null text, a
-            handcrafted prompt's embedding, or a learned (fp32, trainable) one.
-        guidance_scale: gamma of ReNeg Eq. 5 (a float, or a tensor when it is learned).
-        guidance: how the two branch outputs combine; ``cfg`` (Eq. 5) by default.
+    A shorthand for a :class:`~reneg.denoiser.GuidedDenoiser` with the ``cond`` and
+    ``negative`` branches conditioned by ``encoder_hidden_states``.
     """
-
-    unet: torch.nn.Module
-    prompt_embeds: torch.Tensor
-    negative_embeds: torch.Tensor
-    guidance_scale: float | torch.Tensor = 7.5
-    guidance: Callable = cfg
-
-    @property
-    def uses_guidance(self) -> bool:
-        """diffusers skips CFG for a constant scale <= 1; so do we (the negative then has no effect)."""
-        return torch.is_tensor(self.guidance_scale) or self.guidance_scale > 1
-
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        dtype = self.unet.dtype
-        if not self.uses_guidance:
-            return self.unet(x_t.to(dtype), t, encoder_hidden_states=self.prompt_embeds.to(dtype), return_dict=False)[0]
-        embeds = torch.cat([self.negative_embeds.to(dtype), self.prompt_embeds.to(dtype)])
-        output = self.unet(torch.cat([x_t, x_t]).to(dtype), t, encoder_hidden_states=embeds, return_dict=False)[0]
-        output_negative, output_cond = output.chunk(2)
-        return self.guidance(output_negative, output_cond, self.guidance_scale)
+    return GuidedDenoiser(unet, {"negative": Branch({"encoder_hidden_states": negative_embeds}),
+                                 "cond": Branch({"encoder_hidden_states": prompt_embeds})}, guidance_scale)
 
 
 def initial_latents(
@@ -74,6 +53,7 @@ def sample(
     num_inference_steps: int,
     grad_from: int | None = None,
     callback: StepCallback | None = None,
+    predict: Predictor | None = None,
 ) -> torch.Tensor:
     """Run DDIM from x_T; return the final latents x_0, or x0_pred at step ``grad_from`` with gradient.
 
@@ -86,6 +66,8 @@ def sample(
         grad_from: None for inference; else the step index k in [0, T) at which to stop
             and predict x0 with gradient (training: k in the last ``grad_window`` steps).
         callback: called after every no-grad step with (index, timestep, latents).
+        predict: the one-step prediction (default: ReNeg Eq. 6 from the scheduler's ``alphas_cumprod``
+            and prediction type; a family passes its own, e.g. flow matching's).
     """
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     timesteps = scheduler.timesteps
@@ -103,6 +85,8 @@ def sample(
     t = timesteps[grad_from]  # 2. one guided call with gradient at x_t, stop-gradient at x_t
     x_t = latents.detach()
     model_output = denoiser(scheduler.scale_model_input(x_t, t), t)
+    if predict is not None:
+        return predict(model_output, x_t, t)
     return predict_x0(
         model_output, x_t, scheduler.alphas_cumprod[t.long().cpu()], prediction_type=scheduler.config.prediction_type
     )

@@ -37,4 +37,3 @@ __all__ = [
     "register_reward",
     "reward_spec",
 ]
-from ..world import rewards as _world_rewards  # noqa: E402,F401  - registers shapes-hps, shapes-pick, truth-*

@@ -32,16 +32,17 @@ logger = logging.getLogger("reneg.world")
 class BuildConfig:
     """Settings of ``reneg world-build``."""
 
-    work_dir: str = arg("runs/world-build", "where stages cache their outputs and the log", metavar="DIR")
-    out: str = arg(str(WEIGHTS_DIR), "where the shipped fp16 weights go", metavar="DIR")
-    seed: int = arg(0, "seed of every stage")
-    scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)")
-    images: int = arg(40000, "training renders")
-    vae_steps: int = arg(2400, "VAE optimizer steps")
-    truth_steps: int = arg(1500, "ground-truth scorer steps")
-    sd_steps: int = arg(3000, "text encoder + UNet steps")
-    hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)")
-    pick_steps: int = arg(600, "shapes-pick steps")
+    work_dir: str = arg("runs/world-build", "where stages cache their outputs and the log", metavar="DIR",
+                        output="dir")
+    out: str = arg(str(WEIGHTS_DIR), "where the shipped fp16 weights go", metavar="DIR", output="dir")
+    seed: int = arg(0, "seed of every stage", min=0, max=2**32 - 1)
+    scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)", min_exclusive=0)
+    images: int = arg(40000, "training renders", min=1)
+    vae_steps: int = arg(2400, "VAE optimizer steps", min=1)
+    truth_steps: int = arg(1500, "ground-truth scorer steps", min=1)
+    sd_steps: int = arg(3000, "text encoder + UNet steps", min=1)
+    hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)", min=1)
+    pick_steps: int = arg(600, "shapes-pick steps", min=1)
     jobs: int = arg(2, "processes: 2 trains the text encoder + UNet in this one and the evaluators (truth, "
                        "shapes-hps, shapes-pick) in a second, one thread each", choices=[1, 2])
     skip: list[str] = arg([], "skip this stage (repeatable)", choices=["truth", "sd", "hps", "pick"])

@@ -1,0 +1,134 @@
+"""The guided denoiser: branches with their own conditioning and weights, combined by a guidance rule.
+
+A branch is the model's keyword arguments for one term of the guidance rule
+(``encoder_hidden_states``, SDXL's ``added_cond_kwargs``, ControlNet
+residuals, an attention mask; all batched) and, optionally, its own weights
+(a second module, or the model with a peft adapter at a scale, as NPO's
+negative branch). Branches that share weights run in **one** batched model
+call, as diffusers' CFG does; each distinct set of weights is one more call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from .guidance import CFG, Rule
+
+
+class Weights(Protocol):
+    """Weights a branch runs with. ``key`` groups branches into one call; ``forward`` runs the model with them."""
+
+    key: str
+
+    def forward(self, model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    """The model's own weights (theta)."""
+
+    key: str = "base"
+
+    def forward(self, model, x, t, conditioning):
+        return model(x, t, **conditioning, return_dict=False)[0]
+
+
+@dataclass(frozen=True)
+class ModuleWeights:
+    """Another module with the model's signature in place of the model (e.g. a second UNet)."""
+
+    module: torch.nn.Module
+    key: str = "module"
+
+    def forward(self, model, x, t, conditioning):
+        return self.module(x.to(self.module.dtype), t, **_cast(conditioning, self.module.dtype),
+                           return_dict=False)[0]
+
+
+BASE = BaseWeights()
+
+
+@dataclass
+class Branch:
+    """One term of the guidance rule: the model's keyword arguments (batched) and the weights it runs with."""
+
+    conditioning: dict[str, Any]
+    weights: Weights = field(default=BASE)
+
+
+def _cast(value, dtype):
+    """Floating tensors (also inside dicts, lists and tuples) cast to ``dtype``; everything else as is."""
+    if torch.is_tensor(value):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+def _concat(values: list):
+    """Concatenate the same keyword argument of several branches along the batch (recursing into containers)."""
+    first = values[0]
+    if torch.is_tensor(first):
+        return torch.cat(values)
+    if isinstance(first, dict):
+        return {k: _concat([v[k] for v in values]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(_concat(list(parts)) for parts in zip(*values))
+    if any(v != first for v in values[1:]):
+        raise ValueError(f"branches disagree on a non-tensor model argument: {values}")
+    return first
+
+
+def _split(output: torch.Tensor, count: int) -> list[torch.Tensor]:
+    return list(output.chunk(count))
+
+
+@dataclass
+class GuidedDenoiser:
+    """Guided model output at (x_t, t): each branch's output, combined by ``rule`` (ReNeg Eq. 5 by default).
+
+    Args:
+        model: the family's denoising network (``UNet2DConditionModel``, a transformer, ...).
+        branches: name -> :class:`Branch`; the rule reads the names it needs (``negative``, ``cond``, ``null``).
+        guidance_scale: the scale of the rule (a float, or a tensor when it is learned).
+        rule: a :class:`reneg.guidance.Rule` (``CFG``, ``THREE_TERM``, ``DNS``).
+    """
+
+    model: torch.nn.Module
+    branches: dict[str, Branch]
+    guidance_scale: float | torch.Tensor = 7.5
+    rule: Rule = CFG
+
+    def __post_init__(self):
+        missing = [name for name in self.rule.branches if name not in self.branches]
+        if missing:
+            raise ValueError(f"guidance rule '{self.rule.name}' needs branches {', '.join(missing)}")
+
+    @property
+    def uses_guidance(self) -> bool:
+        """diffusers skips CFG for a constant scale <= 1; so do we (the negative then has no effect)."""
+        return not self.rule.skips_below_one or torch.is_tensor(self.guidance_scale) or self.guidance_scale > 1
+
+    def outputs(self, x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The model output of each named branch: one batched call per distinct set of weights."""
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            groups.setdefault(self.branches[name].weights.key, []).append(name)
+        dtype, outputs = self.model.dtype, {}
+        for group in groups.values():
+            weights = self.branches[group[0]].weights
+            conditioning = _cast(_concat([self.branches[name].conditioning for name in group]), dtype)
+            x = torch.cat([x_t] * len(group)).to(dtype)
+            outputs.update(zip(group, _split(weights.forward(self.model, x, t, conditioning), len(group))))
+        return outputs
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.uses_guidance:
+            return self.outputs(x_t, t, ("cond",))["cond"]
+        outputs = self.outputs(x_t, t, self.rule.branches)
+        return self.rule.combine(*(outputs[name] for name in self.rule.branches), self.guidance_scale)

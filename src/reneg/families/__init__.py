@@ -1,0 +1,13 @@
+"""Model families: how a pipeline turns prompts into branch conditioning, draws latents and decodes.
+
+A family wraps one loaded diffusers pipeline. Everything the rollout needs
+from a model goes through it, so that a new kind of pipeline (SDXL's pooled
+embedding and time ids, ControlNet residuals, video's 5-D latents, a
+flow-matching scheduler) adds one family here and no edits elsewhere.
+Pipelines without a family are refused with one line naming the supported ones.
+"""
+
+from .base import Family, TextConditioning, family_for, register_family, supported_pipelines
+from . import sd  # noqa: F401  - registers StableDiffusionPipeline
+
+__all__ = ["Family", "TextConditioning", "family_for", "register_family", "supported_pipelines"]

@@ -1,0 +1,164 @@
+"""The family protocol and its registry (see :mod:`reneg.families`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..errors import ReNegError
+
+
+@dataclass
+class TextConditioning:
+    """Text-encoder outputs of one branch, batched: what a negative embedding replaces.
+
+    Args:
+        embeds: the sequence embedding, (B, L, D) (``prompt_embeds`` / ``negative_prompt_embeds``).
+        pooled: a pooled embedding (B, P) where the family has one (SDXL, SD3), else None.
+        mask: an attention mask (B, L) where the family uses one (PixArt), else None.
+    """
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, negative) -> TextConditioning:
+        """A one-row conditioning from a negative: a TextConditioning, an (L, D) or (1, L, D) tensor, or a
+        :class:`~reneg.embedding.NegativeEmbedding` (with its pooled part, where it has one)."""
+        if isinstance(negative, cls):
+            return negative
+        if torch.is_tensor(negative):
+            return cls(negative if negative.dim() == 3 else negative.unsqueeze(0))
+        pooled = getattr(negative, "pooled", None)
+        return cls(negative.tensor.unsqueeze(0), None if pooled is None else pooled.unsqueeze(0))
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def expand(self, batch_size: int) -> TextConditioning:
+        """One row repeated for a batch (an ``expand`` view, no copy); a batch of ``batch_size`` is returned as is."""
+        if len(self) == batch_size:
+            return self
+        if len(self) != 1:
+            raise ValueError(f"cannot expand a batch of {len(self)} text conditionings to {batch_size}")
+
+        def grow(tensor):
+            return None if tensor is None else tensor.expand(batch_size, *tensor.shape[1:])
+
+        return replace(self, embeds=grow(self.embeds), pooled=grow(self.pooled), mask=grow(self.mask))
+
+    def to(self, device=None, dtype=None) -> TextConditioning:
+        """Moved to ``device``; floating tensors cast to ``dtype`` (masks keep theirs)."""
+
+        def move(tensor):
+            if tensor is None:
+                return None
+            return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+
+        return replace(self, embeds=move(self.embeds), pooled=move(self.pooled), mask=move(self.mask))
+
+
+class Family:
+    """One loaded pipeline seen through what the rollout needs.
+
+    Subclasses set ``name`` and ``pipeline_classes`` and implement the methods;
+    :func:`register_family` makes :func:`family_for` find them.
+    """
+
+    name: str = ""
+    pipeline_classes: tuple[str, ...] = ()
+    description: str = ""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def use_sampler(self) -> None:
+        """Put the family's sampler (the scheduler the rollout steps with) on the pipeline."""
+
+    # -- the parts the sampler uses
+    @property
+    def model(self) -> torch.nn.Module:
+        """The denoising network (a UNet or a transformer)."""
+        raise NotImplementedError
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def default_resolution(self) -> int:
+        raise NotImplementedError
+
+    def resolution_of(self, latents: torch.Tensor) -> int:
+        """The image size in pixels that latents of this shape decode to."""
+        return latents.shape[-1] * self.pipe.vae_scale_factor
+
+    # -- text
+    def encode(self, prompts: list[str]) -> TextConditioning:
+        """Text conditioning of ``prompts`` exactly as the pipeline's own ``encode_prompt`` makes it."""
+        raise NotImplementedError
+
+    def null_text(self) -> TextConditioning:
+        """The conditioning of the empty prompt as diffusers' default negative (one row, fp32, CPU)."""
+        raise NotImplementedError
+
+    def conditioning(self, text: TextConditioning, *, resolution: int) -> dict:
+        """The model's keyword arguments for one branch (``encoder_hidden_states``, ``added_cond_kwargs``, ...)."""
+        raise NotImplementedError
+
+    # -- latents
+    def initial_latents(self, batch_size: int, *, resolution: int, generator: torch.Generator | None) -> torch.Tensor:
+        """x_T drawn exactly as the pipeline's ``prepare_latents`` (the contract's ``--seed``)."""
+        raise NotImplementedError
+
+    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The one-step prediction of x0 at t (ReNeg Eq. 6 for the DDPM family)."""
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents to images in [0, 1], differentiable."""
+        raise NotImplementedError
+
+
+_FAMILIES: dict[str, type[Family]] = {}
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    """Class decorator: ``family_for`` gives ``cls`` for pipelines whose class is one of ``cls.pipeline_classes``."""
+    for name in cls.pipeline_classes:
+        if name in _FAMILIES:
+            raise ValueError(f"pipeline class '{name}' already has a family")
+        _FAMILIES[name] = cls
+    return cls
+
+
+def supported_pipelines() -> dict[str, str]:
+    """Pipeline class name -> its family's description."""
+    return {name: cls.description for name, cls in _FAMILIES.items()}
+
+
+def family_for(pipe) -> Family:
+    """The family of ``pipe`` (cached on the pipeline); an unsupported pipeline is a one-line ReNegError."""
+    cached = getattr(pipe, "_reneg_family", None)
+    if cached is not None:
+        return cached
+    cls = _FAMILIES.get(type(pipe).__name__)
+    if cls is None:
+        supported = ", ".join(f"{name} ({cls.description})" for name, cls in _FAMILIES.items())
+        raise ReNegError(f"pipeline {type(pipe).__name__} is not supported yet: reneg supports {supported}")
+    family = cls(pipe)
+    try:
+        pipe._reneg_family = family
+    except AttributeError:  # a pipeline that refuses new attributes: build it each time
+        pass
+    return family

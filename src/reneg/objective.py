@@ -1,0 +1,73 @@
+"""The ReNeg training objective as a function: a batch in, loss and rewards out (ReNeg Sec. 4.2, Eq. 7).
+
+The loop (:mod:`reneg.train`) only draws batches, steps the optimizer and emits
+records; what is optimised lives here, so that per-sample adaptation (Algorithm 1)
+and other learned branches reuse it.
+
+Randomness is addressed, not streamed: sample ``i`` of the global batch at
+optimizer step ``s`` draws its prompt and x_T from a generator seeded by
+``(seed, s, 1 + i)``, and the step's t from ``(seed, s, 0)``. So a global batch is
+the same however it is split across processes and micro-batches, and a resumed
+run draws what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .families import Family, TextConditioning
+from .rewards import Reward
+from .rollout import rollout, text_branches
+
+
+def mixed_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from non-negative integers by numpy's SeedSequence."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0]
+    return int(state) & (2**63 - 1)
+
+
+def draw_grad_from(*, seed: int, step: int, steps: int, grad_window: int) -> int:
+    """The step index k of x_t for optimizer step ``step``: uniform over the last ``grad_window`` of ``steps``."""
+    generator = torch.Generator().manual_seed(mixed_seed(seed, step, 0))
+    return int(torch.randint(steps - grad_window, steps, (1,), generator=generator))
+
+
+@dataclass
+class Batch:
+    """A slice of one optimizer step's global batch: prompts, their x_T and the step index of x_t."""
+
+    prompts: list[str]
+    latents: torch.Tensor
+    grad_from: int
+
+
+def draw_batch(family: Family, prompts: Sequence[str], *, seed: int, step: int, indices: range, resolution: int,
+               steps: int, grad_window: int) -> Batch:
+    """Samples ``indices`` of the global batch of ``step``: each draws a prompt and x_T from its own generator."""
+    chosen, latents = [], []
+    for index in indices:
+        generator = torch.Generator().manual_seed(mixed_seed(seed, step, 1 + index))
+        chosen.append(prompts[int(torch.randint(len(prompts), (1,), generator=generator))])
+        latents.append(family.initial_latents(1, resolution=resolution, generator=generator))
+    return Batch(chosen, torch.cat(latents),
+                 draw_grad_from(seed=seed, step=step, steps=steps, grad_window=grad_window))
+
+
+def reneg_objective(family: Family, reward: Reward, batch: Batch, negative: TextConditioning, *,
+                    guidance_scale: float | torch.Tensor, steps: int, resolution: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReNeg's loss on one batch: ``-mean reward(decode(x0_pred))`` (Eq. 7), and the rewards (detached).
+
+    CFG runs inside (Eq. 5) with ``negative`` on the negative branch (one row for a
+    global embedding, one per prompt for per-sample ones); x_T -> x_t without
+    gradient, x0_pred (Eq. 6) and the decoder with gradient.
+    """
+    branches = text_branches(family, family.encode(batch.prompts), negative, resolution=resolution)
+    images = rollout(family, branches, batch.latents, steps=steps, guidance_scale=guidance_scale,
+                     grad_from=batch.grad_from)
+    rewards = reward(images, batch.prompts).float()
+    return -rewards.mean(), rewards.detach()
