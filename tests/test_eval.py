@@ -240,3 +240,98 @@ def test_cli_eval_runs_and_documents_its_flags(files, tmp_path, capsys):
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert list(results["methods"]) == ["null", "handcrafted@3"] and results["metrics"][0] == "saturation"
     assert results["methods"]["handcrafted@3"]["guidance_scale"] == 3.0
+
+
+def test_prompts_flag_reads_the_file_as_benchmark_does_and_excludes_it(files, tmp_path, capsys):
+    common = ["eval", "--model", "tiny", "--limit", "2", "--methods", "null", "--metrics", "contrast", "--steps", "1",
+              "--device", "cpu"]
+    assert main([*common, "--prompts", files["benchmark"], "--out", str(tmp_path / "p")]) == 0
+    assert main([*common, "--benchmark", files["benchmark"], "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "p" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+    capsys.readouterr()
+    for extra in (["--prompts", files["benchmark"], "--benchmark", "tiny"], ["--prompts", str(tmp_path / "no.txt")]):
+        assert main([*common, *extra, "--out", str(tmp_path / "o")]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and ("give one of them" in err[0] or "does not exist" in err[0]), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_replaced_at_the_same_path_is_not_reused(files, model, tmp_path):
+    from reneg.identity import model_identity
+
+    directory = tmp_path / "sd"
+    model.pipe.save_pretrained(directory)
+    first = load_model(str(directory))
+    identity = model_identity(first)
+    assert identity.startswith(str(directory.resolve()) + "@sha256:") and identity == model_identity(first)
+    assert model_identity(model) == f"builtin:tiny@reneg-{__import__('reneg').__version__}"
+    config = _config(files, tmp_path / "out", limit=1, metrics=["contrast"])
+    results = json.loads(evaluate(config, model=first).read_text())
+    assert results["settings"]["model_identity"] == identity and results["settings"]["reneg_version"]
+    with torch.no_grad():
+        next(first.pipe.unet.parameters()).add_(1.0)
+    first.pipe.unet.save_pretrained(directory / "unet")  # a new checkpoint at the same path
+    second = load_model(str(directory))
+    assert model_identity(second) != identity
+    with pytest.raises(ReNegError, match="other settings .*model_identity"):
+        evaluate(config, model=second)
+
+
+def test_a_reward_model_changed_at_the_same_path_is_rescored(files, model, tmp_path, monkeypatch):
+    """A metric ``name=PATH`` is keyed by the file's identity: new weights at PATH are scored anew."""
+    from reneg.rewards import base
+    from reneg.rewards.simple import contrast
+
+    def scaled_contrast(model_path, *, device, dtype):
+        scale = float(open(model_path).read())
+        return lambda images, prompts: scale * contrast(images, prompts)
+
+    monkeypatch.setitem(base._REGISTRY, "scaled-contrast", base.RewardSpec("scaled-contrast", scaled_contrast,
+                                                                           None, "test reward"))
+    weights = tmp_path / "scale.txt"
+    weights.write_text("1.0")
+    config = _config(files, tmp_path / "out", limit=1, metrics=[f"scaled-contrast={weights}"])
+    first = json.loads(evaluate(config, model=model).read_text())
+    weights.write_text("2.0")
+    counter = Counter(methods_module.guided_images)
+    monkeypatch.setattr(methods_module, "guided_images", counter)
+    second = json.loads(evaluate(config, model=model).read_text())
+    assert counter.calls == 0  # the images are reused: only the scores depend on the reward model
+    metric = f"scaled-contrast={weights}"
+    assert second["methods"]["null"]["mean"][metric] == pytest.approx(2 * first["methods"]["null"]["mean"][metric])
+    assert first["settings"]["rewards"][metric]["model_identity"] != second["settings"]["rewards"][metric][
+        "model_identity"]
+
+
+def test_precision_casts_the_diffusion_model_only(files, tmp_path, monkeypatch):
+    built = {}
+    build = MetricSpec.build
+
+    def recording_build(self, *, device, dtype):
+        built[self.text] = dtype
+        return build(self, device=device, dtype=dtype)
+
+    monkeypatch.setattr(MetricSpec, "build", recording_build)
+    plan = make_plan(_config(files, tmp_path / "out", model="tiny", precision="bf16", metrics=["contrast"]))
+    assert plan.model.pipe.unet.dtype == torch.bfloat16
+    assert set(built.values()) == {torch.float32}  # the rewards stay fp32 (as the references score)
+    make_plan(_config(files, tmp_path / "out", model="tiny", reward_precision="fp16", metrics=["contrast"]))
+    assert set(built.values()) == {torch.float16}
+    assert plan.metric_settings["contrast"]["precision"] == "fp32"
+    assert plan.metric_key(plan.metrics[0]) != make_plan(
+        _config(files, tmp_path / "out", reward_precision="fp16", metrics=["contrast"]),
+        model=plan.model).metric_key(plan.metrics[0])
+
+
+def test_metric_spec_options():
+    from reneg.evaluate.metrics import parse_metric_spec
+
+    spec = parse_metric_spec("hpsv2.1:antialias=false")
+    assert (spec.name, spec.model, spec.options) == ("hpsv2.1", None, (("antialias", False),))
+    spec = parse_metric_spec("hpsv2:antialias=true=/ckpt/HPS_v2_compressed.pt")
+    assert (spec.name, spec.model, spec.options) == ("hpsv2", "/ckpt/HPS_v2_compressed.pt", (("antialias", True),))
+    assert parse_metric_spec("pickscore=org/name").options == ()
+    with pytest.raises(ReNegError, match="no option 'antialias'"):
+        parse_metric_spec("contrast:antialias=false")
+    with pytest.raises(ReNegError, match="no option 'sharpness'"):
+        parse_metric_spec("hpsv2.1:sharpness=2")

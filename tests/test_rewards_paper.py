@@ -422,3 +422,22 @@ def test_build_rewards_from_config_weights_and_options():
 def test_build_rewards_from_config_rejects_bad_tables(table, match):
     with pytest.raises(ReNegError, match=match):
         build_rewards_from_config(table)
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_hps_resize_antialias_matches_torch(hps_dir, antialias):
+    """``antialias`` picks torch's antialiased bicubic (the default) or the plain one of torchvision < 0.17."""
+    images = torch.rand(2, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    reward = load_hps(str(hps_dir), architecture=TINY_OPEN_CLIP, antialias=antialias)
+    other = load_hps(str(hps_dir), architecture=TINY_OPEN_CLIP, antialias=not antialias)
+    assert load_hps(str(hps_dir), architecture=TINY_OPEN_CLIP).antialias is True  # the default
+    pixels = torch.round(images * 255) / 255  # what the saved uint8 image holds
+    resized = torch.nn.functional.interpolate(pixels, size=(224, 224), mode="bicubic", align_corners=False,
+                                              antialias=antialias)
+    mean, std = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(reward.preprocess(images), (resized - mean) / std)
+    assert (reward.preprocess(images) - other.preprocess(images)).abs().max() > 0.1
+    scores = reward(images, PROMPTS[:2])
+    assert not torch.allclose(scores, other(images, PROMPTS[:2]))
+    with pytest.raises(ReNegError, match="antialias must be true or false"):
+        load_hps(str(hps_dir), architecture=TINY_OPEN_CLIP, antialias="no")

@@ -24,7 +24,7 @@ from ..io import atomic_path
 from .sweep import scale_label
 
 if TYPE_CHECKING:
-    from .runner import Plan
+    from .plan import Plan
     from .store import ImageStore
 
 PLOTS_DIR = "plots"

@@ -18,10 +18,11 @@ from typing import Callable, Protocol
 
 import torch
 
-from ..embedding import NegativeEmbedding, null_text_embedding
+from ..embedding import NegativeEmbedding
 from ..errors import ReNegError
-from ..models import LoadedModel, encode_prompts
-from ..sampling import CFGDenoiser, decode, sample
+from ..families import TextConditioning
+from ..models import LoadedModel
+from ..rollout import guided_images as rollout_images
 
 # ---------------------------------------------------------------- the protocol and the shared image path
 
@@ -41,26 +42,24 @@ class Method(Protocol):
         ...
 
 
-@torch.no_grad()
-def guided_images(model: LoadedModel, prompts: list[str], negative_embeds: torch.Tensor, latents: torch.Tensor, *,
+def guided_images(model: LoadedModel, prompts: list[str], negative: TextConditioning, latents: torch.Tensor, *,
                   guidance_scale: float, steps: int) -> torch.Tensor:
-    """DDIM + CFG from x_T with negative embeddings (B, L, D), decoded to [0, 1]: the shared sampler, no gradient."""
-    pipe = model.pipe
-    denoiser = CFGDenoiser(pipe.unet, encode_prompts(pipe, prompts), negative_embeds.to(pipe.device), guidance_scale)
-    return decode(pipe.vae, sample(denoiser, pipe.scheduler, latents.to(pipe.device), num_inference_steps=steps))
+    """DDIM + CFG from x_T with a one-row negative, decoded to [0, 1]: the one rollout, no gradient."""
+    family = model.family
+    return rollout_images(family, prompts, negative, latents, guidance_scale=guidance_scale, steps=steps,
+                          resolution=family.resolution_of(latents))
 
 
 @dataclass
 class FixedNegative:
-    """One negative embedding n (L, D) for every prompt: null text, a negative prompt, or a learned file."""
+    """One negative for every prompt: null text, a negative prompt, or a learned file (one-row conditioning)."""
 
-    negative_embedding: torch.Tensor
+    negative: TextConditioning
     identity: str
 
     def images(self, model: LoadedModel, prompts: list[str], latents: torch.Tensor, *,
                guidance_scale: float, steps: int) -> torch.Tensor:
-        negative = self.negative_embedding.unsqueeze(0).expand(len(prompts), -1, -1)
-        return guided_images(model, prompts, negative, latents, guidance_scale=guidance_scale, steps=steps)
+        return guided_images(model, prompts, self.negative, latents, guidance_scale=guidance_scale, steps=steps)
 
 
 # ---------------------------------------------------------------- the registry
@@ -224,18 +223,18 @@ def _text_identity(text: str) -> str:
 
 @register_method("null", baseline=True, description="the null text \"\" as negative (plain CFG)")
 def _null(argument: str | None, model: LoadedModel) -> Method:
-    return FixedNegative(null_text_embedding(model.pipe), "null")
+    return FixedNegative(model.family.null_text(), "null")
 
 
 @register_method("handcrafted", baseline=True, description="the model's handcrafted negative prompt (N* of ReNeg)")
 def _handcrafted(argument: str | None, model: LoadedModel) -> Method:
     text = model.defaults.handcrafted_negative
-    return FixedNegative(encode_prompts(model.pipe, [text])[0].float().cpu(), _text_identity(text))
+    return FixedNegative(model.family.encode([text]).to("cpu", torch.float32), _text_identity(text))
 
 
 @register_method("negative-prompt", argument="TEXT", baseline=True, description="a negative prompt")
 def _negative_prompt(argument: str | None, model: LoadedModel) -> Method:
-    return FixedNegative(encode_prompts(model.pipe, [argument])[0].float().cpu(), _text_identity(argument))
+    return FixedNegative(model.family.encode([argument]).to("cpu", torch.float32), _text_identity(argument))
 
 
 def _check_embedding_file(argument: str) -> None:
@@ -257,4 +256,4 @@ def file_identity(path: str | Path) -> str:
                  check=_check_embedding_file)
 def _embedding(argument: str | None, model: LoadedModel) -> Method:
     negative = NegativeEmbedding.load(argument).for_pipeline(model.pipe)
-    return FixedNegative(negative.tensor, file_identity(argument))
+    return FixedNegative(TextConditioning.of(negative), file_identity(argument))

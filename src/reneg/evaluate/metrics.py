@@ -1,42 +1,80 @@
-"""Metrics of ``reneg eval``: reward specs (``name`` or ``name=PATH``), diagnostics, means and win rates."""
+"""Metrics of ``reneg eval``: reward specs (``name[:option=value...][=PATH]``), diagnostics, means and win rates."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ..errors import ReNegError
+from ..identity import reference_identity
 from ..rewards import DIAGNOSTICS, Reward, available_rewards, build_reward, reward_spec
+
+#: ``name``, then any ``:option=value`` (the value holds no ``=`` or ``:``), then an optional ``=PATH_OR_ID``.
+METRIC_SPEC = re.compile(r"(?P<name>[^:=]+)(?P<options>(?::[^:=]+=[^:=]*)*)(?:=(?P<model>.*))?")
+#: Option values read as booleans; any other value stays a string, or a number where it reads as one.
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric: ``text`` as given (the key in results.json), a registered reward ``name`` and its ``model``."""
+    """A metric: ``text`` as given (the key in results.json), a registered reward ``name``, its ``model`` and the
+    reward's keyword ``options`` (e.g. ``hpsv2.1:antialias=false`` -> ``(("antialias", False),)``)."""
 
     text: str
     name: str
     model: str | None = None
     diagnostic: bool = False
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def model_or_default(self) -> str | None:
         return self.model if self.model is not None else reward_spec(self.name).default_model
 
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The keyword options the reward takes (``antialias`` of HPS)."""
+        return reward_spec(self.name).options
+
+    def identity(self) -> str:
+        """What decides this metric's scores besides its name and options: its reward model's identity."""
+        return reference_identity(self.model_or_default)
+
     def build(self, *, device: torch.device, dtype: torch.dtype) -> Reward:
-        return build_reward(self.name, model=self.model, device=device, dtype=dtype)
+        return build_reward(self.name, model=self.model, device=device, dtype=dtype, **dict(self.options))
+
+
+def _option_value(text: str) -> object:
+    if text.lower() in BOOLEANS:
+        return BOOLEANS[text.lower()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def parse_metric_spec(text: str, *, diagnostic: bool = False) -> MetricSpec:
-    """``name`` or ``name=PATH_OR_ID`` of a registered reward; an unknown name is ReNegError."""
+    """``name[:option=value...][=PATH_OR_ID]`` of a registered reward; an unknown name or option is ReNegError."""
     text = text.strip()
-    name, equals, model = text.partition("=")
-    reward_spec(name)  # raises ReNegError listing the registered rewards
-    if equals and not model:
+    match = METRIC_SPEC.fullmatch(text)
+    if match is None:
+        raise ReNegError(f"metric '{text}': write it as NAME, NAME=PATH_OR_ID or NAME:OPTION=VALUE[=PATH_OR_ID]")
+    name, model = match["name"], match["model"]
+    spec = reward_spec(name)  # raises ReNegError listing the registered rewards
+    if model is not None and not model:
         raise ReNegError(f"metric '{text}': give the reward model after '=' (name=PATH_OR_ID) or drop the '='")
-    return MetricSpec(text, name, model or None, diagnostic)
+    options = tuple((key, _option_value(value)) for key, _, value in
+                    (piece.partition("=") for piece in match["options"].split(":")[1:]))
+    unknown = [key for key, _ in options if key not in spec.options]
+    if unknown:
+        takes = f"takes {', '.join(spec.options)}" if spec.options else "takes no options"
+        raise ReNegError(f"metric '{text}': reward '{name}' has no option '{unknown[0]}' (it {takes})")
+    return MetricSpec(text, name, model or None, diagnostic, options)
 
 
 def parse_metric_specs(values: list[str]) -> list[MetricSpec]:

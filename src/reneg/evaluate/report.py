@@ -11,7 +11,7 @@ from .metrics import grouped, mean, win_rate
 from .sweep import main_run, scale_label, summarize_sweep
 
 if TYPE_CHECKING:
-    from .runner import Plan
+    from .plan import Plan
 
 SEED_RULE = ("item (prompt p, image i) draws x_T from torch.Generator().manual_seed(s), "
              "s = numpy SeedSequence([seed, p, i]).generate_state(1, uint64)[0] & (2**63 - 1)")
@@ -63,7 +63,8 @@ def build_results(plan: Plan, scores: dict[str, dict[str, list[float]]], *, vers
         "metric_models": {m.text: m.model_or_default for m in plan.metrics},
         "num_images_per_prompt": config.images_per_prompt, "num_items": len(plan.items),
         "settings": {**plan.settings, "guidance_scale": plan.guidance_scale, "batch_size": config.batch_size,
-                     "limit": config.limit, "seed_rule": SEED_RULE, "reneg_version": version},
+                     "limit": config.limit, "seed_rule": SEED_RULE, "reneg_version": version,
+                     "reward_precision": config.reward_precision, "rewards": plan.metric_settings},
     }
     if plan.scales:
         results["guidance_sweep"] = summarize_sweep(plan.specs, plan.runs, scores,
@@ -149,7 +150,8 @@ def render_markdown(results: dict) -> str:
     lines = [f"# reneg eval: {results['benchmark']} on {results['model']}", "",
              f"{results['num_prompts']} prompts x {results['num_images_per_prompt']} images, seed {results['seed']}, "
              f"{settings['steps']} DDIM steps, default guidance scale {scale_label(settings['guidance_scale'])}, "
-             f"{settings['resolution']} px, {settings['precision']}. Diagnostics: "
+             f"{settings['resolution']} px, {settings['precision']} (rewards in "
+             f"{settings.get('reward_precision', 'fp32')}). Diagnostics: "
              f"{', '.join(results['diagnostics']) or 'none'}. Best of each column in bold; average over all items.", ""]
     lines += _metric_tables(results) + _win_rate_tables(results)
     if "guidance_sweep" in results:

@@ -5,32 +5,43 @@ generator seeded from (--seed, p, i), so every method sees the same initial
 noise and neither batching nor --limit changes an image. Images are saved as
 PNGs as they are made and every score is computed from the saved PNG, so an
 interrupted run, rerun, gives the same results as an uninterrupted one.
+
+Several processes (``accelerate launch [--multi_gpu] --num_processes N -m reneg
+eval ...``) deal the fixed batches round-robin: each batch is made and scored
+by exactly one process, so an image and its scores do not depend on N. Each
+process appends its scores to ``scores.rank<K>.jsonl``; the main process merges
+them and alone writes scores.jsonl, results.json, results.md and index.html.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import arg, require
 from ..benchmarks import load_benchmark
 from ..device import dtype_of, resolve_device
+from ..errors import ReNegError
+from ..identity import model_identity
 from ..io import to_pil, write_json
 from ..models import LoadedModel, load_model
 from ..prompts import Prompt
-from ..rewards import Reward
-from ..sampling import initial_latents
-from .methods import Method, MethodSpec, build_methods, parse_method_specs
+from .html import write_html
+from .methods import build_methods, parse_method_specs
 from .metrics import MetricSpec, parse_metric_specs
+from .plan import Item, Plan, chunks, item_seed, make_items
+from .report import build_results, scores_by_method, write_markdown
 from .store import ImageStore, ScoreCache
 from .sweep import Run, parse_scales, plan_runs
+
+__all__ = ["EvalConfig", "Item", "Plan", "chunks", "evaluate", "item_latents", "item_seed", "make_items", "make_plan",
+           "process_batches"]
 
 
 @dataclass
@@ -42,30 +53,40 @@ class EvalConfig:
     benchmark: str | None = arg(None, "a registered benchmark (hpsv2, parti, imagereward-train, dnp, shapes, tiny) "
                                       "or a prompts file (default: the model's own, e.g. shapes for the shapes "
                                       "world, hpsv2 for real checkpoints)", metavar="NAME_OR_FILE")
+    prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv), read as --benchmark FILE is; "
+                                    "give it or --benchmark, not both", metavar="FILE")
     data_dir: str | None = arg(None, "where the benchmarks' files are (default: $RENEG_DATA, else "
                                      "~/.cache/reneg/benchmarks)", metavar="DIR")
     methods: list[str] = arg(["null", "handcrafted"], "comma-separated methods: null, handcrafted, "
                              "negative-prompt=TEXT, embedding=FILE, ...; any may end in @GS (repeatable)",
                              metavar="SPECS")
-    metrics: list[str] = arg([], "comma-separated reward names, name=PATH_OR_ID sets the reward model "
+    metrics: list[str] = arg([], "comma-separated reward names, name=PATH_OR_ID sets the reward model, "
+                                 "name:option=value sets a reward option (hpsv2, hpsv2.1: antialias=true|false, "
+                                 "default true; false resizes as the HPSv2 reference did under torchvision < 0.17) "
                                  "(default: the model's reward; diagnostics are always added)", metavar="NAMES")
-    images_per_prompt: int = arg(1, "images (seeds) per prompt", metavar="N")
-    limit: int | None = arg(None, "evaluate only the first N prompts (smoke tests)", metavar="N")
-    seed: int = arg(0, "base seed; item (prompt p, image i) draws x_T from a CPU generator seeded from (seed, p, i)")
-    steps: int | None = arg(None, "DDIM sampling steps")
-    guidance_scale: float | None = arg(None, "CFG scale of the specs without @GS")
+    images_per_prompt: int = arg(1, "images (seeds) per prompt", metavar="N", min=1)
+    limit: int | None = arg(None, "evaluate only the first N prompts (smoke tests)", metavar="N", min=1)
+    seed: int = arg(0, "base seed; item (prompt p, image i) draws x_T from a CPU generator seeded from (seed, p, i)",
+                    min=0, max=2**63 - 1)
+    steps: int | None = arg(None, "DDIM sampling steps", min=1)
+    guidance_scale: float | None = arg(None, "CFG scale of the specs without @GS", min=0)
     guidance_sweep: str | None = arg(None, "run the baselines at each of these guidance scales and compare the "
                                            "learned methods with their best scale", metavar="GS,GS,...")
-    resolution: int | None = arg(None, "image size in pixels (default: the model's)")
-    batch_size: int = arg(4, "images per forward pass (generation and scoring)")
+    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
+                                 multiple_of=8)
+    batch_size: int = arg(4, "images per forward pass (generation and scoring)", min=1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the models", choices=["fp32", "fp16", "bf16"])
-    gallery_items: int = arg(60, "items shown in index.html's gallery", metavar="N")
-    out: str = arg("eval", "output directory; a rerun resumes what it holds", metavar="DIR")
+    precision: str = arg("fp32", "dtype of the frozen diffusion model", choices=["fp32", "fp16", "bf16"])
+    reward_precision: str = arg("fp32", "dtype of the reward models that score the images (the references score "
+                                        "in fp32)", choices=["fp32", "fp16", "bf16"])
+    gallery_items: int = arg(60, "items shown in index.html's gallery", metavar="N", min=0)
+    out: str = arg("eval", "output directory; a rerun resumes what it holds", metavar="DIR", output="dir")
 
     def __post_init__(self):
         self.methods = [self.methods] if isinstance(self.methods, str) else list(self.methods)
         self.metrics = [self.metrics] if isinstance(self.metrics, str) else list(self.metrics)
+        require(not (self.benchmark and self.prompts), f"--benchmark {self.benchmark} and --prompts {self.prompts} "
+                "both name the prompts: give one of them")
         require(self.images_per_prompt >= 1, f"--images-per-prompt must be >= 1, got {self.images_per_prompt}")
         require(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
@@ -76,108 +97,94 @@ class EvalConfig:
                 f"--guidance-scale must be >= 0, got {self.guidance_scale}")
 
 
-@dataclass(frozen=True)
-class Item:
-    """Image ``image_index`` of prompt ``prompt_index``; ``seed`` seeds the CPU generator of its x_T."""
-
-    prompt_index: int
-    image_index: int
-    prompt: Prompt
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"p{self.prompt_index:05d}-i{self.image_index:02d}"
-
-
-def item_seed(seed: int, prompt_index: int, image_index: int) -> int:
-    """A 63-bit seed mixed from (seed, prompt index, image index) by numpy's SeedSequence."""
-    state = np.random.SeedSequence([seed, prompt_index, image_index]).generate_state(1, np.uint64)[0]
-    return int(state) & (2**63 - 1)
-
-
-def make_items(prompts: list[Prompt], *, images_per_prompt: int, seed: int) -> list[Item]:
-    return [Item(p, i, prompt, item_seed(seed, p, i)) for p, prompt in enumerate(prompts)
-            for i in range(images_per_prompt)]
-
-
-def chunks(items: list, size: int) -> list[list]:
-    """``items`` cut into batches at fixed positions, so a resumed run batches exactly as an uninterrupted one."""
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
-@dataclass
-class Plan:
-    """Everything checked and loaded before anything is written."""
-
-    config: EvalConfig
-    model: LoadedModel
-    specs: list[MethodSpec]
-    metrics: list[MetricSpec]
-    rewards: dict[str, Reward]
-    prompts: list[Prompt]
-    items: list[Item]
-    methods: dict[str, Method]
-    runs: list[Run]
-    steps: int
-    guidance_scale: float
-    scales: list[float]
-    resolution: int
-    settings: dict
-
-    def run_settings(self, run: Run) -> dict:
-        """What decides a run's images; a saved folder is reused only if all of it matches."""
-        return {**self.settings, "method": run.base, "method_identity": self.methods[run.base].identity,
-                "guidance_scale": run.guidance_scale}
-
-    def score_key(self, run: Run) -> str:
-        """The run's key in the score cache: its settings are part of it, so remade images are scored anew."""
-        settings = json.dumps(self.run_settings(run), sort_keys=True)
-        return f"{run.key}#{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
-
-
 def _benchmark_identity(prompts: list[Prompt]) -> str:
     text = "\n".join(f"{p.category}\t{p.text}" for p in prompts)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _prompts_source(config: EvalConfig, model: LoadedModel) -> str:
+    """What ``load_benchmark`` reads: ``--prompts FILE``, ``--benchmark NAME_OR_FILE`` or the model's benchmark."""
+    if config.prompts is not None:
+        if not Path(config.prompts).expanduser().is_file():
+            raise ReNegError(f"prompts file '{config.prompts}' does not exist: pass a .txt (one prompt a line), "
+                             ".json or .tsv file, or --benchmark NAME for a registered benchmark")
+        return config.prompts
+    return config.benchmark or model.defaults.benchmark
+
+
+def process_state(device: str) -> PartialState:
+    """accelerate's view of the processes (one, or those of ``accelerate launch``); CPU processes talk over gloo.
+
+    Without ``cpu=True`` accelerate takes processes launched on a machine without a GPU for independent ones.
+    """
+    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+
+
+def _process_device(name: str, state: PartialState) -> torch.device:
+    """``--device``; with several processes, ``auto`` and a bare ``cuda`` mean each process's own device."""
+    if state.num_processes > 1 and name in ("auto", "cuda"):
+        return state.device
+    return resolve_device(name)
+
+
+def _metric_settings(metric: MetricSpec, reward, precision: str) -> dict:
+    """What decides a metric's scores besides the images: its reward model's identity, its options, its dtype."""
+    options = {**dict(metric.options), **{key: getattr(reward, key) for key in metric.option_names
+                                          if hasattr(reward, key)}}
+    return {"model": metric.model_or_default, "model_identity": metric.identity(), "options": options,
+            "precision": precision}
+
+
 def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
-    """Parse and check every input, load the model, the rewards and the methods; writes nothing."""
+    """Parse and check every input, load the model, the rewards and the methods; writes nothing.
+
+    ``--precision`` casts the frozen diffusion model only; the rewards run in ``--reward-precision`` (fp32).
+    """
     specs = parse_method_specs(config.methods)
     metrics = parse_metric_specs(config.metrics) if config.metrics else None
     scales = parse_scales(config.guidance_sweep)
-    device, dtype = resolve_device(config.device), dtype_of(config.precision)
+    device, dtype = _process_device(config.device, process_state(config.device)), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
-    benchmark = config.benchmark or model.defaults.benchmark
+    benchmark = _prompts_source(config, model)
     all_prompts = load_benchmark(benchmark, data_dir=config.data_dir)  # never empty
     prompts = all_prompts[:config.limit]
     metrics = metrics or parse_metric_specs(list(model.defaults.metrics or (model.defaults.reward,)))
-    rewards = {m.text: m.build(device=model.pipe.device, dtype=dtype) for m in metrics}
+    reward_dtype = dtype_of(config.reward_precision)
+    rewards = {m.text: m.build(device=model.pipe.device, dtype=reward_dtype) for m in metrics}
+    metric_settings = {m.text: _metric_settings(m, rewards[m.text], config.reward_precision) for m in metrics}
     methods = build_methods(specs, model)
     guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
     steps, resolution = config.steps or model.defaults.num_inference_steps, config.resolution or model.resolution
-    settings = {"model": model.name, "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
+    settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
+                "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
                 "device": model.pipe.device.type, "scheduler": "DDIM"}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,
-                plan_runs(specs, guidance_scale, scales), steps, guidance_scale, scales, resolution, settings)
+                plan_runs(specs, guidance_scale, scales), steps, guidance_scale, scales, resolution, settings,
+                metric_settings)
 
 
 def item_latents(plan: Plan, items: list[Item]) -> torch.Tensor:
     """x_T of each item from its own CPU generator, drawn as diffusers draws a batch of one."""
-    pipe = plan.model.pipe
-    return torch.cat([initial_latents(1, unet=pipe.unet, scheduler=pipe.scheduler,
-                                      vae_scale_factor=pipe.vae_scale_factor, height=plan.resolution,
-                                      width=plan.resolution, generator=torch.Generator().manual_seed(item.seed),
-                                      device=pipe.device, dtype=pipe.unet.dtype) for item in items])
+    family = plan.model.family
+    return torch.cat([family.initial_latents(1, resolution=plan.resolution,
+                                             generator=torch.Generator().manual_seed(item.seed)) for item in items])
 
 
-def generate_missing(plan: Plan, store: ImageStore) -> None:
-    """Make and save every image that is not in ``store`` yet (fixed batches; a finished batch is skipped)."""
-    todo = [(run, batch) for run in plan.runs for batch in chunks(plan.items, plan.config.batch_size)
-            if not all(store.has(run.slug, item.name) for item in batch)]
-    with tqdm(total=sum(len(batch) for _, batch in todo), desc="generate", unit="img") as progress:
+def process_batches(plan: Plan, state: PartialState) -> list[tuple[Run, list[Item]]]:
+    """This process's share of the (run, fixed batch) pairs, dealt round-robin: each is one process's work."""
+    batches = [(run, batch) for run in plan.runs for batch in chunks(plan.items, plan.config.batch_size)]
+    return batches[state.process_index::state.num_processes]
+
+
+def generate_missing(plan: Plan, store: ImageStore, batches: list[tuple[Run, list[Item]]] | None = None, *,
+                     progress_bar: bool = True) -> None:
+    """Make and save every image of ``batches`` (default: all) not in ``store`` yet; a finished batch is skipped."""
+    batches = batches if batches is not None else process_batches(plan, process_state(plan.config.device))
+    todo = [(run, batch) for run, batch in batches if not all(store.has(run.slug, item.name) for item in batch)]
+    with tqdm(total=sum(len(batch) for _, batch in todo), desc="generate", unit="img",
+              disable=not progress_bar) as progress:
         for run, batch in todo:
             store.start(run.slug, plan.run_settings(run))
             images = plan.methods[run.base].images(plan.model, [item.prompt.text for item in batch],
@@ -189,53 +196,77 @@ def generate_missing(plan: Plan, store: ImageStore) -> None:
             progress.update(len(batch))
 
 
-def score_missing(plan: Plan, store: ImageStore, cache: ScoreCache) -> None:
-    """Score every (run, metric, item) not in ``cache`` from the saved PNGs, appending to the cache as it goes."""
+def score_missing(plan: Plan, store: ImageStore, cache: ScoreCache,
+                  batches: list[tuple[Run, list[Item]]] | None = None, *, progress_bar: bool = True) -> None:
+    """Score every (run, metric, item) of ``batches`` (default: all) not in ``cache`` from the saved PNGs,
+    appending to the cache as it goes."""
+    batches = batches if batches is not None else process_batches(plan, process_state(plan.config.device))
     todo = []
-    for run in plan.runs:
-        for batch in chunks(plan.items, plan.config.batch_size):
-            metrics = [m for m in plan.metrics if not all(cache.has(plan.score_key(run), m.text, i.name)
-                                                          for i in batch)]
-            if metrics:
-                todo.append((run, batch, metrics))
-    with tqdm(total=sum(len(b) * len(ms) for _, b, ms in todo), desc="score", unit="score") as progress:
+    for run, batch in batches:
+        key = plan.score_key(run)
+        metrics = [m for m in plan.metrics if not all(cache.has(key, plan.metric_key(m), i.name) for i in batch)]
+        if metrics:
+            todo.append((run, batch, metrics))
+    with tqdm(total=sum(len(b) * len(ms) for _, b, ms in todo), desc="score", unit="score",
+              disable=not progress_bar) as progress:
         for run, batch, metrics in todo:
             images = store.load(run.slug, [item.name for item in batch]).to(plan.model.pipe.device)
             prompts = [item.prompt.text for item in batch]
+            key = plan.score_key(run)
             for metric in metrics:
                 with torch.no_grad():
                     values = plan.rewards[metric.text](images, prompts).float().cpu().tolist()
-                key = plan.score_key(run)
-                cache.add(key, metric.text, {item.name: value for item, value in zip(batch, values)
-                                             if not cache.has(key, metric.text, item.name)})
+                metric_key = plan.metric_key(metric)
+                cache.add(key, metric_key, {item.name: value for item, value in zip(batch, values)
+                                            if not cache.has(key, metric_key, item.name)})
                 progress.update(len(batch))
 
 
 def collect_scores(plan: Plan, cache: ScoreCache) -> dict[str, dict[str, list[float]]]:
     """run key -> metric -> scores in item order."""
-    return {run.key: {m.text: [cache.get(plan.score_key(run), m.text, item.name) for item in plan.items]
+    return {run.key: {m.text: [cache.get(plan.score_key(run), plan.metric_key(m), item.name) for item in plan.items]
                       for m in plan.metrics} for run in plan.runs}
 
 
-def evaluate(config: EvalConfig, *, model: LoadedModel | None = None) -> Path:
-    """Run ``reneg eval``; returns the path of results.json (with results.md and index.html beside it)."""
-    from .html import write_html
-    from .report import build_results, scores_by_method, write_markdown
-
-    # 1. Inputs: everything is checked before anything is written
-    plan = make_plan(config, model=model)
-    store, out = ImageStore(config.out), Path(config.out)
-    for run in plan.runs:
-        store.check_settings(run.slug, plan.run_settings(run))
-    # 2. Images, then scores from the saved images (both resume what a previous run left)
-    generate_missing(plan, store)
+def write_reports(plan: Plan, store: ImageStore) -> Path:
+    """Merge every process's scores into scores.jsonl, then write results.json, results.md and index.html."""
+    out = store.out
     cache = ScoreCache(out)
-    score_missing(plan, store, cache)
-    # 3. Tables and report
+    cache.merge()
     scores = collect_scores(plan, cache)
     results = build_results(plan, scores, version=__version__)
-    path = out / "results.json"
-    write_json(path, results)
+    write_json(out / "results.json", results)
     write_markdown(out / "results.md", results)
     write_html(out, plan, scores_by_method(plan, scores), results, store=store)
+    return out / "results.json"
+
+
+def evaluate(config: EvalConfig, *, model: LoadedModel | None = None) -> Path:
+    """Run ``reneg eval``; returns the path of results.json (with results.md and index.html beside it).
+
+    Under ``accelerate launch --num_processes N`` every process makes and scores its share of the batches
+    (:func:`process_batches`); the main process writes the reports, which do not depend on N.
+    """
+    state = process_state(config.device)
+    # 1. Inputs: everything is checked before anything is written
+    plan = make_plan(config, model=model)
+    store = ImageStore(config.out)
+    for run in plan.runs:
+        store.check_settings(run.slug, plan.run_settings(run))
+    if state.is_main_process:
+        for run in plan.runs:
+            store.start(run.slug, plan.run_settings(run))
+    state.wait_for_everyone()
+    # 2. Images, then scores from the saved images (both resume what a previous run left); a process scores
+    #    the batches it made, so it needs no other process's images
+    batches = process_batches(plan, state)
+    generate_missing(plan, store, batches, progress_bar=state.is_main_process)
+    rank = state.process_index if state.num_processes > 1 else None
+    score_missing(plan, store, ScoreCache(config.out, rank=rank), batches, progress_bar=state.is_main_process)
+    state.wait_for_everyone()
+    # 3. Tables and report, by the main process from every process's scores
+    path = Path(config.out) / "results.json"
+    if state.is_main_process:
+        path = write_reports(plan, store)
+    state.wait_for_everyone()
     return path

@@ -3,6 +3,8 @@
     OUT/images/<run-slug>/run.json       the settings that made these images (checked on every rerun)
     OUT/images/<run-slug>/<item>.png     one image per (prompt, seed) item, written atomically
     OUT/scores.jsonl                     {"run", "metric", "item", "score"} per line, appended as scored
+    OUT/scores.rank<K>.jsonl             the same, of process K when several processes score (merged into
+                                         scores.jsonl by the main process at the end, then removed)
 
 A rerun skips every image that exists and every score in the cache, so an
 interrupted run resumes where it stopped.
@@ -19,10 +21,11 @@ import torch
 from PIL import Image
 
 from ..errors import ReNegError
-from ..io import save_png, write_json
+from ..io import atomic_path, save_png, write_json
 
 RUN_FILE = "run.json"
 SCORES_FILE = "scores.jsonl"
+RANK_SCORES_GLOB = "scores.rank*.jsonl"
 IMAGES_DIR = "images"
 
 
@@ -75,18 +78,46 @@ class ImageStore:
 
 
 class ScoreCache:
-    """Scores per (run, metric, item), read from and appended to ``OUT/scores.jsonl``."""
+    """Scores per (run, metric, item), read from ``OUT/scores.jsonl`` and every process's ``scores.rank<K>.jsonl``.
 
-    def __init__(self, out: str | Path):
-        self.path = Path(out) / SCORES_FILE
+    New scores are appended to ``scores.jsonl``, or with ``rank=K`` to ``scores.rank<K>.jsonl`` (one file per
+    process, so that processes never write the same file).
+    """
+
+    def __init__(self, out: str | Path, *, rank: int | None = None):
+        out = Path(out)
+        self.main_path = out / SCORES_FILE
+        self.path = self.main_path if rank is None else out / f"scores.rank{rank}.jsonl"
         self.scores: dict[tuple[str, str, str], float] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    self.scores[(record["run"], record["metric"], record["item"])] = float(record["score"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a crash: that score is computed again
+        for path in [self.main_path, *self.rank_paths()]:
+            self._read(path)
+
+    def rank_paths(self) -> list[Path]:
+        return sorted(self.main_path.parent.glob(RANK_SCORES_GLOB))
+
+    def _read(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                self.scores[(record["run"], record["metric"], record["item"])] = float(record["score"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line cut short by a crash: that score is computed again
+
+    def merge(self) -> None:
+        """Rewrite ``scores.jsonl`` with every score (sorted) and remove the per-process files; a no-op without them.
+
+        Only the main process calls this, once every process has finished scoring.
+        """
+        ranks = self.rank_paths()
+        if not ranks:
+            return
+        with atomic_path(self.main_path) as tmp:
+            tmp.write_text("".join(json.dumps({"run": run, "metric": metric, "item": item, "score": score}) + "\n"
+                                   for (run, metric, item), score in sorted(self.scores.items())))
+        for path in ranks:
+            path.unlink()
 
     def has(self, run: str, metric: str, item: str) -> bool:
         return (run, metric, item) in self.scores

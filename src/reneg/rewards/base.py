@@ -12,6 +12,7 @@ path), which is what reward-feedback training of a negative embedding needs.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -20,9 +21,12 @@ import torch
 from torch import nn
 
 from ..errors import ReNegError
+from ..plugins import load_plugins
 
 #: The dtype of every reward's scores (a loss in fp16 would lose the small reward differences).
 SCORE_DTYPE = torch.float32
+#: The factory arguments every reward takes; any other keyword of a factory is an option.
+FACTORY_ARGUMENTS = ("model", "device", "dtype")
 
 
 @runtime_checkable
@@ -47,12 +51,19 @@ class RewardSpec:
     default_model: str | None
     description: str
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options its factory takes besides ``model, device, dtype`` (HPS: ``architecture``,
+        ``antialias``)."""
+        parameters = inspect.signature(self.factory).parameters
+        return tuple(name for name in parameters if name not in FACTORY_ARGUMENTS)
+
 
 _REGISTRY: dict[str, RewardSpec] = {}
 
 
 def register_reward(name: str, *, default_model: str | None = None, description: str = "") -> Callable:
-    """Decorator registering ``factory(model, *, device, dtype) -> Reward`` under ``name``."""
+    """Decorator registering ``factory(model, *, device, dtype, **options) -> Reward`` under ``name``."""
 
     def decorator(factory: RewardFactory) -> RewardFactory:
         if name in _REGISTRY:
@@ -65,11 +76,13 @@ def register_reward(name: str, *, default_model: str | None = None, description:
 
 def available_rewards() -> dict[str, str]:
     """Names of the registered rewards mapped to their descriptions, sorted by name."""
+    load_plugins()
     return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
 
 
 def reward_spec(name: str) -> RewardSpec:
     """The registered :class:`RewardSpec` for ``name``; an unknown name is a :class:`ReNegError` listing the choices."""
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -77,11 +90,20 @@ def reward_spec(name: str) -> RewardSpec:
 
 
 def build_reward(
-    name: str, *, model: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    name: str, *, model: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    **options,
 ) -> Reward:
-    """Build the reward ``name`` on ``device``/``dtype``, loading ``model`` (default: the reward's default model)."""
+    """Build the reward ``name`` on ``device``/``dtype``, loading ``model`` (default: the reward's default model).
+
+    ``options`` go to the factory; one the reward does not take (``spec.options``) is a :class:`ReNegError`.
+    """
     spec = reward_spec(name)
-    return spec.factory(model if model is not None else spec.default_model, device=torch.device(device), dtype=dtype)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        takes = f"takes only {', '.join(spec.options)}" if spec.options else "takes no options"
+        raise ReNegError(f"reward '{name}' has no option {', '.join(unknown)}: it {takes}")
+    return spec.factory(model if model is not None else spec.default_model, device=torch.device(device), dtype=dtype,
+                        **options)
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -6,11 +6,19 @@ i.e. the plain cosine, without ``logit_scale`` (about 0.2-0.3 for good
 images). Preprocessing (``light_augmentation=True`` -> ``ResizeMaxSize`` in
 ``hpsv2/src/open_clip/transform.py``): ``ToTensor`` on the uint8 image, then
 the longest side resized to 224 by torchvision's *tensor* bicubic resize
-(antialiased, unclamped float), zero padding (black) to a square split as
+(unclamped float), zero padding (black) to a square split as
 ``(pad // 2, pad - pad // 2)`` left/top and right/bottom, then OpenAI CLIP
 normalisation. HPSv2's open_clip fork and open_clip 3.x share the CLIP
 module layout, so the checkpoint's ``state_dict`` loads into
 ``open_clip.CLIP`` unchanged.
+
+Antialiasing: torchvision >= 0.17 antialiases a tensor resize by default, and
+so does this module (``antialias=True``, the default). The HPSv2 reference ran
+under torchvision < 0.17, whose tensor resize did *not* antialias, so the
+papers' absolute HPS numbers were probably made without it; a 512 -> 224
+resize differs by up to 1.4 normalised units between the two. Pass
+``antialias=False`` (``reneg eval --metrics hpsv2.1:antialias=false``) to
+compare with those numbers.
 
 Checkpoints: ``HPS_v2_compressed.pt`` (v2.0) and ``HPS_v2.1_compressed.pt``
 (v2.1) of the hub repo ``xswu/HPSv2``.
@@ -39,8 +47,9 @@ HPS_ARCHITECTURE = "ViT-H-14"
 PAD_FILL = 0.0
 
 
-def resize_longest_and_pad(images: torch.Tensor, size: int, *, fill: float = PAD_FILL) -> torch.Tensor:
-    """HPSv2's ``ResizeMaxSize``: longest side to ``size`` (bicubic, antialiased), then padded to ``size x size``.
+def resize_longest_and_pad(images: torch.Tensor, size: int, *, fill: float = PAD_FILL,
+                           antialias: bool = True) -> torch.Tensor:
+    """HPSv2's ``ResizeMaxSize``: longest side to ``size`` (bicubic, antialiased unless told), then padded to square.
 
     New sides are ``round(side * size / longest)`` (Python rounding, as the
     reference). The reference skips resize *and* pad when the longest side is
@@ -52,7 +61,7 @@ def resize_longest_and_pad(images: torch.Tensor, size: int, *, fill: float = PAD
     new_height, new_width = round(height * scale), round(width * scale)
     if (new_height, new_width) != (height, width):
         images = F.interpolate(images, size=(new_height, new_width), mode="bicubic", align_corners=False,
-                               antialias=True)
+                               antialias=antialias)
     pad_h, pad_w = size - new_height, size - new_width
     return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
 
@@ -60,16 +69,19 @@ def resize_longest_and_pad(images: torch.Tensor, size: int, *, fill: float = PAD
 class HpsReward(FrozenModelReward):
     """HPS ``cos(E_img(x), E_txt(p))`` of an open_clip CLIP; ``version`` is ``"v2.0"`` or ``"v2.1"``.
 
+    ``antialias`` (default True) antialiases the resize to the ViT's size; False is
+    what the reference computed under torchvision < 0.17 (see the module docstring).
     The model stays loaded; text features are cached for the last prompt list.
     """
 
-    def __init__(self, model, tokenizer, *, version: str, quantize: bool = True):
+    def __init__(self, model, tokenizer, *, version: str, quantize: bool = True, antialias: bool = True):
         self.model = freeze(model)
         self.tokenizer = tokenizer
         self.version = version
         self.name = registered_name(version)
         self.image_size = int(model.visual.image_size[0])
         self.quantize = quantize
+        self.antialias = antialias
         self.mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
         self._text_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
@@ -79,7 +91,7 @@ class HpsReward(FrozenModelReward):
         images = images.float().clamp(0.0, 1.0)
         if self.quantize:
             images = straight_through_quantize(images)
-        images = resize_longest_and_pad(images, self.image_size)
+        images = resize_longest_and_pad(images, self.image_size, antialias=self.antialias)
         return (images - self.mean.to(images.device)) / self.std.to(images.device)
 
     @torch.no_grad()
@@ -121,7 +133,7 @@ def _open_clip_config(architecture: str | Mapping[str, Any]) -> dict:
 
 def load_hps(
     checkpoint: str | None, *, version: str = "v2.1", architecture: str | Mapping[str, Any] = HPS_ARCHITECTURE,
-    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, antialias: bool = True,
 ) -> HpsReward:
     """Load an HPS reward.
 
@@ -131,12 +143,15 @@ def load_hps(
         architecture: an open_clip model name, or an open_clip model config dict
             (``{"embed_dim", "vision_cfg", "text_cfg"}``), e.g. a tiny ViT in tests.
         device, dtype: where the frozen model lives.
+        antialias: antialias the resize to 224 (default True; False as under torchvision < 0.17).
     """
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
     if version not in HPS_CHECKPOINTS:
         raise ReNegError(f"unknown HPS version '{version}': choose one of {', '.join(HPS_CHECKPOINTS)}")
+    if not isinstance(antialias, bool):
+        raise ReNegError(f"HPS option antialias must be true or false, got {antialias!r}")
     source = CheckpointSource(f"HPS {version} checkpoint", HPS_REPO, (HPS_CHECKPOINTS[version],))
     path = resolve_checkpoint(checkpoint, source)
     config = _open_clip_config(architecture)
@@ -147,20 +162,22 @@ def load_hps(
     weights = load_weights(path, what=source.what)
     load_module_weights(model, weights.get("state_dict", weights), what=f"{source.what} '{path}'")
     tokenizer = SimpleTokenizer(context_length=config["text_cfg"].get("context_length", 77))
-    return HpsReward(model.to(device=device, dtype=dtype), tokenizer, version=version)
+    return HpsReward(model.to(device=device, dtype=dtype), tokenizer, version=version, antialias=antialias)
 
 
 @register_reward("hpsv2", default_model=HPS_REPO,
                  description="HPS v2.0 (Wu et al. 2023): cos(image, text) of a fine-tuned open_clip ViT-H-14")
 def hpsv2(model: str | None, *, device: torch.device, dtype: torch.dtype,
-          architecture: str | Mapping[str, Any] = HPS_ARCHITECTURE) -> HpsReward:
+          architecture: str | Mapping[str, Any] = HPS_ARCHITECTURE, antialias: bool = True) -> HpsReward:
     """HPS v2.0 from ``HPS_v2_compressed.pt``."""
-    return load_hps(model, version="v2.0", architecture=architecture, device=device, dtype=dtype)
+    return load_hps(model, version="v2.0", architecture=architecture, device=device, dtype=dtype,
+                    antialias=antialias)
 
 
 @register_reward("hpsv2.1", default_model=HPS_REPO,
                  description="HPS v2.1 (Wu et al. 2023): cos(image, text) of a fine-tuned open_clip ViT-H-14")
 def hpsv2_1(model: str | None, *, device: torch.device, dtype: torch.dtype,
-            architecture: str | Mapping[str, Any] = HPS_ARCHITECTURE) -> HpsReward:
+            architecture: str | Mapping[str, Any] = HPS_ARCHITECTURE, antialias: bool = True) -> HpsReward:
     """HPS v2.1 from ``HPS_v2.1_compressed.pt``."""
-    return load_hps(model, version="v2.1", architecture=architecture, device=device, dtype=dtype)
+    return load_hps(model, version="v2.1", architecture=architecture, device=device, dtype=dtype,
+                    antialias=antialias)

@@ -23,12 +23,10 @@ from typing import Any
 import torch
 
 from ..errors import ReNegError
-from .base import WeightedSum, combine, reward_spec
+from .base import FACTORY_ARGUMENTS, WeightedSum, combine, reward_spec
 
 #: Keys of an entry table that are not factory options.
 ENTRY_KEYS = ("weight", "model", "reward")
-#: The factory arguments every reward takes, which a table cannot set.
-FACTORY_ARGUMENTS = ("model", "device", "dtype")
 
 
 def _weight(label: str, value: Any) -> float:
