@@ -62,20 +62,41 @@ def _models(args):
         print(f"{name:16s} {builtin.description}{' (default)' if name == default else ''}")
 
 
-def _world(args):
-    from .world.build import BuildConfig, build
-
-    config = build_config(BuildConfig, args, config_file=args.config)
-    print(build(config))
-
-
 def _config_classes():
-    from .world.build import BuildConfig
     from .evaluate import EvalConfig
     from .generate import GenerateConfig
     from .train import TrainConfig
 
-    return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "world-build": BuildConfig}
+    return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig,
+            **{name: config for name, (_, _, config) in _plugin_commands().items()}}
+
+
+#: Entry-point group of plugins' commands: each names a function returning (help, config class, run(config)).
+COMMAND_GROUP = "reneg.commands"
+
+
+def _plugin_commands() -> dict:
+    """name -> (handler(args), help, config class) of the commands plugins bring (the world's `world-build`)."""
+    from importlib.metadata import entry_points
+
+    commands = {}
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        try:
+            help_text, config_class, run = entry.load()()
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not break reneg
+            logging.getLogger("reneg").warning("reneg command plugin '%s' failed to load (%s)", entry.name, error)
+            continue
+
+        def handler(args, config_class=config_class, run=run):
+            run(build_config(config_class, args, config_file=args.config))
+
+        commands[entry.name] = (handler, help_text, config_class)
+    return commands
+
+
+def _commands() -> dict:
+    """The built-in commands and the plugins' ones: name -> (handler(args), help)."""
+    return {**COMMANDS, **{name: (handler, help_text) for name, (handler, help_text, _) in _plugin_commands().items()}}
 
 
 COMMANDS = {
@@ -84,7 +105,6 @@ COMMANDS = {
     "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
     "rewards": (_rewards, "list the registered rewards"),
     "models": (_models, "list the built-in models"),
-    "world-build": (_world, "rebuild every model of the embedded shapes world from scratch"),
 }
 
 
@@ -93,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reneg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     configs = _config_classes()
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, help_text) in _commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         if name in configs:
             command.add_argument("--config", metavar="FILE", help="TOML or YAML file with the same keys as the flags")
@@ -197,7 +217,7 @@ def run_command(args) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            COMMANDS[args.command][0](args)
+            _commands()[args.command][0](args)
     except ReNegError as error:
         return _fail(args.command, str(error), 2)
     except KeyboardInterrupt:

@@ -44,3 +44,10 @@ def register() -> None:
     ), default=True)
     register_benchmark("shapes", files=[], description="the shapes world's held-out benchmark: 400 prompts in 4 "
                        "styles", source="`reneg world-build`")(_benchmark)
+
+
+def build_command():
+    """The ``reneg world-build`` command: (help, config class, run(config))."""
+    from .build import BuildConfig, build
+
+    return "rebuild every model of the embedded shapes world from scratch", BuildConfig, lambda c: print(build(c))
