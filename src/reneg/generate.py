@@ -13,11 +13,10 @@ from . import __version__
 from .config import arg, require
 from .device import dtype_of, resolve_device
 from .benchmarks import gather_prompts
-from .embedding import NegativeEmbedding
+from .evaluate.methods import FixedNegative, Method, build_methods, parse_method_spec
 from .families import TextConditioning
 from .io import save_png, to_pil, write_json
 from .models import LoadedModel, load_model
-from .rollout import guided_images
 
 
 @dataclass
@@ -59,15 +58,9 @@ class GenerateConfig:
         return "handcrafted" if self.handcrafted else "null"
 
 
-def negative_for(model: LoadedModel, config: GenerateConfig) -> TextConditioning:
-    """The negative branch's text conditioning of the chosen method: null text, a prompt, or a learned file."""
-    family = model.family
-    if config.negative is not None:
-        return TextConditioning.of(NegativeEmbedding.load(config.negative).for_pipeline(model.pipe))
-    text = model.defaults.handcrafted_negative if config.handcrafted else config.negative_prompt
-    if text is not None:
-        return family.encode([text])
-    return family.null_text()
+def method_for(model: LoadedModel, config: GenerateConfig) -> Method:
+    """The chosen method (``reneg eval``'s registry: null, handcrafted, negative-prompt, embedding, ...)."""
+    return build_methods([parse_method_spec(config.method)], model)[config.method]
 
 
 @torch.no_grad()
@@ -75,14 +68,14 @@ def generate_images(model: LoadedModel, prompts: list[str], negative, *, guidanc
                     resolution: int, generator: torch.Generator, batch_size: int) -> Iterator[torch.Tensor]:
     """Yield image batches (B, 3, H, W) in [0, 1], drawing x_T batch after batch from one generator.
 
-    ``negative``: a :class:`TextConditioning`, or an (L, D) embedding.
+    ``negative``: a :class:`TextConditioning`, an (L, D) embedding, or a method (anything with ``images``).
     """
-    family, negative = model.family, TextConditioning.of(negative)
+    family = model.family
+    method = negative if hasattr(negative, "images") else FixedNegative(TextConditioning.of(negative), "given")
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         latents = family.initial_latents(len(batch), resolution=resolution, generator=generator)
-        yield guided_images(family, batch, negative, latents, guidance_scale=guidance_scale, steps=steps,
-                            resolution=resolution)
+        yield method.images(model, batch, latents, guidance_scale=guidance_scale, steps=steps)
 
 
 def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Path:
@@ -91,7 +84,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
-    negative = negative_for(model, config)
+    method = method_for(model, config)
     steps = config.steps or model.defaults.num_inference_steps
     guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
     resolution = config.resolution or model.resolution
@@ -100,7 +93,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     records, index = [], 0
-    batches = generate_images(model, [p for p, _ in items], negative, guidance_scale=guidance_scale,
+    batches = generate_images(model, [p for p, _ in items], method, guidance_scale=guidance_scale,
                               steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size)
     with tqdm(total=len(items), desc="generate", unit="img") as progress:
         for images in batches:
