@@ -27,6 +27,17 @@ def test_the_world_is_the_default_model_and_loads_as_a_diffusers_pipeline():
     assert len(model.defaults.train_prompts) >= 1000
 
 
+def test_the_world_runs_in_plain_diffusers():
+    """What a diffusers user does: from_pretrained with no dtype argument, then a call."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(world.path("sd")))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and image.std() > 0
+
+
 def test_shipped_weights_are_fp16_and_small():
     from safetensors import safe_open
 

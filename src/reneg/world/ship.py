@@ -28,12 +28,22 @@ def _half_safetensors(source: Path, target: Path) -> None:
     save_file(tensors, str(target))
 
 
+def _load_text_encoder_in_fp32(config_path: Path) -> None:
+    """Weights stay fp16 on disk, but the config says fp32: transformers 5 loads a model in its config's dtype
+    while diffusers loads the UNet and VAE in fp32, so a plain ``StableDiffusionPipeline.from_pretrained(dir)``
+    would mix Half and Float and fail at its first call."""
+    config = json.loads(config_path.read_text())
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def _ship_models(work: Path, out: Path) -> None:
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel, CLIPProcessor
 
     pipe = StableDiffusionPipeline.from_pretrained(work / "sd")
     pipe.to(torch.float16).save_pretrained(out / "sd")
+    _load_text_encoder_in_fp32(out / "sd" / "text_encoder" / "config.json")
     for name in ("truth", "shapes-hps"):
         (out / name).mkdir(parents=True, exist_ok=True)
         for file in (work / name).iterdir():
