@@ -11,6 +11,7 @@ setup:
 
 demo: setup
 	reneg train --out $(OUT)/negative.safetensors
+	reneg compare --negative $(OUT)/negative.safetensors --out $(OUT)/demo.png
 	reneg generate --negative $(OUT)/negative.safetensors --prompt "a red circle on a blue background" \
 		--prompt "a yellow star on a black background" --num-images 2 --out $(OUT)/images
 

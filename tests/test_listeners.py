@@ -25,7 +25,7 @@ def _run(listen_to, steps):
 
 
 def test_log_listeners_write_a_reward_png_at_the_last_step(tmp_path):
-    config = TrainConfig(out=str(tmp_path / "neg.safetensors"), train_steps=12, log_every=0)
+    config = TrainConfig(out=str(tmp_path / "neg.safetensors"), train_steps=12, log_every=0, validate_every=0)
     listen_to = log_listeners(config)
     _run(listen_to, range(1, 12))
     png = tmp_path / "neg.reward.png"
@@ -94,3 +94,26 @@ def test_report_to_is_a_flag_and_a_config_key(tmp_path, capsys):
     bad = TrainConfig(out=str(tmp_path / "n.safetensors"), report_to="wandb")  # from a config file: no choices
     with pytest.raises(ReNegError, match="--report-to must be one of none, tensorboard"):
         log_listeners(bad)
+
+
+def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch):
+    """Step 0 (the null text) and every N steps, on fixed prompts and noise; drawn in the reward plot."""
+    from reneg.train import Trainer
+    from reneg.validation import read_validation_log
+
+    config = TrainConfig(model="tiny", reward="contrast", train_steps=4, batch_size=2, steps=3, device="cpu",
+                         validate_every=2, log_every=0, lr=0.5, out=str(tmp_path / "neg.safetensors"))
+    trainer = Trainer(config)
+    plotted = {}
+    monkeypatch.setattr(listeners, "plot_reward_curve",
+                        lambda path, rewards, validation=None: plotted.update(validation=validation))
+    listen_to, records = log_listeners(config), []
+    for record in trainer.run():
+        for listener in listen_to:
+            listener(trainer, record)
+        records.append(record)
+    values = read_validation_log(tmp_path / "neg.validation.jsonl")
+    assert sorted(values) == [0, 2, 4]
+    assert [r.validation_reward is not None for r in records] == [False, True, False, True]
+    assert values[4] != values[0]  # the embedding moved, so did the reward of its fully sampled images
+    assert plotted["validation"] == values

@@ -40,11 +40,24 @@ def _generate(args):
     print(generate(config))
 
 
+def _dnp(args):
+    from .dnp import DnpConfig, dnp
+
+    print(dnp(build_config(DnpConfig, args, config_file=args.config)))
+
+
 def _eval(args):
     from .evaluate import EvalConfig, evaluate
 
     config = build_config(EvalConfig, args, config_file=args.config)
     print(evaluate(config))
+
+
+def _compare(args):
+    from .compare import CompareConfig, compare
+
+    config = build_config(CompareConfig, args, config_file=args.config)
+    print(compare(config))
 
 
 def _rewards(args):
@@ -63,11 +76,15 @@ def _models(args):
 
 
 def _config_classes():
+    from .dnp import DnpConfig
     from .evaluate import EvalConfig
     from .generate import GenerateConfig
     from .train import TrainConfig
 
-    return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig,
+    from .compare import CompareConfig
+
+    return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
+            "dnp": DnpConfig,
             **{name: config for name, (_, _, config) in _plugin_commands().items()}}
 
 
@@ -102,7 +119,9 @@ def _commands() -> dict:
 COMMANDS = {
     "train": (_train, "learn a global negative embedding (ReNeg Sec. 4.2)"),
     "generate": (_generate, "generate images with null text, a negative prompt or a learned embedding"),
+    "dnp": (_dnp, "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)"),
     "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
+    "compare": (_compare, "a learned negative beside null text and the handcrafted prompt: picture and one line"),
     "rewards": (_rewards, "list the registered rewards"),
     "models": (_models, "list the built-in models"),
 }

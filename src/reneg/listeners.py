@@ -103,8 +103,10 @@ def read_jsonl_log(path: str | Path) -> dict[int, float]:
     return rewards
 
 
-def plot_reward_curve(path: str | Path, rewards: dict[int, float], *, window: int | None = None) -> Path:
-    """Save a PNG (matplotlib's Agg canvas) of the reward per step and its trailing moving average, atomically."""
+def plot_reward_curve(path: str | Path, rewards: dict[int, float], *, window: int | None = None,
+                      validation: dict[int, float] | None = None) -> Path:
+    """Save a PNG (matplotlib's Agg canvas) of the reward per step, its trailing moving average and, where
+    measured, the validation reward, atomically."""
     import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -119,6 +121,10 @@ def plot_reward_curve(path: str | Path, rewards: dict[int, float], *, window: in
     axes = figure.subplots()
     axes.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=1, label="reward (batch mean)")
     axes.plot(steps, moving_average, color="tab:blue", linewidth=2, label=f"moving average ({window} steps)")
+    if validation:
+        points = sorted(validation)
+        axes.plot(points, [validation[p] for p in points], color="tab:orange", linewidth=2, marker="o",
+                  label="validation reward (fixed prompts and noise, full sampling)")
     axes.set_xlabel("step")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("reward")
@@ -130,15 +136,20 @@ def plot_reward_curve(path: str | Path, rewards: dict[int, float], *, window: in
     return Path(path)
 
 
-def reward_plot(path: str | Path, *, log_path: str | Path | None, total: int):
-    """At the last step, plot the reward curve of the whole run (``log_path`` covers resumed runs) to ``path``."""
+def reward_plot(path: str | Path, *, log_path: str | Path | None, total: int,
+                validation_path: str | Path | None = None):
+    """At the last step, plot the reward curve of the whole run (``log_path`` covers resumed runs) to ``path``,
+    with the validation reward of ``validation_path`` where it was measured."""
     seen = {}
 
     def listen(trainer, record):
         seen[record.step] = record.reward
         if record.step >= total and _is_main_process(trainer):
+            from .validation import read_validation_log
+
             rewards = {**(read_jsonl_log(log_path) if log_path else {}), **seen}
-            plot_reward_curve(path, rewards)
+            validation = read_validation_log(validation_path) if validation_path else {}
+            plot_reward_curve(path, rewards, **({"validation": validation} if validation else {}))
 
     return listen
 
@@ -159,7 +170,16 @@ def log_listeners(config) -> tuple:
     report_to = getattr(config, "report_to", "none")
     if report_to not in REPORTERS:
         raise ReNegError(f"--report-to must be one of {', '.join(REPORTERS)}, got '{report_to}'")
-    return (progress_bar(config.train_steps), log_lines(config.log_every),
-            jsonl_log(log_path, fresh=not config.resume),  # before reward_plot, which reads the log
-            reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps),
+    every = getattr(config, "validate_every", 0)
+    every = max(1, config.train_steps // 10) if every is None else every
+    validation_path = out.with_suffix(".validation.jsonl")
+    checks = ()
+    if every:
+        from .validation import validation
+
+        checks = (validation(validation_path, every=every, fresh=not config.resume),)
+    return (*checks, progress_bar(config.train_steps), log_lines(config.log_every),  # validation first: it fills
+            jsonl_log(log_path, fresh=not config.resume),  # the record; the log before reward_plot, which reads it
+            reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps,
+                        validation_path=validation_path if every else None),
             *REPORTERS[report_to](config))

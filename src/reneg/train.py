@@ -83,6 +83,9 @@ class TrainConfig:
     checkpoint_every: int = arg(0, "save a resumable checkpoint every N steps (0: only at the end)", metavar="N",
                                 min=0)
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
+    validate_every: int | None = arg(None, "measure the validation reward (fully sampled images of fixed prompts "
+                                           "and noise) every N steps (default: 10 times a run; 0: never)",
+                                     metavar="N", min=0)
     max_nonfinite_steps: int = arg(5, "stop after this many non-finite steps in a row (each is skipped with a "
                                       "warning; the last good checkpoint is kept)", metavar="K", min=1)
     log_every: int = arg(10, "log a line every N steps (0: never)", metavar="N", min=0)
@@ -120,6 +123,7 @@ class StepRecord:
     grad_from: int
     seconds: float
     skipped: bool = False
+    validation_reward: float | None = None  # set by the validation listener on the steps it measures
 
 
 class NegativeEmbeddingParameters(nn.Module):

@@ -1,0 +1,84 @@
+"""The validation reward: the curve users read while training.
+
+The batch reward of the one-step prediction is noisy (new prompts, noise and t
+every step). Every ``--validate-every`` steps this listener generates fully
+sampled images for a fixed set of prompts from fixed x_T with the current
+negative embedding and scores them with the training reward; step 0 is the
+null text (the embedding's initial value). Values go to
+``<out>.validation.jsonl`` and into the step record (for trackers), and the
+reward plot draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .families import TextConditioning
+from .objective import mixed_seed
+from .rollout import guided_images
+
+#: mixed into the seed of the validation noise, so that it never equals a training draw
+VALIDATION_STREAM = 2**31 - 1
+
+
+@torch.no_grad()
+def validation_reward(trainer, negative: TextConditioning, prompts: list[str], latents: torch.Tensor) -> float:
+    """Mean training reward of fully sampled images of ``prompts`` from ``latents`` with ``negative``."""
+    family, size, scores = trainer.family, trainer.micro_batch_size, []
+    for start in range(0, len(prompts), size):
+        batch = prompts[start:start + size]
+        images = guided_images(family, batch, negative, latents[start:start + size], guidance_scale=float(
+            torch.as_tensor(trainer.params.scale())), steps=trainer.steps, resolution=trainer.resolution)
+        scores.append(trainer.reward(images, batch).float().cpu())
+    return torch.cat(scores).mean().item()
+
+
+def read_validation_log(path: str | Path) -> dict[int, float]:
+    """``{step: validation reward}`` of a validation log (a line cut short by a kill is skipped)."""
+    path, values = Path(path), {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                values[int(entry["step"])] = float(entry["validation_reward"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return values
+
+
+def validation(path: str | Path, *, every: int, count: int = 16, fresh: bool = True):
+    """A listener that measures the validation reward every ``every`` steps on ``count`` fixed prompts."""
+    path, state = Path(path), {}
+
+    def write(step: int, value: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "w" if fresh and not state.get("written") else "a"
+        with path.open(mode) as handle:
+            handle.write(json.dumps({"step": step, "validation_reward": value}) + "\n")
+        state["written"] = True
+
+    def listen(trainer, record) -> None:
+        if "prompts" not in state:
+            texts = list(trainer.prompt_texts)
+            random.Random(trainer.config.seed).shuffle(texts)
+            state["prompts"] = (texts * count)[:count]
+            generator = torch.Generator().manual_seed(mixed_seed(trainer.config.seed, VALIDATION_STREAM))
+            state["latents"] = trainer.family.initial_latents(count, resolution=trainer.resolution,
+                                                              generator=generator)
+            if record.step == 1:  # step 0: the initial embedding, the null text
+                initial = validation_reward(trainer, trainer.family.null_text(), state["prompts"], state["latents"])
+                write(0, initial)
+                state["initial"] = initial
+        if record.step % every == 0 or record.step == trainer.config.train_steps:
+            value = validation_reward(trainer, trainer.params.negative(), state["prompts"], state["latents"])
+            record.validation_reward = value
+            write(record.step, value)
+            since = f" (step 0: {state['initial']:.4f})" if "initial" in state else ""
+            tqdm.write(f"step {record.step}  validation reward {value:.5f} on {count} fixed prompts{since}")
+
+    return listen
