@@ -24,7 +24,6 @@ import re
 import shutil
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,7 +34,7 @@ from torch import nn
 from . import __version__
 from . import checkpoint as checkpoints
 from .benchmarks import gather_prompts
-from .config import arg, require
+from .config import arg, check_output_path, require
 from .device import dtype_of, resolve_device
 from .embedding import NegativeEmbedding
 from .errors import ReNegError
@@ -368,21 +367,13 @@ def checkpointer(every: int) -> Listener:
 def check_output(out: str | Path) -> None:
     """Refuse, before anything runs, an ``--out`` that cannot be written (a directory, an unwritable or full place)."""
     out = Path(out)
-    if out.is_dir():
-        raise ReNegError(f"--out '{out}' is a directory: pass a file path ending in .safetensors")
-    if out.with_suffix(".checkpoint").exists() and not out.with_suffix(".checkpoint").is_dir():
-        raise ReNegError(f"'{out.with_suffix('.checkpoint')}' exists and is not a directory: move it or pick "
-                         "another --out")
-    parent = out.absolute().parent
-    existing = parent
+    check_output_path(str(out), kind="file", name="--out")
+    checkpoint_dir = out.with_suffix(".checkpoint")
+    if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise ReNegError(f"'{checkpoint_dir}' exists and is not a directory: move it or pick another --out")
+    existing = out.absolute().parent
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir():
-        raise ReNegError(f"--out '{out}': '{existing}' is a file, not a directory: pick another --out")
-    import os
-
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ReNegError(f"--out '{out}': '{existing}' is not writable: pick a writable --out")
     free = shutil.disk_usage(existing).free
     if free < 16 * 2**20:
         raise ReNegError(f"--out '{out}': only {free // 2**20} MiB free on that disk (the embedding, its checkpoint "

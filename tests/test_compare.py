@@ -1,0 +1,29 @@
+"""reneg compare: the picture (null / handcrafted / learned rows) and the one line, on the tiny model."""
+
+import json
+
+from PIL import Image
+
+from reneg.cli import main
+
+
+def test_compare_writes_the_picture_and_prints_the_line(tmp_path, capsys):
+    negative = tmp_path / "n.safetensors"
+    assert main(["train", "--model", "tiny", "--reward", "contrast", "--train-steps", "2", "--batch-size", "2",
+                 "--steps", "3", "--device", "cpu", "--validate-every", "0", "--out", str(negative)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "demo.png"
+    assert main(["compare", "--model", "tiny", "--negative", str(negative), "--limit", "4", "--columns", "2",
+                 "--steps", "3", "--metric", "contrast", "--device", "cpu", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("contrast on 4 held-out prompts: null ") and "win rate vs null" in line
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    assert set(numbers["mean"]) == {"null", "handcrafted", "learned"} and len(numbers["prompts_shown"]) == 2
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.height == 2 * 3 * 64  # three rows of 64 px, shown at 2x
+
+
+def test_compare_needs_a_negative(tmp_path, capsys):
+    assert main(["compare", "--model", "tiny", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--negative FILE is required" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
