@@ -90,17 +90,18 @@ def tensorboard_log(log_dir: str | Path, *, total: int):
     return listen
 
 
-def read_jsonl_log(path: str | Path) -> dict[int, float]:
-    """``{step: reward}`` of a ``jsonl_log`` file; a step logged twice (a resumed run) keeps its last value."""
-    path, rewards = Path(path), {}
+def read_jsonl_log(path: str | Path, key: str = "reward") -> dict[int, float]:
+    """``{step: value of key}`` of a JSON-lines log; a step logged twice (a resumed run) keeps its last value,
+    a line without the key or cut short by an interrupted run is skipped."""
+    path, values = Path(path), {}
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 entry = json.loads(line)
-                rewards[int(entry["step"])] = float(entry["reward"])
+                values[int(entry["step"])] = float(entry[key])
             except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by an interrupted run
-    return rewards
+                continue
+    return values
 
 
 def plot_reward_curve(path: str | Path, rewards: dict[int, float], *, window: int | None = None,

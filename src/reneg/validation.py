@@ -40,15 +40,9 @@ def validation_reward(trainer, negative: TextConditioning, prompts: list[str], l
 
 def read_validation_log(path: str | Path) -> dict[int, float]:
     """``{step: validation reward}`` of a validation log (a line cut short by a kill is skipped)."""
-    path, values = Path(path), {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-                values[int(entry["step"])] = float(entry["validation_reward"])
-            except (ValueError, KeyError, TypeError):
-                continue
-    return values
+    from .listeners import read_jsonl_log
+
+    return read_jsonl_log(path, key="validation_reward")
 
 
 def validation(path: str | Path, *, every: int, count: int = 16, fresh: bool = True):
