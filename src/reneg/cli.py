@@ -46,6 +46,12 @@ def _dnp(args):
     print(dnp(build_config(DnpConfig, args, config_file=args.config)))
 
 
+def _adapt(args):
+    from .adapt import AdaptConfig, adapt
+
+    print(adapt(build_config(AdaptConfig, args, config_file=args.config)))
+
+
 def _eval(args):
     from .evaluate import EvalConfig, evaluate
 
@@ -76,6 +82,7 @@ def _models(args):
 
 
 def _config_classes():
+    from .adapt import AdaptConfig
     from .dnp import DnpConfig
     from .evaluate import EvalConfig
     from .generate import GenerateConfig
@@ -84,7 +91,7 @@ def _config_classes():
     from .compare import CompareConfig
 
     return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
-            "dnp": DnpConfig,
+            "dnp": DnpConfig, "adapt": AdaptConfig,
             **{name: config for name, (_, _, config) in _plugin_commands().items()}}
 
 
@@ -118,6 +125,7 @@ def _commands() -> dict:
 
 COMMANDS = {
     "train": (_train, "learn a global negative embedding (ReNeg Sec. 4.2)"),
+    "adapt": (_adapt, "per-sample negative embeddings (ReNeg Algorithm 1) for a prompt or each prompt of a file"),
     "generate": (_generate, "generate images with null text, a negative prompt or a learned embedding"),
     "dnp": (_dnp, "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)"),
     "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),

@@ -30,6 +30,20 @@ class GenerateConfig:
     negative_prompt: str | None = arg(None, "a negative prompt in place of the null text", metavar="TEXT")
     negative: str | None = arg(None, "a learned negative embedding file (.safetensors, .pt, .bin)", metavar="FILE")
     handcrafted: bool = arg(False, "use the model's handcrafted negative prompt")
+    per_sample: str | None = arg(None, "adapt a per-sample embedding to each prompt from this global embedding "
+                                       "(ReNeg Algorithm 1; saved in --out/per-sample/), then generate with it",
+                                 metavar="FILE")
+    dnp: bool = arg(False, "auto-DNP (DNP Sec. 3.5): sample each image's DNS image from its x_T, caption it, "
+                           "and use the caption n* as its negative prompt")
+    caption: str | None = arg(None, "DNP with this negative prompt n* for every prompt (manual DNP)", metavar="TEXT")
+    dnp_rule: str = arg("two-term", "how n* guides: two-term (CFG with n* as the negative) or three-term "
+                                    "(DNP Eq. 4: null text, n* and p)", choices=["two-term", "three-term"])
+    dns_guidance_scale: float | None = arg(None, "--dnp: guidance scale of the DNS image, s of DNP Eq. 19 "
+                                                 "(default: the model's guidance scale)", min=0)
+    captioner: str | None = arg(None, "--dnp: captioner (default: the model's; blip2 for real checkpoints)",
+                                metavar="NAME")
+    captioner_model: str | None = arg(None, "--dnp: the captioner's model, a directory or cached hub id",
+                                      metavar="PATH_OR_ID")
     num_images: int = arg(1, "images per prompt", min=1)
     steps: int | None = arg(None, "DDIM sampling steps", min=1)
     guidance_scale: float | None = arg(None, "CFG scale", min=0)
@@ -43,16 +57,33 @@ class GenerateConfig:
     out: str = arg("generated", "output directory", metavar="DIR", output="dir")
 
     def __post_init__(self):
-        chosen = [self.negative_prompt is not None, self.negative is not None, self.handcrafted]
-        require(sum(chosen) <= 1, "choose at most one of --negative-prompt, --negative and --handcrafted")
+        chosen = [self.negative_prompt is not None, self.negative is not None, self.handcrafted,
+                  self.per_sample is not None]
+        require(sum(chosen) <= 1, "choose at most one of --negative-prompt, --negative, --handcrafted and "
+                                  "--per-sample")
+        require(not (self.dnp or self.caption is not None) or not any(chosen),
+                "--dnp and --caption choose the negative prompt themselves: drop --negative-prompt, --negative "
+                "and --handcrafted")
+        require(not (self.dnp and self.caption is not None), "--dnp captions the DNS image and --caption gives the "
+                "caption: choose one")
+        require(self.caption is None or self.caption.strip() != "", "--caption is empty: give the negative prompt")
+        require(self.dnp or (self.dns_guidance_scale is None and self.captioner is None
+                             and self.captioner_model is None),
+                "--dns-guidance-scale, --captioner and --captioner-model apply to --dnp only: add --dnp")
         require(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
         require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
 
     @property
     def method(self) -> str:
+        if self.dnp:
+            return "dnp"
+        if self.caption is not None:
+            return f"dnp-caption={self.caption}"
         if self.negative is not None:
             return f"embedding={self.negative}"
+        if self.per_sample is not None:
+            return f"per-sample={self.per_sample}"
         if self.negative_prompt is not None:
             return f"negative-prompt={self.negative_prompt}"
         return "handcrafted" if self.handcrafted else "null"
@@ -60,7 +91,13 @@ class GenerateConfig:
 
 def method_for(model: LoadedModel, config: GenerateConfig) -> Method:
     """The chosen method (``reneg eval``'s registry: null, handcrafted, negative-prompt, embedding, ...)."""
-    return build_methods([parse_method_spec(config.method)], model)[config.method]
+    method = build_methods([parse_method_spec(config.method)], model)[config.method]
+    if config.dnp or config.caption is not None:
+        return method.with_options(rule=config.dnp_rule, dns_guidance_scale=config.dns_guidance_scale,
+                                   captioner=config.captioner, captioner_model=config.captioner_model)
+    if hasattr(method, "out"):  # --per-sample keeps the adapted embeddings beside the images
+        method.out = Path(config.out)
+    return method
 
 
 @torch.no_grad()
@@ -85,6 +122,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
     method = method_for(model, config)
+    getattr(method, "prepare", lambda model, prompts: None)(model, prompts)  # DNP: its captioner, before any image
     steps = config.steps or model.defaults.num_inference_steps
     guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
     resolution = config.resolution or model.resolution
@@ -97,11 +135,13 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
                               steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size)
     with tqdm(total=len(items), desc="generate", unit="img") as progress:
         for images in batches:
-            for image in to_pil(images):
+            captions = [side["caption"] for side in getattr(method, "side_outputs", [])]  # DNP's n* per image
+            for offset, image in enumerate(to_pil(images)):
                 prompt, number = items[index]
                 name = f"{index:05d}.png"
                 save_png(image, out / name)
-                records.append({"file": name, "prompt": prompt, "image_index": number})
+                records.append({"file": name, "prompt": prompt, "image_index": number,
+                                **({"caption": captions[offset]} if captions else {})})
                 index += 1
                 progress.update(1)
     # 3. The record of what was made

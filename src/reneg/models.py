@@ -35,6 +35,7 @@ class ModelDefaults:
     train_prompts: tuple[str, ...] = ()
     benchmark: str = "hpsv2"
     metrics: tuple[str, ...] = ()  # what `reneg eval` reports by default (empty: the reward)
+    captioner: str | None = "blip2"  # auto-DNP's captioner (reneg.captioners); None: only --caption
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .families import TextConditioning
+from .listeners import read_jsonl_log
 from .objective import mixed_seed
 from .rollout import guided_images
 
@@ -40,8 +41,6 @@ def validation_reward(trainer, negative: TextConditioning, prompts: list[str], l
 
 def read_validation_log(path: str | Path) -> dict[int, float]:
     """``{step: validation reward}`` of a validation log (a line cut short by a kill is skipped)."""
-    from .listeners import read_jsonl_log
-
     return read_jsonl_log(path, key="validation_reward")
 
 

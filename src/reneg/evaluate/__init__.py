@@ -17,6 +17,8 @@ from .methods import (
     parse_method_specs,
     register_method,
 )
+from . import dnp_methods  # noqa: F401  - registers dnp, dnp=CAPTION_FILE and dnp-caption=TEXT
+from . import per_sample  # noqa: F401  - registers per-sample=FILE
 from .metrics import win_rate
 from .runner import EvalConfig, evaluate
 

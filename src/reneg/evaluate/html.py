@@ -45,6 +45,7 @@ td.best { font-weight: bold; }
 .prompt { max-width: 18em; text-align: left; }
 .scores { font-size: 0.8em; color: #444; }
 .scores .best { font-weight: bold; color: #000; }
+.gallery img.side { width: 80px; margin-top: 0.3em; } .side .caption { font-size: 0.8em; max-width: 12em; margin: auto; }
 .plots img { max-width: 48%; margin: 0 1% 1em 0; }
 #image-status.ok { color: #070; } #image-status.bad { color: #b00; font-weight: bold; }
 """
@@ -161,6 +162,14 @@ def _win_rate_tables(results: dict) -> str:
     return "".join(parts)
 
 
+def _side(side: dict) -> str:
+    """A method's by-products under its image: DNP's DNS image and its caption n*."""
+    image = (f"<img class=\"side\" src=\"{escape(side['dns'])}\" alt=\"DNS image\"><small>DNS image</small><br>"
+             if "dns" in side else "")
+    caption = f"<div class=\"caption\">n*: {escape(side['caption'])}</div>" if "caption" in side else ""
+    return f"<div class=\"side\">{image}{caption}</div>" if image or caption else ""
+
+
 def _gallery(plan: Plan, results: dict, method_scores: dict, store: ImageStore) -> str:
     methods, metrics = results["methods"], results["metrics"]
     header = "".join(f"<th><code>{escape(text)}</code></th>" for text in methods)
@@ -175,7 +184,7 @@ def _gallery(plan: Plan, results: dict, method_scores: dict, store: ImageStore) 
                                 f"{scores[m]:.4f}</span>" for m in metrics)
             source = store.relative_path(method["images"], item.name)
             cells.append(f"<td><img src=\"{escape(source)}\" alt=\"{escape(text)}: {escape(item.prompt.text)}\">"
-                         f"<div class=\"scores\">{lines}</div></td>")
+                         f"<div class=\"scores\">{lines}</div>{_side(store.side(method['images'], item.name))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     shown = min(len(plan.items), plan.config.gallery_items)
     return (f"<p>First {shown} of {len(plan.items)} items; the same prompt and initial noise in each row.</p>"

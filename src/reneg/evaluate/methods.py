@@ -79,6 +79,7 @@ class MethodEntry:
         baseline: a baseline is swept over guidance scales by ``--guidance-sweep``; the others are
             learned methods, compared against the baselines at the same and at the best scale.
         check: cheap validation of the argument before the model loads (e.g. the file exists).
+        optional: the argument may be left out (``dnp`` and ``dnp=CAPTION_FILE``); the factory then gets None.
     """
 
     name: str
@@ -87,23 +88,27 @@ class MethodEntry:
     baseline: bool = False
     description: str = ""
     check: Callable[[str], None] | None = None
+    optional: bool = False
 
     @property
     def usage(self) -> str:
-        return self.name if self.argument is None else f"{self.name}={self.argument}"
+        if self.argument is None:
+            return self.name
+        return f"{self.name}[={self.argument}]" if self.optional else f"{self.name}={self.argument}"
 
 
 METHODS: dict[str, MethodEntry] = {}
 
 
 def register_method(name: str, *, argument: str | None = None, baseline: bool = False, description: str = "",
-                    check: Callable[[str], None] | None = None) -> Callable[[MethodFactory], MethodFactory]:
+                    check: Callable[[str], None] | None = None,
+                    optional: bool = False) -> Callable[[MethodFactory], MethodFactory]:
     """Decorator registering ``factory(argument, model) -> Method`` as the method ``name``."""
 
     def decorator(factory: MethodFactory) -> MethodFactory:
         if name in METHODS:
             raise ValueError(f"method '{name}' is already registered")
-        METHODS[name] = MethodEntry(name, factory, argument, baseline, description, check)
+        METHODS[name] = MethodEntry(name, factory, argument, baseline, description, check, optional)
         return factory
 
     return decorator
@@ -165,9 +170,9 @@ def parse_method_spec(text: str) -> MethodSpec:
     entry = METHODS[name]
     if entry.argument is None and equals:
         raise ReNegError(f"method '{text}': '{name}' takes no argument; write it as {entry.usage}")
-    if entry.argument is not None and not argument:
+    if entry.argument is not None and not argument and not (entry.optional and not equals):
         raise ReNegError(f"method '{text}' needs an argument: write it as {entry.usage}")
-    if entry.check is not None:
+    if entry.check is not None and argument:
         entry.check(argument)
     return MethodSpec(text, name, argument if equals else None, guidance_scale)
 

@@ -153,6 +153,8 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     rewards = {m.text: m.build(device=model.pipe.device, dtype=reward_dtype) for m in metrics}
     metric_settings = {m.text: _metric_settings(m, rewards[m.text], config.reward_precision) for m in metrics}
     methods = build_methods(specs, model)
+    for method in methods.values():  # a method's own inputs (DNP's captions, its captioner), before any image
+        getattr(method, "prepare", lambda model, prompts: None)(model, [p.text for p in prompts])
     guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
     steps, resolution = config.steps or model.defaults.num_inference_steps, config.resolution or model.resolution
     settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
@@ -187,11 +189,15 @@ def generate_missing(plan: Plan, store: ImageStore, batches: list[tuple[Run, lis
               disable=not progress_bar) as progress:
         for run, batch in todo:
             store.start(run.slug, plan.run_settings(run))
-            images = plan.methods[run.base].images(plan.model, [item.prompt.text for item in batch],
-                                                   item_latents(plan, batch), guidance_scale=run.guidance_scale,
-                                                   steps=plan.steps)
-            for item, image in zip(batch, to_pil(images)):
+            method = plan.methods[run.base]
+            if hasattr(method, "out"):  # per-sample=FILE saves its adapted embeddings under --out and reuses them
+                method.out = store.out
+            images = method.images(plan.model, [item.prompt.text for item in batch], item_latents(plan, batch),
+                                   guidance_scale=run.guidance_scale, steps=plan.steps)
+            sides = getattr(method, "side_outputs", None) or [{}] * len(batch)  # DNP: the DNS image and caption
+            for item, image, side in zip(batch, to_pil(images), sides):
                 if not store.has(run.slug, item.name):
+                    store.save_side(run.slug, item.name, side)  # before the image: a saved image has its side
                     store.save(run.slug, item.name, image)
             progress.update(len(batch))
 

@@ -2,6 +2,7 @@
 
     OUT/images/<run-slug>/run.json       the settings that made these images (checked on every rerun)
     OUT/images/<run-slug>/<item>.png     one image per (prompt, seed) item, written atomically
+    OUT/images/<run-slug>/side/<item>.*  what a method made on the way (DNP: the DNS image .png, the caption .txt)
     OUT/scores.jsonl                     {"run", "metric", "item", "score"} per line, appended as scored
     OUT/scores.rank<K>.jsonl             the same, of process K when several processes score (merged into
                                          scores.jsonl by the main process at the end, then removed)
@@ -27,6 +28,7 @@ RUN_FILE = "run.json"
 SCORES_FILE = "scores.jsonl"
 RANK_SCORES_GLOB = "scores.rank*.jsonl"
 IMAGES_DIR = "images"
+SIDE_DIR = "side"
 
 
 class ImageStore:
@@ -70,6 +72,23 @@ class ImageStore:
 
     def save(self, slug: str, item: str, image: Image.Image) -> None:
         save_png(image, self.path(slug, item))
+
+    def save_side(self, slug: str, item: str, side: dict) -> None:
+        """A method's by-products of one image (``side_outputs``: DNP's DNS image ``dns`` and ``caption``)."""
+        if side.get("dns") is not None:
+            save_png(side["dns"], self.directory(slug) / SIDE_DIR / f"{item}.png")
+        if side.get("caption") is not None:
+            with atomic_path(self.directory(slug) / SIDE_DIR / f"{item}.txt") as tmp:
+                tmp.write_text(side["caption"] + "\n", encoding="utf-8")
+
+    def side(self, slug: str, item: str) -> dict:
+        """What :meth:`save_side` kept: ``dns`` (path relative to OUT) and ``caption`` (text), where present."""
+        found, directory = {}, self.directory(slug) / SIDE_DIR
+        if (directory / f"{item}.png").is_file():
+            found["dns"] = f"{IMAGES_DIR}/{slug}/{SIDE_DIR}/{item}.png"
+        if (directory / f"{item}.txt").is_file():
+            found["caption"] = (directory / f"{item}.txt").read_text(encoding="utf-8").strip()
+        return found
 
     def load(self, slug: str, items: list[str]) -> torch.Tensor:
         """Saved images as floats in [0, 1], (B, 3, H, W): what every score is computed from."""

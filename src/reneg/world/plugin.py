@@ -19,7 +19,8 @@ def _defaults():
     prompts = (path("prompts") / "train.txt").read_text().splitlines()
     return ModelDefaults(guidance_scale=config["guidance_scale"], num_inference_steps=config["num_inference_steps"],
                          handcrafted_negative=config["handcrafted_negative"], reward=config["reward"],
-                         train_prompts=tuple(prompts), benchmark="shapes", metrics=WORLD_METRICS)
+                         train_prompts=tuple(prompts), benchmark="shapes", metrics=WORLD_METRICS,
+                         captioner="shapes-truth")
 
 
 def _benchmark(paths):
@@ -35,6 +36,7 @@ def register() -> None:
     from ..models import BuiltinModel, register_model
     from . import is_built, path
     from . import rewards  # noqa: F401  - registers shapes-hps, shapes-pick, truth-*
+    from . import captioner  # noqa: F401  - registers the shapes-truth captioner (auto-DNP)
 
     if not is_built():
         return
