@@ -99,7 +99,6 @@ def test_report_to_is_a_flag_and_a_config_key(tmp_path, capsys):
 def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch):
     """Step 0 (the null text) and every N steps, on fixed prompts and noise; drawn in the reward plot."""
     from reneg.train import Trainer
-    from reneg.validation import read_validation_log
 
     config = TrainConfig(model="tiny", reward="contrast", train_steps=4, batch_size=2, steps=3, device="cpu",
                          validate_every=2, log_every=0, lr=0.5, out=str(tmp_path / "neg.safetensors"))
@@ -112,7 +111,7 @@ def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch)
         for listener in listen_to:
             listener(trainer, record)
         records.append(record)
-    values = read_validation_log(tmp_path / "neg.validation.jsonl")
+    values = read_jsonl_log(tmp_path / "neg.validation.jsonl", key="validation_reward")
     assert sorted(values) == [0, 2, 4]
     assert [r.validation_reward is not None for r in records] == [False, True, False, True]
     assert values[4] != values[0]  # the embedding moved, so did the reward of its fully sampled images

@@ -146,10 +146,8 @@ def reward_plot(path: str | Path, *, log_path: str | Path | None, total: int,
     def listen(trainer, record):
         seen[record.step] = record.reward
         if record.step >= total and _is_main_process(trainer):
-            from .validation import read_validation_log
-
             rewards = {**(read_jsonl_log(log_path) if log_path else {}), **seen}
-            validation = read_validation_log(validation_path) if validation_path else {}
+            validation = read_jsonl_log(validation_path, key="validation_reward") if validation_path else {}
             plot_reward_curve(path, rewards, **({"validation": validation} if validation else {}))
 
     return listen

@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .families import TextConditioning
-from .listeners import read_jsonl_log
 from .objective import mixed_seed
 from .rollout import guided_images
 
@@ -37,11 +36,6 @@ def validation_reward(trainer, negative: TextConditioning, prompts: list[str], l
             torch.as_tensor(trainer.params.scale())), steps=trainer.steps, resolution=trainer.resolution)
         scores.append(trainer.reward(images, batch).float().cpu())
     return torch.cat(scores).mean().item()
-
-
-def read_validation_log(path: str | Path) -> dict[int, float]:
-    """``{step: validation reward}`` of a validation log (a line cut short by a kill is skipped)."""
-    return read_jsonl_log(path, key="validation_reward")
 
 
 def validation(path: str | Path, *, every: int, count: int = 16, fresh: bool = True):
