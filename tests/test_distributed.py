@@ -145,7 +145,8 @@ def test_a_kill_while_checkpointing_keeps_the_previous_checkpoint(checkpointed, 
     assert [p.name for p in checkpoint.iterdir() if p.is_dir()] == ["step-000002"]
 
 
-def test_non_finite_loss_skips_steps_then_stops_keeping_the_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_non_finite_loss_skips_steps_then_stops_keeping_the_checkpoint(tmp_path, capsys, precision):
     from reneg.train import TrainConfig, Trainer
 
     class NaNReward:
@@ -153,7 +154,7 @@ def test_non_finite_loss_skips_steps_then_stops_keeping_the_checkpoint(tmp_path,
             return images.mean(dim=(1, 2, 3)) * float("nan")
 
     config = TrainConfig(model="tiny", train_steps=5, batch_size=2, steps=3, device="cpu", max_nonfinite_steps=3,
-                         out=str(tmp_path / "n.safetensors"))
+                         precision=precision, out=str(tmp_path / "n.safetensors"))
     trainer = Trainer(config, reward=NaNReward())
     init = trainer.embedding().tensor.clone()
     from reneg.errors import ReNegError

@@ -258,10 +258,10 @@ class Trainer:
             rewards.append(micro_rewards)
         self._all_reduce_gradients()
         loss = self.accelerator.reduce(torch.stack(losses).float().mean().to(self.device), reduction="mean")
-        finite = bool(torch.isfinite(loss)) and all(
-            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params.parameters())
-        if finite or self.scaler.is_enabled():  # the scaler skips steps with non-finite gradients itself
-            self.scaler.step(self.optimizer)
+        finite_loss = bool(torch.isfinite(loss))
+        finite_grads = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params.parameters())
+        if finite_loss and (finite_grads or self.scaler.is_enabled()):
+            self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips non-finite (scaled) gradients
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # a skipped step skips optimizer.step(); the schedule moves on regardless
