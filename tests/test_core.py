@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from reneg.denoiser import Branch, GuidedDenoiser, ModuleWeights, _concat
+from reneg.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser, ModuleWeights, _concat
 from reneg.errors import ReNegError
 from reneg.families import TextConditioning, family_for
 from reneg.guidance import CFG, DNS, THREE_TERM, cfg, dns, three_term
@@ -124,3 +124,31 @@ def test_fp16_training_uses_loss_scaling(tmp_path):
     assert learned.dtype == torch.float32 and torch.isfinite(learned).all()
     assert not torch.equal(learned, init) and not any(r.skipped for r in records)
     assert trainer.scaler.get_scale() > 1  # the loss was scaled
+
+
+def test_negative_branch_with_a_peft_adapter_on_the_same_model():
+    """theta for the prompt, theta + beta * delta for the negative: equal to two separate calls."""
+    from peft import LoraConfig
+
+    from reneg.tiny import tiny_sd_pipeline
+
+    unet = tiny_sd_pipeline().unet.eval()
+    torch.manual_seed(0)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                init_lora_weights=False), adapter_name="delta")
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor(400)
+    cond, negative = {"encoder_hidden_states": torch.randn(2, 77, 32)}, {"encoder_hidden_states": torch.randn(2, 77, 32)}
+    with torch.no_grad():
+        guided = GuidedDenoiser(unet, {"cond": Branch(cond),
+                                       "negative": Branch(negative, AdapterWeights(("delta",), (0.5,)))}, 7.5)(x, t)
+        unet.set_adapters(["delta"], weights=[0.5])
+        negative_out = unet(x, t, **negative).sample
+        unet.disable_adapters()
+        cond_out = unet(x, t, **cond).sample
+        unet.enable_adapters()
+        assert torch.allclose(guided, cfg(negative_out, cond_out, 7.5), atol=1e-6)
+        assert (negative_out - BASE.forward(unet, x, t, negative)).abs().max() > 1e-3  # delta acts, BASE turns it off
+        zero = GuidedDenoiser(unet, {"cond": Branch(cond),
+                                     "negative": Branch(negative, AdapterWeights(("delta",), (0.0,)))}, 7.5)(x, t)
+        plain = GuidedDenoiser(unet, {"cond": Branch(cond), "negative": Branch(negative)}, 7.5)(x, t)
+        assert torch.allclose(zero, plain, atol=1e-5)  # scale 0 is plain CFG (two calls vs one batched call)

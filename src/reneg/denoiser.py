@@ -26,14 +26,50 @@ class Weights(Protocol):
     def forward(self, model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor: ...
 
 
+def _has_adapters(model) -> bool:
+    return bool(getattr(model, "peft_config", None))
+
+
 @dataclass(frozen=True)
 class BaseWeights:
-    """The model's own weights (theta)."""
+    """The model's own weights (theta): peft adapters loaded on the model are switched off for this call."""
 
     key: str = "base"
 
     def forward(self, model, x, t, conditioning):
-        return model(x, t, **conditioning, return_dict=False)[0]
+        if not _has_adapters(model):
+            return model(x, t, **conditioning, return_dict=False)[0]
+        model.disable_adapters()
+        try:
+            return model(x, t, **conditioning, return_dict=False)[0]
+        finally:
+            model.enable_adapters()
+
+
+@dataclass(frozen=True)
+class AdapterWeights:
+    """The model with peft adapters active at scales (theta + sum_i scale_i * delta_i), e.g. NPO's negative branch.
+
+    The adapters are loaded on the model (``model.add_adapter`` / diffusers' ``load_lora_adapter``); this call
+    activates ``names`` at ``scales`` and restores the model's previous adapter setting afterwards.
+    """
+
+    names: tuple[str, ...]
+    scales: tuple[float, ...]
+
+    @property
+    def key(self) -> str:
+        return "adapters:" + ",".join(f"{n}={s}" for n, s in zip(self.names, self.scales))
+
+    def forward(self, model, x, t, conditioning):
+        previous = list(getattr(model, "active_adapters", lambda: [])())
+        model.enable_adapters()
+        model.set_adapters(list(self.names), weights=list(self.scales))
+        try:
+            return model(x, t, **conditioning, return_dict=False)[0]
+        finally:
+            if previous:
+                model.set_adapters(previous)
 
 
 @dataclass(frozen=True)
