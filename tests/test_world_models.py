@@ -106,3 +106,23 @@ def test_two_step_commands_on_the_world(tmp_path):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["benchmark"] == "shapes" and results["num_prompts"] == 4
     assert {"shapes-hps", "shapes-pick", "truth-adherence", "truth-cleanliness"} <= set(results["metrics"])
+
+
+def test_the_five_truth_metrics_share_one_judgement(monkeypatch):
+    """One forward pass of the ground-truth model per batch, whatever the number of truth-* metrics."""
+    from reneg.rewards import build_reward
+    from reneg.world import truth
+
+    calls = []
+    original = truth.judge
+    monkeypatch.setattr(truth, "judge", lambda *a, **k: calls.append(1) or original(*a, **k))
+    metrics = [build_reward(f"truth-{key}") for key in ("adherence", "shape", "colour", "background", "cleanliness")]
+    prompts = ["a red circle on a blue background", "a green square on a white background"]
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    scores = [metric(images, prompts) for metric in metrics]
+    assert len(calls) == 1 and all(s.shape == (2,) for s in scores)
+    other = images.clone()  # a new batch with the same prompts is judged anew
+    again = metrics[0](other, prompts)
+    images.add_(0.5).clamp_(0, 1)  # and so is a batch changed in place
+    metrics[0](images, prompts)
+    assert len(calls) == 3 and torch.equal(again, scores[0])

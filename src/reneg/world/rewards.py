@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from ..rewards.base import as_scores, check_inputs, register_reward, reward_spec
@@ -38,20 +40,49 @@ def shapes_pick(model: str | None, *, device: torch.device, dtype: torch.dtype):
     return reward_spec("pickscore").factory(model or str(path("shapes-pick")), device=device, dtype=dtype)
 
 
+@lru_cache(maxsize=4)
+def _truth_model(directory: str, device: str):
+    """One ground-truth model per (directory, device), shared by the five truth metrics."""
+    from .truth import load_truth
+
+    return load_truth(directory).to(device)
+
+
+class _SharedJudgement:
+    """The last judgement of one truth model: the five metrics of one batch cost one forward pass."""
+
+    def __init__(self):
+        self.images, self.key, self.value = None, None, None
+
+    def __call__(self, model, images: torch.Tensor, prompts: list[str]) -> dict:
+        """Judge ``images`` unless this very tensor (same object, unmodified) was just judged with these prompts.
+
+        The tensor itself is held, so its memory cannot be reused by another batch while it is the key.
+        """
+        from .truth import judge
+
+        key = (images._version, tuple(prompts))
+        if images is not self.images or key != self.key:
+            self.images, self.key, self.value = None, None, judge(model, images, prompts)
+            self.images, self.key = images, key
+        return self.value
+
+
+_JUDGEMENTS: dict[int, _SharedJudgement] = {}
+
+
 class TruthMetric:
     """One output of the ground-truth scorer as a metric ``(images, prompts) -> (B,)``."""
 
     def __init__(self, key: str, directory: str, device: torch.device):
-        from .truth import load_truth
-
         self.key, self.device = key, device
-        self.model = load_truth(directory).to(device)
+        self.model = _truth_model(str(directory), str(device))
 
     def __call__(self, images: torch.Tensor, prompts) -> torch.Tensor:
-        from .truth import judge
-
         check_inputs(images, prompts)
-        return as_scores(judge(self.model, images.to(self.device), list(prompts))[self.key], images)
+        images = images.to(self.device)
+        judgement = _JUDGEMENTS.setdefault(id(self.model), _SharedJudgement())
+        return as_scores(judgement(self.model, images, list(prompts))[self.key], images)
 
 
 def _register_truth(key: str, description: str) -> None:
