@@ -6,10 +6,12 @@ passes) before a model loads, so hundreds of cases run in seconds.
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
 import tempfile
+import typing
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from safetensors.torch import save_file
 from reneg import checkpoint
 from reneg.benchmarks import load_benchmark
 from reneg.cli import main
-from reneg.config import build_config
+from reneg.config import _base_type, build_config
 from reneg.embedding import NegativeEmbedding
 from reneg.errors import ReNegError
 from reneg.evaluate import EvalConfig
@@ -46,8 +48,6 @@ def _refuses_or_works(call):
 
 
 def _keys(cls):
-    import dataclasses
-
     return sorted(f.name for f in dataclasses.fields(cls) if f.name not in ("out", "resume"))
 
 
@@ -129,15 +129,20 @@ def test_checkpoint_dirs_of_random_content(state, parameters, optimizer, latest)
         _refuses_or_works(lambda: checkpoint.load(root))
 
 
-NUMBERS = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e309", "abc", "", "1.5", "-0", "99999999999999999999"])
-FLAGS = {
-    "train": ["--lr", "--train-steps", "--batch-size", "--micro-batch-size", "--steps", "--grad-window",
-              "--guidance-scale", "--weight-decay", "--warmup-steps", "--resolution", "--seed", "--checkpoint-every",
-              "--log-every", "--validate-every", "--max-nonfinite-steps"],
-    "generate": ["--num-images", "--steps", "--guidance-scale", "--resolution", "--seed", "--batch-size"],
-    "eval": ["--images-per-prompt", "--limit", "--seed", "--steps", "--guidance-scale", "--resolution",
-             "--batch-size", "--gallery-items"],
-}
+NUMBERS = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e309", "abc", "", "1.5", "-0", "99999999999999999999",
+                           "0x10", "1_000", " 3", "\u0661", "--", "1e-400"]) | st.floats().map(str) | \
+    st.integers(-(2 ** 70), 2 ** 70).map(str)
+
+
+def _numeric_flags(cls) -> list[str]:
+    """Every int or float flag of a command's config, so a new flag is covered without editing this file."""
+    hints = typing.get_type_hints(cls)
+    return [f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(cls)
+            if _base_type(hints[f.name])[0] in (int, float)]
+
+
+FLAGS = {"train": _numeric_flags(TrainConfig), "generate": _numeric_flags(GenerateConfig),
+         "eval": _numeric_flags(EvalConfig)}
 
 
 @settings(max_examples=60, deadline=None)
@@ -160,3 +165,141 @@ def test_numeric_flags_refuse_bad_values_in_one_line(command, data, value):
         assert code == 2, (args, stderr.getvalue())
         assert len(lines) == 1 and lines[0].startswith(f"reneg {command}: error:"), (args, lines)
         assert not out.exists() or (out.is_dir() and not any(out.iterdir()))
+
+
+def _toml(value) -> str | None:
+    """``value`` as a TOML value (None where TOML has none); NaN and inf as TOML's own nan and inf."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    parts = [(key, _toml(item)) for key, item in items]
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(key)} = {text}" for key, text in parts if text is not None) + "}"
+    return "[" + ", ".join(text for _, text in parts if text is not None) + "]"
+
+
+@SETTINGS
+@given(cls=st.sampled_from(CONFIGS), data=st.data())
+def test_toml_config_files_with_any_values(cls, data):
+    values = data.draw(st.dictionaries(st.sampled_from(_keys(cls)), VALUES, max_size=4))
+    text = "".join(f"{key} = {_toml(value)}\n" for key, value in values.items() if value is not None)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "c.toml"
+        path.write_text(text)
+        _refuses_or_works(lambda: build_config(cls, argparse.Namespace(), config_file=str(path)))
+
+
+@SETTINGS
+@given(shape=VALUES, text=st.text(max_size=60), encoding=st.sampled_from(["utf-8", "utf-16", "utf-8-sig", "latin-1",
+                                                                          "cp1252"]),
+       suffix=st.sampled_from([".txt", ".json", ".tsv", ".csv"]))
+def test_prompt_files_of_any_json_shape_and_encoding(shape, text, encoding, suffix):
+    """JSON of every shape (lists of numbers, nested tables, null), and text in encodings other than UTF-8."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / f"p{suffix}"
+        content = json.dumps(shape) if suffix == ".json" else text
+        path.write_bytes(content.encode(encoding, errors="replace"))
+        _refuses_or_works(lambda: load_prompts(path))
+        _refuses_or_works(lambda: load_benchmark(str(path)))
+
+
+class _Ran(Exception):
+    """Raised by a payload if unpickling ever runs it."""
+
+
+class _CustomObject:
+    pass
+
+
+PAYLOADS = st.sampled_from([_Payload(), _CustomObject(), argparse.Namespace(a=1), Path("x"), {1, 2}, b"bytes"])
+
+
+@SETTINGS
+@given(value=VALUES | PAYLOADS | st.lists(PAYLOADS, max_size=2), wrap=st.sampled_from(["plain", "dict", "tensor"]),
+       suffix=st.sampled_from([".pt", ".bin", ".pth"]))
+def test_pt_files_holding_any_pickle_never_run_it(value, wrap, suffix):
+    """Non-tensor pickles (plain data, objects of any class, code) are refused in one line, never executed."""
+    obj = {"plain": value, "dict": {"negative_embedding": value}, "tensor": [torch.zeros(2, 4), value]}[wrap]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / f"n{suffix}"
+        torch.save(obj, path)
+        with pytest.raises(ReNegError):
+            NegativeEmbedding.load(path)
+
+
+@SETTINGS
+@given(header=VALUES | st.dictionaries(st.sampled_from(["negative_embedding", "pooled_negative_embedding",
+                                                         "__metadata__", "emb_params"]),
+                                        st.fixed_dictionaries({"dtype": st.sampled_from(["F32", "F16", "I64", "X"]),
+                                                               "shape": st.lists(st.integers(-1, 4), max_size=3),
+                                                               "data_offsets": st.lists(st.integers(-1, 64),
+                                                                                        max_size=3)}) | VALUES,
+                                        max_size=3),
+       body=st.binary(max_size=64), length_delta=st.integers(-3, 3))
+def test_safetensors_with_crafted_headers(header, body, length_delta):
+    """A well-framed safetensors file whose JSON header lies: wrong dtypes, shapes, offsets, metadata."""
+    encoded = json.dumps(header).encode()
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "n.safetensors"
+        path.write_bytes(max(len(encoded) + length_delta, 0).to_bytes(8, "little") + encoded + body)
+        _refuses_or_works(lambda: NegativeEmbedding.load(path))
+
+
+def _a_checkpoint(root: Path) -> None:
+    """A real checkpoint of one AdamW step on a (2, 4) negative embedding."""
+    parameter = torch.nn.Parameter(torch.zeros(2, 4))
+    optimizer = torch.optim.AdamW([parameter], lr=0.1)
+    parameter.grad = torch.ones(2, 4)
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpoint.save(root, step=1, parameters={"negative_embedding": parameter}, optimizer=optimizer,
+                    extra={"recipe": {"train_steps": 2}, "lr_scheduler": scheduler.state_dict(), "scaler": {},
+                           "nonfinite_in_a_row": 0})
+
+
+STATE_KEYS = st.sampled_from(["step", "recipe", "param_groups", "lr_scheduler", "scaler", "nonfinite_in_a_row",
+                              "version"])
+TENSORS = st.dictionaries(st.sampled_from(["negative_embedding", "state.0.exp_avg", "state.0.step", "state.7.x",
+                                           "bad"]),
+                          st.tuples(st.lists(st.integers(0, 4), max_size=3),
+                                    st.sampled_from([0.0, 1.0, math.nan, math.inf]),
+                                    st.sampled_from([torch.float32, torch.int64])), max_size=3)
+
+
+@SETTINGS
+@given(changes=st.dictionaries(STATE_KEYS, VALUES, max_size=2), group=st.dictionaries(
+    st.sampled_from(["lr", "betas", "eps", "params", "weight_decay"]), VALUES, max_size=2),
+    tensors=st.none() | TENSORS, which=st.sampled_from(["parameters", "optimizer"]))
+def test_checkpoints_with_crafted_fields_refuse_or_restore(changes, group, tensors, which):
+    """A whole checkpoint with some fields or tensors replaced: loads and restores into AdamW, or one line."""
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        _a_checkpoint(root)
+        step = next(root.glob("step-*"))
+        state = json.loads((step / "state.json").read_text())
+        state.update(changes)
+        if isinstance(state.get("param_groups"), list) and state["param_groups"] and \
+                isinstance(state["param_groups"][0], dict):
+            state["param_groups"][0].update(group)
+        (step / "state.json").write_text(json.dumps(state))
+        if tensors is not None:
+            save_file({k: torch.full(shape, fill).to(dtype) for k, (shape, fill, dtype) in tensors.items()},
+                      str(step / f"{which}.safetensors"))
+
+        def load_and_restore():
+            state, parameters, optimizer_tensors = checkpoint.load(root)
+            parameter = torch.nn.Parameter(torch.zeros(2, 4))
+            optimizer = torch.optim.AdamW([parameter], lr=0.1)
+            checkpoint.restore_optimizer(optimizer, state["param_groups"], optimizer_tensors, source=str(root))
+            parameter.grad = torch.ones(2, 4)
+            optimizer.step()  # the restored state must be usable, not just loadable
+
+        _refuses_or_works(load_and_restore)

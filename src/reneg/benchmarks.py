@@ -260,7 +260,9 @@ def gather_prompts(*, prompt: list[str] | None, prompts_file: str | None, fallba
                    what: str = "prompts") -> list[Prompt]:
     """Prompts from ``--prompt`` flags and/or ``--prompts FILE`` (any benchmark file format), else ``fallback``;
     none at all is an error."""
-    gathered = [Prompt(p) for p in (prompt or []) if p.strip()]
+    if any(not p.strip() for p in prompt or []):
+        raise ReNegError("--prompt is empty: give the prompt's text, e.g. --prompt 'a red circle'")
+    gathered = [Prompt(p) for p in prompt or []]
     if prompts_file:
         gathered += load_benchmark(prompts_file)
     if not gathered and fallback:

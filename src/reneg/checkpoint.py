@@ -17,6 +17,7 @@ can fail to load (one line), never run code.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -111,6 +112,44 @@ def _step_dir(directory: Path) -> Path:
                      ".checkpoint directory that `reneg train` wrote")
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state(state: dict) -> None:
+    """ValueError unless ``state`` has the shape :func:`save` writes (a crafted state.json fails here, in one line)."""
+    recipe = state.get("recipe", {})
+    if not isinstance(recipe, dict):
+        raise ValueError("'recipe' is not a table")
+    if not _is_count(state["step"]) or (_is_count(recipe.get("train_steps"))
+                                        and state["step"] > recipe["train_steps"]):
+        raise ValueError(f"step {state['step']!r} is not between 0 and the recipe's train_steps")
+    if not _is_count(state.get("nonfinite_in_a_row", 0)):
+        raise ValueError("'nonfinite_in_a_row' is not a count")
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or not all(isinstance(group, dict) for group in groups):
+        raise ValueError("'param_groups' is not a list of tables")
+    schedule, scaler = state.get("lr_scheduler", {}), state.get("scaler") or {}
+    if not isinstance(schedule, dict) or not isinstance(scaler, dict):
+        raise ValueError("'lr_scheduler' or 'scaler' is not a table")
+    # optimizer and scaler settings, and what every LRScheduler keeps: numbers, flags or lists of them
+    common = {k: schedule[k] for k in ("base_lrs", "_last_lr", "last_epoch", "_step_count") if k in schedule}
+    for table in [*groups, scaler, common]:
+        for key, value in table.items():
+            items = value if isinstance(value, list) else [value]
+            if not all(item is None or (isinstance(item, (int, float)) and math.isfinite(item)) for item in items):
+                raise ValueError(f"setting '{key}' is {value!r}, not a finite number")
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], name: str) -> None:
+    """ValueError unless every floating tensor of ``name`` is finite (parameters must be floating)."""
+    for key, tensor in tensors.items():
+        if name == PARAMETERS and not tensor.is_floating_point():
+            raise ValueError(f"{name} holds '{key}' of dtype {tensor.dtype}, not a floating-point tensor")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} holds NaN or inf values in '{key}'")
+
+
 def load(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(state, parameters, optimizer tensors)`` of the checkpoint at ``directory``; a bad one is ReNegError."""
     directory = Path(directory)
@@ -125,13 +164,44 @@ def load(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str
         if state.get("version") != VERSION:
             raise ReNegError(f"checkpoint '{step_dir}' has format version {state.get('version')}, this reneg reads "
                              f"{VERSION}: resume with the reneg version that wrote it")
-        return state, load_file(str(step_dir / PARAMETERS)), load_file(str(step_dir / OPTIMIZER))
+        _check_state(state)
+        parameters, optimizer = load_file(str(step_dir / PARAMETERS)), load_file(str(step_dir / OPTIMIZER))
+        _check_tensors(parameters, PARAMETERS)
+        _check_tensors(optimizer, OPTIMIZER)
+        return state, parameters, optimizer
     except ReNegError:
         raise
     except (OSError, ValueError, SafetensorError, UnicodeDecodeError) as error:
         raise ReNegError(f"checkpoint '{step_dir}' is corrupt or incomplete ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''}): resume from another checkpoint or "
                          "start a fresh run") from None
+
+
+def _same_kind(saved, own) -> bool:
+    """Whether a saved optimizer setting (JSON) has the kind of this optimizer's own value."""
+    if isinstance(own, (list, tuple)):
+        return isinstance(saved, list) and len(saved) == len(own) and all(_same_kind(s, o) for s, o in zip(saved, own))
+    if isinstance(own, bool) or own is None:
+        return saved is None or isinstance(saved, bool)
+    if isinstance(own, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool)
+    return True
+
+
+def _state_names(optimizer: torch.optim.Optimizer) -> list[set[str]] | None:
+    """The state names (``exp_avg``, ...) each parameter gets from one step: a probe on zero copies."""
+    groups = [{**{k: v for k, v in group.items() if k != "params"},
+               "params": [torch.zeros_like(p, requires_grad=True) for p in group["params"]]}
+              for group in optimizer.param_groups]
+    copies = [p for group in groups for p in group["params"]]
+    for copy in copies:
+        copy.grad = torch.zeros_like(copy)
+    try:
+        probe = type(optimizer)(groups)
+        probe.step()
+    except (TypeError, ValueError, RuntimeError):  # an optimizer that needs more (a closure, ...): check shapes only
+        return None
+    return [set(probe.state[copy]) for copy in copies]
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, groups: list, tensors: dict[str, torch.Tensor],
@@ -144,9 +214,21 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, groups: list, tensors: d
         if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
             raise ReNegError(f"checkpoint '{source}' has an unexpected optimizer tensor '{key}': start a fresh run")
         state.setdefault(int(parts[1]), {})[parts[2]] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the indices state_dict uses
+    names = _state_names(optimizer)
+    for index, values in state.items():
+        shape = params[index].shape if index < len(params) else None
+        if shape is None or any(value.dim() and value.shape != shape for value in values.values()) or \
+                (names is not None and set(values) != names[index]):
+            raise ReNegError(f"checkpoint '{source}' has optimizer state of another shape or kind (parameter "
+                             f"{index}: {', '.join(sorted(values))}): start a fresh run")
     try:
         if len(groups) != len(current["param_groups"]):
             raise ValueError("parameter groups differ")
+        for saved, own in zip(groups, current["param_groups"]):
+            bad = [k for k, v in own.items() if k != "params" and not _same_kind(saved.get(k), v)]
+            if bad:
+                raise ValueError(f"setting '{bad[0]}' is {saved.get(bad[0])!r}")
         restored = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in groups]
         optimizer.load_state_dict({"state": state, "param_groups": restored})
     except (ValueError, KeyError, TypeError, RuntimeError) as error:

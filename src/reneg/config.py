@@ -67,6 +67,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
 def read_config_file(path: str | Path) -> dict:
     """Keys and values of a TOML or YAML config file (keys as the flags, with - or _)."""
     path = Path(path)
+    if path.is_dir():
+        raise ReNegError(f"config file '{path}' is a directory: pass a .toml or .yaml file")
     if not path.is_file():
         raise ReNegError(f"config file '{path}' does not exist: pass an existing .toml or .yaml file")
     try:
@@ -92,9 +94,9 @@ def read_config_file(path: str | Path) -> dict:
         raise ReNegError(f"config file '{path}' is malformed ({first_line(error)}): fix its syntax") from None
     if not isinstance(data, dict):
         raise ReNegError(f"config file '{path}' must hold a table of keys and values")
-    bad = next((key for key in data if not isinstance(key, str)), None)
-    if bad is not None:
-        raise ReNegError(f"config file '{path}' has a key {bad!r} that is not a name: use the flag names as keys")
+    bad = [key for key in data if not isinstance(key, str)]  # YAML keys may be null, numbers, lists...
+    if bad:
+        raise ReNegError(f"config file '{path}' has a key {bad[0]!r} that is not a name: use the flag names as keys")
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,9 @@ def _read_torch(path: Path) -> torch.Tensor:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for unsafe pickles, RuntimeError for a broken archive, ...
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError) and first_line.startswith("Weights only load failed"):
+            first_line = "it holds Python objects other than tensors, which are never unpickled"  # torch's own
+            # text here goes on to explain how to unpickle it anyway: advice reneg must not pass on
         raise ReNegError(
             f"{path} cannot be loaded safely with torch.load(weights_only=True) ({first_line}); "
             "reneg only reads plain tensors from .pt/.pth/.bin files"

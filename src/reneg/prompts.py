@@ -18,15 +18,19 @@ class Prompt:
 
 def _from_json(data, path: Path) -> list[Prompt]:
     if isinstance(data, dict):  # {"category": [prompts]} as in HPSv2's per-style files merged
-        return [Prompt(str(p), str(cat)) for cat, items in data.items() for p in items]
+        if not all(isinstance(items, list) and all(isinstance(p, str) for p in items) for items in data.values()):
+            raise ReNegError(f"prompts file '{path}' is a table whose values are not all lists of strings: "
+                             'write {"category": ["a prompt", ...]} or a JSON list of prompts')
+        return [Prompt(p, cat) for cat, items in data.items() for p in items]
     if not isinstance(data, list):
         raise ReNegError(f"prompts file '{path}' must hold a JSON list of prompts or a {{category: [prompts]}} table")
     prompts = []
     for item in data:
         if isinstance(item, str):
             prompts.append(Prompt(item))
-        elif isinstance(item, dict) and "prompt" in item:
-            prompts.append(Prompt(str(item["prompt"]), str(item.get("category", "all"))))
+        elif (isinstance(item, dict) and isinstance(item.get("prompt"), str)
+              and isinstance(item.get("category", "all"), str)):
+            prompts.append(Prompt(item["prompt"], item.get("category", "all")))
         else:
             raise ReNegError(f"prompts file '{path}' has an entry that is neither a string nor "
                              '{"prompt": ..., "category": ...}: fix that entry')
@@ -39,7 +43,7 @@ def _from_table(path: Path, delimiter: str) -> list[Prompt]:
         rows = list(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
     if not rows or "Prompt" not in rows[0]:
         raise ReNegError(f"prompts file '{path}' needs a header row with a 'Prompt' column (as PartiPrompts.tsv)")
-    return [Prompt(row["Prompt"], row.get("Category") or "all") for row in rows]
+    return [Prompt(row["Prompt"] or "", row.get("Category") or "all") for row in rows]  # short rows: None
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
