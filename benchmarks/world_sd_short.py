@@ -3,7 +3,7 @@
     python benchmarks/world_sd_short.py --steps 600 --variant v3          # v3 geometry, v3 recipe
     python benchmarks/world_sd_short.py --steps 600 --variant v2-geometry # objects of v2's sizes
 
-Trains on renders of ``--images`` scenes encoded by the shipped VAE (so the runs compare the sd stage alone),
+Trains on renders of ``--images`` scenes encoded by a fixed VAE (so the runs compare the sd stage alone),
 then generates 160 held-out clean prompts (DDIM 20, guidance 3, seed 0) and reads shape, colour and background
 with :mod:`reneg.world.templates` (no trained scorer: the v3 scorer does not exist before the build). Prints one
 JSON line.
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12000)
     parser.add_argument("--variant", choices=VARIANTS, default="v3")
     parser.add_argument("--prompts", type=int, default=160)
+    parser.add_argument("--vae", default=None, help="a VAE directory (default: the shipped world's), e.g. "
+                        "runs/world-build/vae from `reneg world-build --until recon`")
     args = parser.parse_args()
     changes, geometry = VARIANTS[args.variant]
     from reneg.world import vocab
@@ -52,7 +54,7 @@ def main() -> None:
     from reneg.world.templates import judge_images
 
     torch.manual_seed(0)
-    vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "sd" / "vae", torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(args.vae or WEIGHTS_DIR / "sd" / "vae", torch_dtype=torch.float32).eval()
     vae.requires_grad_(False)
     data = make_data(args.images, seed=0)
     latents = encode(vae, data) * vae.config.scaling_factor

@@ -38,7 +38,7 @@ class BuildConfig:
     seed: int = arg(0, "seed of every stage", min=0, max=2**32 - 1)
     scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)", min_exclusive=0)
     images: int = arg(40000, "training renders", min=1)
-    vae_steps: int = arg(2400, "VAE optimizer steps", min=1)
+    vae_steps: int = arg(3600, "VAE optimizer steps (1200 of batch 16 gave 18.6 dB, 2400 gave 25.5 dB)", min=1)
     truth_steps: int = arg(1500, "ground-truth scorer steps", min=1)
     sd_steps: int = arg(3000, "text encoder + UNet steps", min=1)
     sd_lr: float = arg(5e-4, "text encoder + UNet peak learning rate", min_exclusive=0)
