@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,8 +167,10 @@ def stack_adapters(unet, terms: list[tuple[str, float]], name: str) -> str:
         raise ReNegError("the LoRA adapters touch no layer of this UNet: pass LoRAs trained for this model")
     widths = [max(layer.r[term] for layer in layers.values() if term in layer.lora_A) for term, _ in terms]
     rank = sum(widths)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(layers), lora_dropout=0.0,
-                                init_lora_weights=True), adapter_name=name)
+    with warnings.catch_warnings():  # peft warns that a model holds several adapters: that is the point here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(layers), lora_dropout=0.0,
+                                    init_lora_weights=True), adapter_name=name)
     with torch.no_grad():
         for layer in layers.values():
             new_a, new_b = layer.lora_A[name].weight, layer.lora_B[name].weight
