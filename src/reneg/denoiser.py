@@ -10,6 +10,7 @@ call, as diffusers' CFG does; each distinct set of weights is one more call.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,22 +77,36 @@ class AdapterWeights:
 BASE_ROWS = "__base__"
 
 
+_LORA_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _lora_layers(model) -> list:
+    """The peft LoRA layers of ``model``, cached until its set of adapters changes."""
+    from peft.tuners.lora import LoraLayer
+
+    adapters = tuple(getattr(model, "peft_config", {}))
+    cached = _LORA_LAYERS.get(model)
+    if cached is None or cached[0] != adapters:
+        cached = (adapters, [m for m in model.modules() if isinstance(m, LoraLayer)])
+        _LORA_LAYERS[model] = cached
+    return cached[1]
+
+
 def forward_rows(model, rows: list[str], *args, **kwargs) -> torch.Tensor:
     """``model(*args, **kwargs)`` with row i of the batch run by the one peft LoRA adapter ``rows[i]``.
 
     peft's mixed-batch LoRA inference (``adapter_names``, ``BASE_ROWS`` for theta): every LoRA layer adds each
     adapter's output to its own rows only, so branches with different adapters share one batched call.
     """
-    from peft.tuners.lora import LoraLayer
 
     def inject(module, args, kwargs):
         kwargs["adapter_names"] = rows
         return args, kwargs
 
-    if _has_adapters(model):
+    layers = _lora_layers(model)
+    if any(layer.disable_adapters for layer in layers):
         model.enable_adapters()
-    handles = [m.register_forward_pre_hook(inject, with_kwargs=True)
-               for m in model.modules() if isinstance(m, LoraLayer)]
+    handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in layers]
     try:
         return model(*args, **kwargs)
     finally:
