@@ -10,6 +10,8 @@ Routes (``--route``):
   enters CFG with the weight 1 - gamma < 0, so the guidance itself turns "away from delta" into "towards R"
   (negating R here would train a delta that makes guided images worse). ``--negative FILE`` also puts a
   ReNeg embedding on that branch (ReNeg + NPO); ``--joint`` learns the embedding together with delta.
+- ``positive``: not NPO itself but its eta (NPO Eq. 10): theta + eta on both branches maximising R, a plain
+  differentiable-reward fine-tune (DRaFT/VADER-like) to pair with delta (``--lora``) at inference.
 - ``dpo`` (NPO Eq. 8): Diffusion-DPO on a pairs file with every pair reversed; the reference model is the same
   UNet with its adapters switched off (one UNet in memory).
 
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 #: The name of the trained adapter on the UNet while training.
 DELTA = "npo_delta"
-ROUTES = ("reward", "reward-cfg", "dpo")
+ROUTES = ("reward", "reward-cfg", "positive", "dpo")
 
 
 @dataclass
@@ -59,7 +61,8 @@ class NPOConfig:
                                   "(none: the embedded default)")
     route: str = arg("reward", "reward: theta+delta sampled with R_NPO = 1 - R (NPO Eq. 7); reward-cfg: delta on "
                                "the negative branch only, trained through CFG; dpo: Diffusion-DPO on reversed pairs "
-                               "(NPO Eq. 8)", choices=list(ROUTES))
+                               "(NPO Eq. 8); positive: a positive offset eta (theta+eta maximising R) to pair with delta",
+                     choices=list(ROUTES))
     prompt: list[str] = arg([], "a training prompt (repeatable; reward routes)")
     prompts: str | None = arg(None, "training prompts file (reward routes)", metavar="FILE")
     pairs: str | None = arg(None, "--route dpo: JSONL of {\"prompt\", \"preferred\", \"rejected\"} (image paths "
@@ -181,18 +184,19 @@ class NPOTrainer:
 
     # -- one step of each route --------------------------------------------------------------------
     def _reward_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """NPO Eq. 7 (``reward``) or the CFG objective (``reward-cfg``): loss and the rewards R (detached)."""
+        """NPO Eq. 7 (``reward``), the CFG objective (``reward-cfg``) or eta's (``positive``): loss, rewards R."""
         batch = draw_batch(self.family, self.prompts, seed=self.config.seed, step=self.step_index,
                            indices=range(self.config.batch_size), resolution=self.resolution, steps=self.steps,
                            grad_window=self.grad_window)
-        both = self.config.route == "reward"
+        route = self.config.route
+        both = route in ("reward", "positive")
         branches = text_branches(self.family, self.family.encode(batch.prompts), self.negative,
                                  resolution=self.resolution, negative_weights=RowAdapter(DELTA))
         branches["cond"].weights = RowAdapter(DELTA if both else BASE_ROWS)  # one batched call either way
         images = rollout(self.family, branches, batch.latents, steps=self.steps,
                          guidance_scale=self.guidance_scale, grad_from=batch.grad_from)
         rewards = self.reward(images, batch.prompts).float()
-        objective = 1 - rewards if both else rewards  # R_NPO = 1 - R (Eq. 7); through CFG: R (see the module doc)
+        objective = 1 - rewards if route == "reward" else rewards  # R_NPO = 1 - R (Eq. 7); through CFG or eta: R
         return -objective.mean(), rewards.detach()
 
     def _dpo_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
