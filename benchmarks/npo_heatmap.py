@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--prompts", default="benchmarks/world_heldout_100.json")
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plot-metrics", default="shapes-hps,shapes-pick,truth-adherence,truth-cleanliness",
+                        help="metrics drawn in heatmap.png (all are printed)")
     args = parser.parse_args()
     alphas = [float(a) for a in args.alphas.split(",")]
     betas = [float(b) for b in args.betas.split(",")]
@@ -41,9 +43,21 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     metrics = results["metrics"]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
+    drawn = [m for m in args.plot_metrics.split(",") if m in metrics] or metrics[:4]
+    columns = min(2, len(drawn))
+    rows = -(-len(drawn) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows), squeeze=False)
+    panels = dict(zip(drawn, axes.flat))
+    for metric in metrics:
+        axis = panels.get(metric)
         grid = [[methods[cells[(a, b)]]["mean"][metric] for b in betas] for a in alphas]
+        print(f"\n{metric} (plain CFG, theta: {methods['null']['mean'][metric]:.4f})\n")
+        print("| alpha \\ beta | " + " | ".join(str(b) for b in betas) + " |")
+        print("| --- |" + " --- |" * len(betas))
+        for a, row in zip(alphas, grid):
+            print(f"| {a} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+        if axis is None:
+            continue
         image = axis.imshow(grid, origin="lower", cmap="viridis")
         axis.set_xticks(range(len(betas)), [str(b) for b in betas])
         axis.set_yticks(range(len(alphas)), [str(a) for a in alphas])
@@ -52,13 +66,8 @@ def main() -> None:
         axis.set_title(f"{metric}\nplain CFG {methods['null']['mean'][metric]:.3f}", fontsize=8)
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
-                axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white")
+                axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="white")
         figure.colorbar(image, ax=axis, fraction=0.046)
-        print(f"\n{metric} (plain CFG, theta: {methods['null']['mean'][metric]:.4f})\n")
-        print("| alpha \\ beta | " + " | ".join(str(b) for b in betas) + " |")
-        print("| --- |" + " --- |" * len(betas))
-        for a, row in zip(alphas, grid):
-            print(f"| {a} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
     figure.tight_layout()
     figure.savefig(Path(args.out) / "heatmap.png", dpi=120)
     print(f"\n{Path(args.out) / 'heatmap.png'}")
