@@ -73,6 +73,8 @@ def main() -> None:
     variants = {"plain CFG (null text)": plain, "NPO, one call (mixed batch)": one_call,
                 "NPO, two calls (set_adapters per branch)": two_calls}
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_times: dict[str, list[float]] = {name: [] for name in variants}  # this process's CPU time: robust to
+    # other processes on a shared machine (one thread: CPU time ~ work done)
     peaks: dict[str, int] = {name: 0 for name in variants}
     cuda = torch.device(args.device).type == "cuda"
     for run in variants.values():  # warm-up
@@ -84,22 +86,25 @@ def main() -> None:
                 if cuda:
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 run(batch, x_t)
                 if cuda:
                     torch.cuda.synchronize()
                     peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated())
                 times[name].append((time.perf_counter() - start) / len(batch))
+                cpu_times[name].append((time.process_time() - cpu_start) / len(batch))
     base = statistics.median(times["plain CFG (null text)"])
+    cpu_base = statistics.median(cpu_times["plain CFG (null text)"])
     print(f"\n{args.model}, {args.device}, {args.precision}, {steps} DDIM steps, {resolution} px, batch "
           f"{args.batch_size}, {len(batches)} batches x {args.rounds} rounds, torch threads {torch.get_num_threads()}")
     print(f"UNet weights: {base_bytes / 2**20:.2f} MiB; with the NPO adapters (delta + the stacked negative "
           f"adapter): {npo_bytes / 2**20:.2f} MiB (x{npo_bytes / base_bytes:.3f}); a second UNet: x2.000\n")
-    print("| variant | s / image (median) | ratio to plain |" + (" peak MiB | ratio |" if cuda else "")
-          + "\n| --- | --- | --- |" + (" --- | --- |" if cuda else ""))
+    print("| variant | wall s / image (median) | ratio to plain | CPU s / image (median) | ratio to plain |"
+          + (" peak MiB | ratio |" if cuda else "") + "\n| --- | --- | --- | --- | --- |" + (" --- | --- |" if cuda else ""))
     for name, values in times.items():
         median = statistics.median(values)
-        row = f"| {name} | {median:.4f} | {median / base:.3f} |"
+        cpu_median = statistics.median(cpu_times[name])
+        row = f"| {name} | {median:.4f} | {median / base:.3f} | {cpu_median:.4f} | {cpu_median / cpu_base:.3f} |"
         if cuda:
             peak, plain_peak = peaks[name], peaks["plain CFG (null text)"]
             row += f" {peak / 2**20:.1f} | {peak / plain_peak:.3f} |"

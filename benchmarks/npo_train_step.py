@@ -42,19 +42,23 @@ def main() -> None:
             NPOTrainer(NPOConfig(**common, route="dpo", pairs=str(pairs), out=f"{work}/c")).step,
     }
     times = {name: [] for name in steppers}
+    cpu_times = {name: [] for name in steppers}  # this process's CPU time: robust to a shared machine
     for round_index in range(args.rounds + 1):
         for name, step in steppers.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             if round_index:
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - cpu_start)
     base = statistics.median(times["ReNeg (embedding)"])
+    cpu_base = statistics.median(cpu_times["ReNeg (embedding)"])
     print(f"\n{args.model}, cpu, batch {args.batch_size}, {args.rounds} steps each after one warm-up, "
           f"torch threads {torch.get_num_threads()}\n")
-    print("| step | s / step (median) | ratio to ReNeg |\n| --- | --- | --- |")
+    print("| step | wall s / step (median) | ratio to ReNeg | CPU s / step (median) | ratio to ReNeg |\n"
+          "| --- | --- | --- | --- | --- |")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.3f} | {median / base:.2f} |")
+        median, cpu_median = statistics.median(values), statistics.median(cpu_times[name])
+        print(f"| {name} | {median:.3f} | {median / base:.2f} | {cpu_median:.3f} | {cpu_median / cpu_base:.2f} |")
 
 
 if __name__ == "__main__":

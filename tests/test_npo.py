@@ -133,7 +133,9 @@ def test_reward_and_dpo_routes_end_to_end(tmp_path, capsys):
     assert main(["npo", *base, "--route", "dpo", "--pairs", str(pairs), "--out", str(tmp_path / "dpo")]) == 0
     assert main(["npo", *base, "--route", "reward-cfg", "--joint", "--reward", "contrast", "--steps", "3",
                  "--out", str(tmp_path / "joint")]) == 0
-    for name, route in (("reward", "reward"), ("dpo", "dpo"), ("joint", "reward-cfg")):
+    assert main(["npo", *base, "--route", "positive", "--reward", "contrast", "--steps", "3",
+                 "--out", str(tmp_path / "eta")]) == 0
+    for name, route in (("reward", "reward"), ("dpo", "dpo"), ("joint", "reward-cfg"), ("eta", "positive")):
         record = json.loads((tmp_path / name / "npo.json").read_text())
         assert record["route"] == route and record["train_steps"] == 2 and record["rank"] == 2
         assert (tmp_path / name / "pytorch_lora_weights.safetensors").is_file()
@@ -143,6 +145,14 @@ def test_reward_and_dpo_routes_end_to_end(tmp_path, capsys):
                  "--npo", str(tmp_path / "joint"), "--negative", str(tmp_path / "joint" / "negative.safetensors"),
                  "--out", str(tmp_path / "images")]) == 0
     assert json.loads((tmp_path / "images" / "generation.json").read_text())["method"].startswith("npo=")
+    # NPO with a positive LoRA, and the weight merge of NPO Eq. 4
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--steps", "2", "--device", "cpu",
+                 "--npo", str(tmp_path / "reward"), "--lora", str(tmp_path / "eta"), "--npo-alpha", "0.5",
+                 "--out", str(tmp_path / "with-eta")]) == 0
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--steps", "2", "--device", "cpu",
+                 "--lora", str(tmp_path / "eta"), "--npo-alpha", "0.6", "--out", str(tmp_path / "merge")]) == 0
+    assert json.loads((tmp_path / "merge" / "generation.json").read_text())["method"] == \
+        f"npo-merge={tmp_path / 'eta'},gamma=0.6"
 
 
 @pytest.mark.parametrize("args, message", [
