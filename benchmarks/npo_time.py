@@ -3,9 +3,11 @@
     OMP_NUM_THREADS=1 python benchmarks/npo_time.py --npo runs/npo-reward [--lora DIR] [--prompts 6] [--rounds 3]
         [--batch-size 1] [--model shapes] [--device cpu]
 
-Variants, interleaved round after round: plain CFG (null text, one batched UNet call per step); NPO in one call
+Variants, interleaved round after round: plain CFG (null text, one batched UNet call per step, a copy of the
+model without adapters); NPO in one call
 (theta for the prompt's rows, theta + beta*delta for the negative's, peft mixed batch, reneg's method
-``npo=DIR``); NPO in two calls (peft's ``set_adapters`` per branch, the fallback a grouped denoiser would use).
+``npo=DIR``); plain CFG on the model that holds the adapters (reneg's BASE weights switch them off per
+call); NPO in two calls (peft's ``set_adapters`` per branch, the fallback a grouped denoiser would use).
 Memory: the UNet's weights with the NPO adapters loaded vs without (the authors' release keeps a second UNet:
 2x); on CUDA also the peak allocated memory of each variant (``torch.cuda.max_memory_allocated``).
 """
@@ -47,6 +49,7 @@ def main() -> None:
     steps, scale, resolution = defaults.num_inference_steps, defaults.guidance_scale, model.resolution
     prompts = [p.text for p in load_benchmark(defaults.benchmark)][:args.prompts * args.batch_size]
     batches = [prompts[i:i + args.batch_size] for i in range(0, len(prompts), args.batch_size)]
+    plain_model = load_model(args.model, device=args.device, dtype=dtype)  # the same weights, no adapters loaded
     unet = family.model
     base_bytes = _bytes(p for n, p in unet.named_parameters() if "lora_" not in n)
     spec = parse_method_spec(f"npo={args.npo},beta={args.beta}")
@@ -59,6 +62,11 @@ def main() -> None:
                                       generator=torch.Generator().manual_seed(index))
 
     def plain(batch, x_t):
+        plain_family = plain_model.family
+        return guided_images(plain_family, batch, plain_family.null_text(), x_t, guidance_scale=scale, steps=steps,
+                             resolution=resolution)
+
+    def plain_adapters_off(batch, x_t):
         return guided_images(family, batch, family.null_text(), x_t, guidance_scale=scale, steps=steps,
                              resolution=resolution)
 
@@ -71,6 +79,7 @@ def main() -> None:
         return rollout(family, branches, x_t, steps=steps, guidance_scale=scale)
 
     variants = {"plain CFG (null text)": plain, "NPO, one call (mixed batch)": one_call,
+                "plain CFG on the UNet holding the adapters (switched off per call)": plain_adapters_off,
                 "NPO, two calls (set_adapters per branch)": two_calls}
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu_times: dict[str, list[float]] = {name: [] for name in variants}  # this process's CPU time: robust to
