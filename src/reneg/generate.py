@@ -44,6 +44,13 @@ class GenerateConfig:
                                 metavar="NAME")
     captioner_model: str | None = arg(None, "--dnp: the captioner's model, a directory or cached hub id",
                                       metavar="PATH_OR_ID")
+    npo: str | None = arg(None, "Diffusion-NPO: a negative-preference LoRA (reneg npo --out DIR) on the negative "
+                                "branch", metavar="DIR")
+    npo_beta: float = arg(1.0, "--npo: scale beta of delta on the negative branch (NPO Eq. 10)", metavar="B")
+    npo_alpha: float = arg(1.0, "--lora: scale alpha of eta on the negative branch (NPO Eq. 10); without --npo the "
+                                "weight merge theta + alpha*eta of NPO Eq. 4", metavar="A")
+    lora: str | None = arg(None, "a positive LoRA eta on the prompt's branch (with --npo, or alone for NPO's weight "
+                                 "merge)", metavar="DIR")
     num_images: int = arg(1, "images per prompt", min=1)
     steps: int | None = arg(None, "DDIM sampling steps", min=1)
     guidance_scale: float | None = arg(None, "CFG scale", min=0)
@@ -70,12 +77,25 @@ class GenerateConfig:
         require(self.dnp or (self.dns_guidance_scale is None and self.captioner is None
                              and self.captioner_model is None),
                 "--dns-guidance-scale, --captioner and --captioner-model apply to --dnp only: add --dnp")
+        uses_npo = self.npo is not None or self.lora is not None
+        require(not uses_npo or not (self.negative_prompt is not None or self.handcrafted or self.per_sample
+                                     or self.dnp or self.caption is not None),
+                "--npo/--lora combine with null text or a learned --negative FILE only")
+        require(self.lora is not None or self.npo_alpha == 1.0, "--npo-alpha scales --lora: add --lora DIR")
+        require(self.npo is not None or self.npo_beta == 1.0, "--npo-beta scales --npo: add --npo DIR")
+        require(self.lora is None or self.npo is not None or self.negative is None,
+                "--lora without --npo is NPO's weight merge, with null text only: drop --negative or add --npo")
         require(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
         require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
 
     @property
     def method(self) -> str:
+        if self.npo is not None:
+            options = [f"beta={self.npo_beta}"] + ([f"lora={self.lora}", f"alpha={self.npo_alpha}"] if self.lora else [])
+            return ",".join([f"npo={self.npo}", *options] + ([f"negative={self.negative}"] if self.negative else []))
+        if self.lora is not None:
+            return f"npo-merge={self.lora},gamma={self.npo_alpha}"
         if self.dnp:
             return "dnp"
         if self.caption is not None:
