@@ -102,13 +102,14 @@ class Models:
 
         torch.manual_seed(0)
         self.device, self.dtype = device, dtype
-        self.unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
-        self.vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE))
-        self.text = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT if tiny else SD15_TEXT)))
-        if tiny:
-            self.clip = open_clip.CLIP(**TINY_CLIP)
-        else:
-            self.clip = open_clip.create_model("ViT-H-14", pretrained=None)
+        with torch.device(device):  # initialised where they run (a GPU initialises 2 G parameters in seconds)
+            self.unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
+            self.vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE))
+            self.text = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT if tiny else SD15_TEXT)))
+            if tiny:
+                self.clip = open_clip.CLIP(**TINY_CLIP)
+            else:
+                self.clip = open_clip.create_model("ViT-H-14", pretrained=None, device=device)
         self.tokenizer = open_clip.get_tokenizer("ViT-H-14")  # the bundled BPE: no download
         for module in (self.unet, self.vae, self.text, self.clip):
             module.requires_grad_(False).eval().to(device=device, dtype=dtype)

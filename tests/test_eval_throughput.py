@@ -48,8 +48,8 @@ def test_images_bit_identical_to_no_grad_generation_in_the_generation_batches(mo
         for start in range(0, len(plan.items), config.batch_size):
             batch = plan.items[start:start + config.batch_size]
             with torch.no_grad():
-                images = guided_images(model, [i.prompt.text for i in batch], method.negative, item_latents(plan, batch),
-                                       guidance_scale=run.guidance_scale, steps=plan.steps)
+                images = guided_images(model, [i.prompt.text for i in batch], method.negative,
+                                       item_latents(plan, batch), guidance_scale=run.guidance_scale, steps=plan.steps)
             for item, image in zip(batch, to_pil(images)):
                 assert np.array_equal(np.asarray(image), saved[f"images/{run.slug}/{item.name}.png"])
 
