@@ -140,12 +140,12 @@ def test_crash_in_scoring_resumes_without_rescoring(files, model, reference, tmp
         return build_counted
 
     shutil.copytree(reference.parent / "images", tmp_path / "out" / "images")  # the images are done, not scored
-    monkeypatch.setattr(MetricSpec, "build", counted_build(fail_after=2))
+    monkeypatch.setattr(MetricSpec, "build", counted_build(fail_after=1))
     with pytest.raises(RuntimeError, match="simulated crash"):
         evaluate(_config(files, tmp_path / "out"), model=model)
     monkeypatch.setattr(MetricSpec, "build", counted_build(fail_after=None))
     assert evaluate(_config(files, tmp_path / "out"), model=model).read_bytes() == reference.read_bytes()
-    # the first metric crashed on its 3rd batch of 4: 2 batches of 2 scores were kept
+    # the first metric crashed on the second run's scoring batch (all 4 items): the first run's scores were kept
     assert counters["contrast"].images == 8 - 4
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import torch
@@ -210,6 +211,11 @@ class GuidedDenoiser:
         if missing:
             raise ValueError(f"guidance rule '{self.rule.name}' needs branches {', '.join(missing)}")
 
+    @cached_property
+    def dtype(self) -> torch.dtype:
+        """The model's dtype, read once: diffusers' ``model.dtype`` walks every parameter at each call."""
+        return self.model.dtype
+
     @property
     def uses_guidance(self) -> bool:
         """diffusers skips CFG for a constant scale <= 1; so do we (the negative then has no effect)."""
@@ -220,7 +226,7 @@ class GuidedDenoiser:
         groups: dict[str, list[str]] = {}
         for name in names:
             groups.setdefault(self.branches[name].weights.key, []).append(name)
-        dtype, outputs = self.model.dtype, {}
+        dtype, outputs = self.dtype, {}
         for group in groups.values():
             weights = self.branches[group[0]].weights
             conditioning = _cast(_concat([self.branches[name].conditioning for name in group]), dtype)

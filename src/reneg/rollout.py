@@ -66,11 +66,14 @@ def rollout(family: Family, branches: dict[str, Branch], latents: torch.Tensor, 
     return family.decode(latents)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def guided_images(family: Family, prompts: list[str], negative: TextConditioning, latents: torch.Tensor, *,
                   guidance_scale: float, steps: int, resolution: int, rule: Rule = CFG,
                   negative_weights: Weights = BASE) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] for ``prompts`` from x_T with a fixed negative: inference's common case."""
+    """Images (B, 3, H, W) in [0, 1] for ``prompts`` from x_T with a fixed negative: inference's common case.
+
+    Runs under ``torch.inference_mode`` (no autograd bookkeeping at all); the images are inference tensors.
+    """
     branches = text_branches(family, family.encode(prompts), negative, resolution=resolution,
                              negative_weights=negative_weights,
                              null=family.null_text() if "null" in rule.branches else None)
