@@ -66,6 +66,12 @@ def _compare(args):
     print(compare(config))
 
 
+def _efficiency(args):
+    from .efficiency import EfficiencyConfig, efficiency
+
+    print(efficiency(build_config(EfficiencyConfig, args, config_file=args.config)))
+
+
 def _rewards(args):
     from .rewards import available_rewards
 
@@ -89,9 +95,10 @@ def _config_classes():
     from .train import TrainConfig
 
     from .compare import CompareConfig
+    from .efficiency import EfficiencyConfig
 
     return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
-            "dnp": DnpConfig, "adapt": AdaptConfig,
+            "dnp": DnpConfig, "adapt": AdaptConfig, "efficiency": EfficiencyConfig,
             **{name: config for name, (_, _, config) in _plugin_commands().items()}}
 
 
@@ -130,6 +137,8 @@ COMMANDS = {
     "dnp": (_dnp, "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)"),
     "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
     "compare": (_compare, "a learned negative beside null text and the handcrafted prompt: picture and one line"),
+    "efficiency": (_efficiency, "parameter efficiency E(theta) of the negative embedding, the UNet and LoRA "
+                                "(ReNeg Sec. 4.1, Table 1), by random projections"),
     "rewards": (_rewards, "list the registered rewards"),
     "models": (_models, "list the built-in models"),
 }
