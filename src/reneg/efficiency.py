@@ -36,12 +36,15 @@ from .errors import ReNegError
 from .families import TextConditioning
 from .io import atomic_path, write_json
 from .models import LoadedModel, load_model
+from .objective import mixed_seed
 from .rollout import rollout, text_branches
 
 #: ReNeg Table 1 (SD1.5), for the chart and the JSON's comparison; not measured here.
 PAPER_TABLE_1 = {"negative": 5.1e-4, "unet": 1.5e-6, "lora-8": 8.1e-8, "lora-16": 1.9e-9}
 #: The attention projections LoRA trains in diffusers' text-to-image LoRA example.
 LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
+#: The probes' random stream, apart from the prompts' and x_T's (a probe equal to x_T is far from a random one).
+PROBE_STREAM = 1
 #: "E(a) >> E(b)": at least this ratio between the bounds of their intervals (one order of magnitude).
 MUCH_GREATER = 10.0
 
@@ -276,7 +279,7 @@ def measure(model: LoadedModel, prompts: list[str], negative: torch.Tensor, late
         with torch.enable_grad():
             output = denoised_latents(model, prompts, negative, latents, steps=steps, guidance_scale=guidance_scale,
                                       resolution=resolution, weights=weights)
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator().manual_seed(mixed_seed(seed, PROBE_STREAM))  # not x_T's stream: v != x_T
             norms = projected_norms(output, sets, gaussian_probes(tuple(output.shape), probes, generator=generator))
             exact_norms = projected_norms(output, sets, basis_probes(tuple(output.shape))).sum(0) if exact else None
     finally:

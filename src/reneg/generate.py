@@ -49,6 +49,8 @@ class GenerateConfig:
     guidance_scale: float | None = arg(None, "CFG scale", min=0)
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
     seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does", min=0,
                     max=2**63 - 1)
     batch_size: int = arg(4, "images per forward pass", min=1)
@@ -121,6 +123,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
+    model.family.condition_on(control_image=config.control_image)
     method = method_for(model, config)
     getattr(method, "prepare", lambda model, prompts: None)(model, prompts)  # DNP: its captioner, before any image
     steps = config.steps or model.defaults.num_inference_steps
@@ -149,6 +152,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     write_json(path, {
         "model": model.name, "method": config.method, "seed": config.seed, "steps": steps,
         "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
-        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__, "images": records,
+        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__,
+        **({"control_image": config.control_image} if config.control_image else {}), "images": records,
     })
     return path
