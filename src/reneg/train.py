@@ -77,6 +77,7 @@ class TrainConfig:
                                  multiple_of=8)
     control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
                                     metavar="FILE")
+    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
     seed: int = arg(0, "seed of prompts, timesteps and noise", min=0, max=2**32 - 1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen models; the embedding stays fp32",
@@ -181,7 +182,7 @@ class Trainer:
         self.accumulation_steps = self.per_process // micro
         # 2. Model, its defaults, prompts and reward
         self.model = model or load_model(config.model, device=self.device, dtype=dtype)
-        self.model.family.condition_on(control_image=config.control_image)
+        self.model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
         self.family = self.model.family
         defaults = self.model.defaults
         self.steps = config.steps or defaults.num_inference_steps

@@ -148,6 +148,9 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     device, dtype = _process_device(config.device, process_state(config.device)), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
     model.family.condition_on(control_image=config.control_image)
+    if getattr(model.family, "is_video", False):
+        raise ReNegError(f"reneg eval scores images; {type(model.pipe).__name__} makes videos: "
+                         "use reneg generate (frames and a GIF per prompt)")
     benchmark = _prompts_source(config, model)
     all_prompts = load_benchmark(benchmark, data_dir=config.data_dir)  # never empty
     prompts = all_prompts[:config.limit]

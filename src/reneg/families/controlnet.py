@@ -84,8 +84,9 @@ class ControlNetFamily(StableDiffusionFamily):
     def model(self) -> torch.nn.Module:
         return self._model
 
-    def condition_on(self, *, control_image=None) -> None:
+    def condition_on(self, *, control_image=None, num_frames=None) -> None:
         """Condition every image on ``control_image`` (a path or a PIL image); None keeps the one set before."""
+        super().condition_on(num_frames=num_frames)
         if control_image is None:
             if self.control_image is None:
                 raise ReNegError("this ControlNet pipeline needs a control image: pass --control-image FILE")

@@ -1,0 +1,42 @@
+"""Videos (B, F, 3, H, W) where images (B, 3, H, W) are expected: per-frame rewards, frames and an animated GIF.
+
+A reward scores each frame with its video's prompt and the video gets the mean
+over its frames (per-frame rewards averaged, as ReNeg scores ZeroScope and
+VideoCrafter2 in Table 4); images pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .io import atomic_path, save_png, to_pil
+
+#: Milliseconds each frame of the animated GIF shows (8 frames per second, AnimateDiff's usual export).
+GIF_FRAME_MS = 125
+
+
+def frame_rewards(reward, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """``reward(images, prompts)``; for videos the mean over frames of each frame's reward, one score per video."""
+    if images.dim() == 4:
+        return reward(images, prompts)
+    batch, frames = images.shape[:2]
+    scores = reward(images.flatten(0, 1), [prompt for prompt in prompts for _ in range(frames)])
+    return scores.view(batch, frames).float().mean(1)
+
+
+def save_output(image: torch.Tensor, out: str | Path, index: int) -> dict:
+    """Save one output under ``out``: an image as ``NNNNN.png``; a video (F, 3, H, W) as its frames
+    ``NNNNN/FFFFF.png`` and the animated ``NNNNN.gif``. Returns its record (``file``, and ``frames``)."""
+    out, stem = Path(out), f"{index:05d}"
+    if image.dim() == 3:
+        save_png(to_pil(image[None])[0], out / f"{stem}.png")
+        return {"file": f"{stem}.png"}
+    frames = to_pil(image)
+    names = [f"{stem}/{number:05d}.png" for number in range(len(frames))]
+    for frame, name in zip(frames, names):
+        save_png(frame, out / name)
+    with atomic_path(out / f"{stem}.gif") as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+    return {"file": f"{stem}.gif", "frames": names}
