@@ -12,5 +12,6 @@ from . import sd  # noqa: F401  - registers StableDiffusionPipeline
 from . import controlnet  # noqa: F401  - registers StableDiffusionControlNetPipeline
 from . import animatediff  # noqa: F401  - registers AnimateDiffPipeline
 from . import text_to_video  # noqa: F401  - registers TextToVideoSDPipeline
+from . import pixart  # noqa: F401  - registers PixArtAlphaPipeline
 
 __all__ = ["Family", "TextConditioning", "family_for", "register_family", "supported_pipelines"]
