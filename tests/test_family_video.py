@@ -152,3 +152,38 @@ def _prompts(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("\n".join(PROMPTS) + "\n")
     return path
+
+
+def test_temporal_flickering_as_vbench_defines_it():
+    from reneg.video import temporal_flickering
+
+    still = torch.full((1, 4, 3, 8, 8), 0.5)
+    assert float(temporal_flickering(still)[0]) == 1.0
+    alternating = torch.zeros(1, 4, 3, 8, 8)
+    alternating[:, 1::2] = 1.0  # black/white every frame: MAE 255 between every pair
+    assert float(temporal_flickering(alternating)[0]) == 0.0
+    step = torch.zeros(1, 3, 3, 8, 8)
+    step[:, 2] = 51 / 255  # MAEs 0 and 51: mean 25.5
+    assert float(temporal_flickering(step)[0]) == pytest.approx((255 - 25.5) / 255)
+
+
+def test_background_consistency_as_vbench_defines_it():
+    from reneg.tiny import tiny_clip
+    from reneg.video import background_consistency
+
+    model, processor = tiny_clip(image_size=32)
+    generator = torch.Generator().manual_seed(0)
+    videos = torch.rand(2, 3, 3, 32, 32, generator=generator)
+    videos[1] = videos[1, :1]  # a still video
+    scores = background_consistency(videos, model, processor)
+    assert float(scores[1]) == pytest.approx(1.0, abs=1e-5)
+    # by hand for the first video: features of each frame, then VBench's mean of (prev, first) similarities
+    from reneg.io import to_pil
+
+    pixels = processor(images=to_pil(videos[0]), return_tensors="pt").pixel_values
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=pixels)
+    features = torch.nn.functional.normalize(getattr(features, "pooler_output", features), dim=-1)
+    cos = lambda a, b: max(0.0, float((features[a] * features[b]).sum()))  # noqa: E731
+    expected = ((cos(1, 0) + cos(1, 0)) / 2 + (cos(2, 1) + cos(2, 0)) / 2) / 2
+    assert float(scores[0]) == pytest.approx(expected, abs=1e-5)
