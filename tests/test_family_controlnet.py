@@ -113,3 +113,19 @@ def test_control_image_bad_input_is_one_line(case, controlnet_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_on_a_controlnet_records_the_control_image(controlnet_dir, control_image, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    args = ["eval", "--model", str(controlnet_dir), "--control-image", str(control_image), "--prompts", str(prompts),
+            "--methods", "null,handcrafted", "--metrics", "contrast", "--steps", "2", "--device", "cpu",
+            "--out", str(tmp_path / "eval")]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(results["methods"]) >= {"null", "handcrafted"}
+    assert "control_image" in json.dumps(results["settings"])
+    # another control image under the same --out is another run's settings: refused, not mixed
+    other = tmp_path / "other.png"
+    Image.fromarray(255 - np.asarray(Image.open(control_image))).save(other)
+    assert main(args[:4] + [str(other)] + args[5:]) == 2
