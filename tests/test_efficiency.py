@@ -7,7 +7,7 @@ import torch
 
 from reneg.cli import main
 from reneg.efficiency import (ParameterSet, basis_probes, denoised_latents, efficiency_of, gaussian_probes, measure,
-                              mean_interval, projected_norms)
+                              mean_interval, projected_norms, worst_case_interval)
 
 STEPS, RESOLUTION = 2, 16  # latents 4 x 2 x 2: D = 16
 
@@ -23,6 +23,8 @@ def test_basis_probes_give_the_exact_norm_and_gaussian_probes_cover_it():
     norms = projected_norms(output, sets, gaussian_probes((3, 4), 400, generator=generator))[:, 0]
     mean, low, high = mean_interval(norms, 0.99)
     assert low <= exact <= high
+    low, high = worst_case_interval(norms, 0.99)
+    assert low <= exact <= high and low < mean < high
     assert abs(mean - exact) / exact < 0.15
     assert efficiency_of(exact, samples=3, dim=4, size=30) == pytest.approx(exact ** 0.5 / 360)
 
@@ -64,10 +66,12 @@ def test_estimate_within_its_interval_of_the_exact_value_for_every_parameter_set
     assert set(record["parameters"]) == {"negative", "unet", "lora-8", "lora-16"}
     for name, entry in record["parameters"].items():
         exact = record["exact"][name]["frobenius_squared"]
-        low, high = entry["frobenius_squared_interval"]
+        low, high = entry["frobenius_squared_interval_worst_case"]
         assert exact > 0 and low <= exact <= high, name
-        assert record["exact"][name]["within_interval"]
-        assert entry["E_interval"][0] <= entry["E"] <= entry["E_interval"][1]
+        assert record["exact"][name]["within_worst_case_interval"]
+        assert abs(entry["frobenius_squared"] - exact) / exact < 0.5, name
+        for key in ("E_interval", "E_interval_worst_case"):
+            assert entry[key][0] <= entry["E"] <= entry[key][1]
     assert record["parameters"]["lora-8"]["d_theta"] * 2 == record["parameters"]["lora-16"]["d_theta"]
     assert record["parameters"]["negative"]["d_theta"] == 77 * 32
     assert record["parameters"]["unet"]["d_theta"] == sum(p.numel() for p in unet.parameters())
