@@ -72,6 +72,12 @@ def _compare(args):
     print(compare(config))
 
 
+def _efficiency(args):
+    from .efficiency import EfficiencyConfig, efficiency
+
+    print(efficiency(build_config(EfficiencyConfig, args, config_file=args.config)))
+
+
 def _rewards(args):
     from .rewards import available_rewards
 
@@ -96,9 +102,10 @@ def _config_classes():
     from .npo import NPOConfig
 
     from .compare import CompareConfig
+    from .efficiency import EfficiencyConfig
 
     return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
-            "dnp": DnpConfig, "adapt": AdaptConfig, "npo": NPOConfig,
+            "dnp": DnpConfig, "adapt": AdaptConfig, "npo": NPOConfig, "efficiency": EfficiencyConfig,
             **{name: config for name, (_, _, config) in _plugin_commands().items()}}
 
 
@@ -138,6 +145,8 @@ COMMANDS = {
     "npo": (_npo, "train a negative-preference LoRA delta for the negative branch of CFG (Diffusion-NPO)"),
     "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
     "compare": (_compare, "a learned negative beside null text and the handcrafted prompt: picture and one line"),
+    "efficiency": (_efficiency, "parameter efficiency E(theta) of the negative embedding, the UNet and LoRA "
+                                "(ReNeg Sec. 4.1, Table 1), by random projections"),
     "rewards": (_rewards, "list the registered rewards"),
     "models": (_models, "list the built-in models"),
 }

@@ -251,7 +251,7 @@ class NegativeEmbedding:
 
     # ------------------------------------------------------------ pipelines
 
-    def check_compatible(self, *, text_encoder, tokenizer, text_encoder_2=None) -> None:
+    def check_compatible(self, *, text_encoder, tokenizer, text_encoder_2=None, text_length: int | None = None) -> None:
         """Raise ReNegError unless this embedding fits these text encoder(s); warn if it has no fingerprint.
 
         Args:
@@ -260,11 +260,12 @@ class NegativeEmbedding:
             tokenizer: its tokenizer; ``L`` must equal ``tokenizer.model_max_length``.
             text_encoder_2: SDXL's second text encoder; ``D`` is then the sum of
                 both widths and a pooled embedding is required.
+            text_length: ``L`` where the pipeline pads to its own length (PixArt's 120 T5 tokens).
         """
         encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
         if not encoders:
             raise ReNegError("the pipeline has no text encoder; a negative embedding needs one")
-        expected = (int(tokenizer.model_max_length), sum(int(te.config.hidden_size) for te in encoders))
+        expected = (int(text_length or tokenizer.model_max_length), sum(int(te.config.hidden_size) for te in encoders))
         if self.shape != expected:
             raise ReNegError(
                 f"negative embedding has shape {self.shape} but this pipeline's text encoder gives {expected}; "
@@ -297,6 +298,7 @@ class NegativeEmbedding:
             text_encoder=getattr(pipe, "text_encoder", None),
             tokenizer=pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2,
             text_encoder_2=getattr(pipe, "text_encoder_2", None),
+            text_length=_text_length(pipe),
         )
         return self
 
@@ -324,6 +326,16 @@ class NegativeEmbedding:
         if self.pooled is None:
             raise ReNegError("this negative embedding has no pooled part (it is not an SDXL embedding)")
         return self.pooled.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1)
+
+
+def _text_length(pipe) -> int | None:
+    """The L a pipeline's family pads text to where it is not the tokenizer's (PixArt: 120), else None."""
+    from .families import family_for
+
+    try:
+        return getattr(family_for(pipe), "text_length", None)
+    except ReNegError:  # a pipeline without a family: the tokenizer's length
+        return None
 
 
 def _batch(batch_size: int) -> int:

@@ -15,8 +15,9 @@ from .device import dtype_of, resolve_device
 from .benchmarks import gather_prompts
 from .evaluate.methods import FixedNegative, Method, build_methods, parse_method_spec
 from .families import TextConditioning
-from .io import save_png, to_pil, write_json
+from .io import write_json
 from .models import LoadedModel, load_model
+from .video import save_output
 
 
 @dataclass
@@ -56,6 +57,9 @@ class GenerateConfig:
     guidance_scale: float | None = arg(None, "CFG scale", min=0)
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
+    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
     seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does", min=0,
                     max=2**63 - 1)
     batch_size: int = arg(4, "images per forward pass", min=1)
@@ -141,6 +145,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
+    model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
     method = method_for(model, config)
     getattr(method, "prepare", lambda model, prompts: None)(model, prompts)  # DNP: its captioner, before any image
     steps = config.steps or model.defaults.num_inference_steps
@@ -156,11 +161,9 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     with tqdm(total=len(items), desc="generate", unit="img") as progress:
         for images in batches:
             captions = [side["caption"] for side in getattr(method, "side_outputs", [])]  # DNP's n* per image
-            for offset, image in enumerate(to_pil(images)):
+            for offset, image in enumerate(images):
                 prompt, number = items[index]
-                name = f"{index:05d}.png"
-                save_png(image, out / name)
-                records.append({"file": name, "prompt": prompt, "image_index": number,
+                records.append({**save_output(image, out, index), "prompt": prompt, "image_index": number,
                                 **({"caption": captions[offset]} if captions else {})})
                 index += 1
                 progress.update(1)
@@ -169,6 +172,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     write_json(path, {
         "model": model.name, "method": config.method, "seed": config.seed, "steps": steps,
         "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
-        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__, "images": records,
+        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__,
+        **({"control_image": config.control_image} if config.control_image else {}), "images": records,
     })
     return path

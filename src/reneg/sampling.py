@@ -10,6 +10,7 @@ detached (stop-gradient towards x_{t+1}, ..., x_T, ReNeg Sec. 4.2).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -54,6 +55,7 @@ def sample(
     grad_from: int | None = None,
     callback: StepCallback | None = None,
     predict: Predictor | None = None,
+    differentiable: bool = False,
 ) -> torch.Tensor:
     """Run DDIM from x_T; return the final latents x_0, or x0_pred at step ``grad_from`` with gradient.
 
@@ -68,13 +70,17 @@ def sample(
         callback: called after every no-grad step with (index, timestep, latents).
         predict: the one-step prediction (default: ReNeg Eq. 6 from the scheduler's ``alphas_cumprod``
             and prediction type; a family passes its own, e.g. flow matching's).
+        differentiable: with ``grad_from=None``, keep the gradient through every step x_T -> x_0 (backpropagation
+            through the whole chain: the Jacobian dX/dtheta of ReNeg Sec. 4.1, :mod:`reneg.efficiency`).
     """
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     timesteps = scheduler.timesteps
     stop = len(timesteps) if grad_from is None else grad_from
     if not 0 <= stop <= len(timesteps) - (grad_from is not None):
         raise ValueError(f"grad_from={grad_from} is outside [0, {len(timesteps)})")
-    with torch.no_grad():  # 1. x_T -> x_t, no gradient
+    if differentiable and grad_from is not None:
+        raise ValueError("differentiable=True backpropagates through the whole chain: pass grad_from=None")
+    with contextlib.nullcontext() if differentiable else torch.no_grad():  # 1. x_T -> x_t, no gradient
         for index, t in enumerate(timesteps[:stop]):
             model_output = denoiser(scheduler.scale_model_input(latents, t), t)
             latents = scheduler.step(model_output, t, latents, return_dict=False)[0]

@@ -75,6 +75,9 @@ class TrainConfig:
     learn_guidance_scale: bool = arg(False, "also learn the guidance scale (ReNeg Sec. 4.2; off in the paper)")
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
+    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
     seed: int = arg(0, "seed of prompts, timesteps and noise", min=0, max=2**32 - 1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen models; the embedding stays fp32",
@@ -179,6 +182,7 @@ class Trainer:
         self.accumulation_steps = self.per_process // micro
         # 2. Model, its defaults, prompts and reward
         self.model = model or load_model(config.model, device=self.device, dtype=dtype)
+        self.model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
         self.family = self.model.family
         defaults = self.model.defaults
         self.steps = config.steps or defaults.num_inference_steps

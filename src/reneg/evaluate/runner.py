@@ -32,7 +32,7 @@ from ..config import arg, require
 from ..benchmarks import load_benchmark
 from ..device import dtype_of, resolve_device
 from ..errors import ReNegError
-from ..identity import model_identity
+from ..identity import file_digest, model_identity
 from ..io import to_pil, write_json
 from ..models import LoadedModel, load_model
 from ..prompts import Prompt
@@ -78,6 +78,8 @@ class EvalConfig:
                                            "learned methods with their best scale", metavar="GS,GS,...")
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
     batch_size: int = arg(4, "images per generation batch; it decides the images' last bits (the UNet's float "
                              "results depend on the batch), so keep it when resuming or comparing runs", min=1)
     score_batch_size: int = arg(64, "images per scoring batch, independent of --batch-size (scores only)", min=1)
@@ -152,6 +154,10 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     scales = parse_scales(config.guidance_sweep)
     device, dtype = _process_device(config.device, process_state(config.device)), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
+    model.family.condition_on(control_image=config.control_image)
+    if getattr(model.family, "is_video", False):
+        raise ReNegError(f"reneg eval scores images; {type(model.pipe).__name__} makes videos: "
+                         "use reneg generate (frames and a GIF per prompt)")
     benchmark = _prompts_source(config, model)
     all_prompts = load_benchmark(benchmark, data_dir=config.data_dir)  # never empty
     prompts = all_prompts[:config.limit]
@@ -167,7 +173,8 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
-                "device": model.pipe.device.type, "scheduler": "DDIM"}
+                "device": model.pipe.device.type, "scheduler": "DDIM",
+                **({"control_image": file_digest(config.control_image)} if config.control_image else {})}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,
                 plan_runs(specs, guidance_scale, scales), steps, guidance_scale, scales, resolution, settings,

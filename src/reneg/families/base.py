@@ -77,6 +77,17 @@ class Family:
     def use_sampler(self) -> None:
         """Put the family's sampler (the scheduler the rollout steps with) on the pipeline."""
 
+    def condition_on(self, *, control_image=None, num_frames: int | None = None) -> None:
+        """Inputs beside the text that every output is conditioned on: a ControlNet's control image, a video's
+        number of frames. Families that take none refuse them in one line; those that need one refuse its absence.
+        """
+        if control_image is not None:
+            raise ReNegError(f"--control-image applies to ControlNet pipelines only; this model is a "
+                             f"{type(self.pipe).__name__}: drop --control-image or load a ControlNet pipeline")
+        if num_frames is not None:
+            raise ReNegError(f"--num-frames applies to video pipelines only; this model is a "
+                             f"{type(self.pipe).__name__}: drop --num-frames")
+
     # -- the parts the sampler uses
     @property
     def model(self) -> torch.nn.Module:
