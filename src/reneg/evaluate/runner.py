@@ -160,7 +160,7 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
-                "device": model.pipe.device.type, "scheduler": "DDIM"}
+                "device": model.pipe.device.type, "scheduler": model.family.sampler}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,
                 plan_runs(specs, guidance_scale, scales), steps, guidance_scale, scales, resolution, settings,
