@@ -166,7 +166,7 @@ def tiny_sd3_pipeline(*, seed: int = 0):
         text_encoder_3 = T5EncoderModel(T5Config(
             vocab_size=len(t5_tokenizer), d_model=64, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        ))
+        )).eval()  # built in training mode: T5's dropout (0.1) would make encodings random
     finally:
         rng.__exit__(None, None, None)
     return StableDiffusion3Pipeline(

@@ -78,6 +78,8 @@ class TrainConfig:
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen models; the embedding stays fp32",
                          choices=["fp32", "fp16", "bf16"])
+    gradient_checkpointing: bool = arg(False, "recompute the UNet's/transformer's and the VAE's activations in the "
+                                              "backward pass: less memory, more time (SDXL, SD3 at 1024 px)")
     checkpoint_every: int = arg(0, "save a resumable checkpoint every N steps (0: only at the end)", metavar="N",
                                 min=0)
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
@@ -183,6 +185,8 @@ class Trainer:
         # 2. Model, its defaults, prompts and reward
         self.model = model or load_model(config.model, device=self.device, dtype=dtype)
         self.family = self.model.family
+        if config.gradient_checkpointing:
+            self.family.enable_gradient_checkpointing()
         defaults = self.model.defaults
         self.steps = config.steps or defaults.num_inference_steps
         self.grad_window = config.grad_window or max(1, math.ceil(self.steps / 3))

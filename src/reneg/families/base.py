@@ -81,6 +81,14 @@ class Family:
     def use_sampler(self) -> None:
         """Put the family's sampler (the scheduler the rollout steps with) on the pipeline."""
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the denoiser's and the VAE's activations in the backward pass: memory for time (training at
+        SDXL's and SD3's 1024 px). The text encoders are outside the gradient's path and stay as they are."""
+        for name in ("unet", "transformer", "vae"):
+            module = getattr(self.pipe, name, None)
+            if module is not None and getattr(module, "_supports_gradient_checkpointing", False):
+                module.enable_gradient_checkpointing()
+
     # -- the parts the sampler uses
     @property
     def model(self) -> torch.nn.Module:
