@@ -96,7 +96,8 @@ def build_sdxl(c: dict, device: torch.device):
 
 
 def build_sd3(c: dict, device: torch.device):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from reneg.tiny import build_t5_tokenizer
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(result), flush=True)
         results.append(result)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"\n| model | {gpu} | s/step (median of {args.repeats}) | peak memory | weights |\n| --- | --- | --- | --- | --- |")
+    print(f"\non {gpu}:\n| model | parameters | s/step (median of {args.repeats}) | peak memory | weights |")
+    print("| --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['model']} {r['resolution']}px, {r['precision']}, grad ckpt, {r['steps']} steps | "
               f"{sum(r['parameters_millions'].values()):.0f} M params | {r['median_seconds']:.2f} | "

@@ -122,7 +122,8 @@ def mean_reward(model, reward, negative, *, steps: int = 4) -> float:
 def train_args(model: str, reward_dir, out, *, seed: int) -> list[str]:
     args = ["train", "--model", model, "--reward", "pickscore", "--reward-model", str(reward_dir), "--train-steps",
             "10", "--batch-size", "4", "--micro-batch-size", "2", "--steps", "4", "--grad-window", "2", "--lr",
-            "0.2", "--seed", str(seed), "--device", "cpu", "--out", str(out), "--log-every", "0"]
+            "0.2", "--seed", str(seed), "--device", "cpu", "--out", str(out), "--log-every", "0",
+            "--validate-every", "0"]
     for prompt in TRAIN_PROMPTS:
         args += ["--prompt", prompt]
     return args

@@ -82,7 +82,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_train_raises_a_tiny_reward_and_writes_the_pooled_part(tmp_path):
-    """10 steps of `reneg train` on the tiny SDXL raise a tiny PickScore of fully sampled images, for two seeds."""
+    """10 steps of `reneg train` on the tiny SDXL raise a tiny PickScore of fully sampled images."""
     reward_dir = tmp_path / "pickscore"
     clip, processor = tiny_clip()
     clip.save_pretrained(reward_dir)
@@ -91,7 +91,7 @@ def test_train_raises_a_tiny_reward_and_writes_the_pooled_part(tmp_path):
     reward = build_reward("pickscore", model=str(reward_dir))
     before = mean_reward(model, reward, model.family.null_text())
     gains = []
-    for seed in range(2):
+    for seed in range(1):  # seeds 0 and 1 both gained (notes/sdxl.md); one keeps the suite short
         out = tmp_path / f"neg{seed}.safetensors"
         assert main(train_args("tiny-sdxl", reward_dir, out, seed=seed)) == 0
         learned = NegativeEmbedding.load(out).for_pipeline(model.pipe)

@@ -344,7 +344,8 @@ class NegativeEmbedding:
         return self.tensor.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1, -1)
 
     def expand_pooled(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
-        """``(batch_size, P)`` view of the pooled embedding (SDXL, SD3) (``negative_pooled_prompt_embeds``); same batch rule."""
+        """``(batch_size, P)`` view of the pooled part (SDXL, SD3: ``negative_pooled_prompt_embeds``); same batch
+        rule as :meth:`expand`."""
         if self.pooled is None:
             raise ReNegError("this negative embedding has no pooled part (it is not an SDXL or SD3 embedding)")
         return self.pooled.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1)

@@ -143,7 +143,7 @@ class NegativeEmbeddingParameters(nn.Module):
         return self.guidance_scale if self.guidance_scale is not None else self._fixed_guidance_scale
 
     def negative(self) -> TextConditioning:
-        """The negative branch's conditioning: n (and its pooled part), one row (expanded to the batch by the rollout)."""
+        """The negative branch's conditioning: n (and its pooled part), one row (the rollout expands it)."""
         return TextConditioning(self.negative_embedding, self.negative_pooled_embedding)
 
 
@@ -310,7 +310,8 @@ class Trainer:
         params, c = self.params, self.config
         metadata = {
             "text_encoder_fingerprint": self.recipe["text_encoder"],
-            "base_model": self.model.name, "family": self.family.name, "reward": self.reward_name, "reward_model": self.reward_model or "",
+            "base_model": self.model.name, "family": self.family.name, "reward": self.reward_name,
+            "reward_model": self.reward_model or "",
             "steps": str(self.steps), "grad_window": str(self.grad_window), "train_steps": str(self.step),
             "guidance_scale": str(float(torch.as_tensor(params.scale()).detach())),
             "learn_guidance_scale": str(c.learn_guidance_scale).lower(),

@@ -129,7 +129,8 @@ class Family:
         return [e for e in (getattr(self.pipe, name, None) for name in self.text_encoder_names) if e is not None]
 
     def fingerprint(self) -> str:
-        """The text encoders' fingerprint (:func:`reneg.fingerprint.combined_fingerprint`), stored in embedding files."""
+        """The text encoders' fingerprint (:func:`reneg.fingerprint.combined_fingerprint`), as embedding files hold
+        it."""
         from ..fingerprint import combined_fingerprint
 
         return combined_fingerprint(self.text_encoders())
