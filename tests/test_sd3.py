@@ -96,7 +96,7 @@ def test_sd3_embedding_on_sdxl_and_the_reverse_are_refused(sd3_dir, tmp_path, ca
     line = refusal_line(capsys, ["generate", "--model", "tiny-sdxl", "--negative", str(tmp_path / "sd3.safetensors"),
                                  "--prompt", "x", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "a")])
     assert "sd3 text encoder(s) CLIPTextModelWithProjection + CLIPTextModelWithProjection + T5EncoderModel" in line
-    assert "CLIPTextModel + CLIPTextModelWithProjection needs (77, 64) + pooled (32,)" in line
+    assert "CLIPTextModel + CLIPTextModelWithProjection needs shape (77, 64) + pooled (32,)" in line
     xl_neg = random_negative(family_for(tiny_sdxl_pipeline()), metadata={"family": "sdxl"})
     xl_neg.save(tmp_path / "xl.safetensors")
     line = refusal_line(capsys, ["generate", "--model", str(sd3_dir), "--negative", str(tmp_path / "xl.safetensors"),

@@ -109,14 +109,14 @@ def test_sdxl_embedding_on_sd_and_the_reverse_are_refused(sdxl_dir, sd_dir, tmp_
     line = refusal_line(capsys, ["generate", "--model", str(sd_dir), "--negative", str(tmp_path / "xl.safetensors"),
                                  "--prompt", "x", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "a")])
     assert "sdxl text encoder(s) CLIPTextModel + CLIPTextModelWithProjection" in line
-    assert "text encoder(s) CLIPTextModel needs (77, 32) without a pooled part" in line
+    assert "text encoder(s) CLIPTextModel needs shape (77, 32) without a pooled part" in line
     sd_neg = NegativeEmbedding(torch.randn(77, 32), {"text_encoder_fingerprint": family_for(
         tiny_sd_pipeline()).fingerprint()})
     sd_neg.save(tmp_path / "sd.safetensors")
     line = refusal_line(capsys, ["generate", "--model", str(sdxl_dir), "--negative", str(tmp_path / "sd.safetensors"),
                                  "--prompt", "x", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "b")])
     assert "learned for text encoder(s) CLIPTextModel," in line
-    assert "CLIPTextModel + CLIPTextModelWithProjection needs (77, 64) + pooled (32,)" in line
+    assert "CLIPTextModel + CLIPTextModelWithProjection needs shape (77, 64) + pooled (32,)" in line
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

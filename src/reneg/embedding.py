@@ -307,9 +307,9 @@ class NegativeEmbedding:
         if self.shape != (length, width) or ours != pooled:
             encoders = " + ".join(type(e).__name__ for e in family.text_encoders())
             raise ReNegError(
-                f"negative embedding {_describe(self.shape, ours)} was learned for {self._learned_for()}, but this "
-                f"{type(pipe).__name__} ({family.description}) with text encoder(s) {encoders} needs "
-                f"{_describe((length, width), pooled)}; use an embedding trained for this base model"
+                f"negative embedding of shape {_describe(self.shape, ours)} was learned for {self._learned_for()}, "
+                f"but this {type(pipe).__name__} ({family.description}) with text encoder(s) {encoders} needs "
+                f"shape {_describe((length, width), pooled)}; use an embedding trained for this base model"
             )
         self._check_fingerprint(family.fingerprint())
         return self
