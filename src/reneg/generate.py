@@ -172,7 +172,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     write_json(path, {
         "model": model.name, "method": config.method, "seed": config.seed, "steps": steps,
         "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
-        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__,
+        "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
         **({"control_image": config.control_image} if config.control_image else {}), "images": records,
     })
     return path

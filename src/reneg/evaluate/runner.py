@@ -173,7 +173,7 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
-                "device": model.pipe.device.type, "scheduler": "DDIM",
+                "device": model.pipe.device.type, "scheduler": model.family.sampler,
                 **({"control_image": file_digest(config.control_image)} if config.control_image else {})}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,
