@@ -3,7 +3,7 @@
 PYTHON ?= python3
 OUT ?= runs/demo
 
-.PHONY: setup demo test test-slow
+.PHONY: setup demo test test-slow bench
 
 setup:
 	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
@@ -20,3 +20,8 @@ test: setup
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m slow
+
+# The benchmark suite (benchmarks/suite.py): same-run ratios, medians of 5, markdown appended to the file it prints.
+# BENCH_ARGS e.g. --only floor,memory --rounds 7 --eval-base main
+bench:
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 $(PYTHON) -m benchmarks $(BENCH_ARGS)

@@ -95,13 +95,13 @@ def test_guided_denoiser_needs_the_rules_branches(model):
 
 
 def test_unsupported_pipelines_are_refused_in_one_line():
-    from diffusers import StableDiffusionXLPipeline
+    from diffusers import StableCascadeDecoderPipeline
 
-    pipe = StableDiffusionXLPipeline.__new__(StableDiffusionXLPipeline)
+    pipe = StableCascadeDecoderPipeline.__new__(StableCascadeDecoderPipeline)
     with pytest.raises(ReNegError) as error:
         family_for(pipe)
     message = str(error.value)
-    assert "StableDiffusionXLPipeline is not supported" in message and "StableDiffusionPipeline" in message
+    assert "StableCascadeDecoderPipeline is not supported" in message and "StableDiffusionPipeline" in message
     assert "\n" not in message
 
 

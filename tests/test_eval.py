@@ -89,6 +89,8 @@ def test_results_json_md_and_html_follow_the_contract(files, reference):
     assert "| method | shapes | scenes | average |" in markdown and "## Win rates" in markdown
     html = (out / "index.html").read_text()
     assert 'src="images/' in html and 'src="plots/' in html and str(out) not in html
+    # the report leads with what people would rather look at than read: gallery, then plots, then tables
+    assert html.index("<h2>Gallery") < html.index("<h2>Plots") < html.index("<h2>Mean scores")
 
 
 def test_win_rate_counts_ties_as_half():
@@ -138,12 +140,12 @@ def test_crash_in_scoring_resumes_without_rescoring(files, model, reference, tmp
         return build_counted
 
     shutil.copytree(reference.parent / "images", tmp_path / "out" / "images")  # the images are done, not scored
-    monkeypatch.setattr(MetricSpec, "build", counted_build(fail_after=2))
+    monkeypatch.setattr(MetricSpec, "build", counted_build(fail_after=1))
     with pytest.raises(RuntimeError, match="simulated crash"):
         evaluate(_config(files, tmp_path / "out"), model=model)
     monkeypatch.setattr(MetricSpec, "build", counted_build(fail_after=None))
     assert evaluate(_config(files, tmp_path / "out"), model=model).read_bytes() == reference.read_bytes()
-    # the first metric crashed on its 3rd batch of 4: 2 batches of 2 scores were kept
+    # the first metric crashed on the second run's scoring batch (all 4 items): the first run's scores were kept
     assert counters["contrast"].images == 8 - 4
 
 
@@ -335,3 +337,21 @@ def test_metric_spec_options():
         parse_metric_spec("contrast:antialias=false")
     with pytest.raises(ReNegError, match="no option 'sharpness'"):
         parse_metric_spec("hpsv2.1:sharpness=2")
+
+
+def test_short_labels_name_files_by_stem_and_keep_specs_unique():
+    from reneg.evaluate.labels import short_labels
+
+    specs = ["null", "null@5", "handcrafted", "embedding=runs/long/neg.safetensors", "embedding=runs/q/neg.safetensors@5",
+             "per-sample=runs/g.safetensors", "negative-prompt=blurry, blotchy, low contrast, cropped, watermark",
+             "embedding=a/x.safetensors", "embedding=b/x.safetensors"]
+    labels = short_labels(specs)
+    assert labels["null@5"] == "null@5" and labels["handcrafted"] == "handcrafted"
+    assert labels["embedding=runs/long/neg.safetensors"] == "neg"
+    assert labels["embedding=runs/q/neg.safetensors@5"] == "neg@5"
+    assert labels["per-sample=runs/g.safetensors"] == "per-sample:g"
+    assert labels["negative-prompt=blurry, blotchy, low contrast, cropped, watermark"].startswith('"blurry, blotchy')
+    assert len(labels["negative-prompt=blurry, blotchy, low contrast, cropped, watermark"]) <= 26
+    # two files of one stem: both keep their full spec
+    assert labels["embedding=a/x.safetensors"] == "embedding=a/x.safetensors"
+    assert len(set(labels.values())) == len(specs)

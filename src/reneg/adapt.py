@@ -47,7 +47,6 @@ from .device import dtype_of, resolve_device
 from .embedding import NegativeEmbedding
 from .evaluate.methods import file_identity
 from .families import Family, TextConditioning
-from .fingerprint import text_encoder_fingerprint
 from .io import atomic_path, write_json
 from .models import LoadedModel, load_model
 from .objective import Batch, mixed_seed, reneg_objective
@@ -109,6 +108,7 @@ class Adapted:
         rewards: the selection reward J after each step taken (index 0: the global start).
         best_step: the step whose embedding was kept (0: the global start).
         stopped_early: patience ran out before ``adapt_steps``.
+        pooled: the pooled part (P,) of the start, written beside the embedding (SDXL, SD3); not adapted.
     """
 
     prompt: str
@@ -116,6 +116,7 @@ class Adapted:
     rewards: list[float] = field(default_factory=list)
     best_step: int = 0
     stopped_early: bool = False
+    pooled: torch.Tensor | None = None  # the start's pooled part (SDXL, SD3), kept as it is
 
     @property
     def steps_taken(self) -> int:
@@ -235,8 +236,10 @@ def adapt_negatives(family: Family, reward: Reward, prompts: list[str], start: T
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             negative[frozen] = kept
+    kept_pooled = None if pooled is None else pooled[0].float().cpu()
     return [Adapted(prompt, best[i].float().cpu(), history[i], best_step[i],
-                    stopped_early=len(history[i]) - 1 < s.adapt_steps) for i, prompt in enumerate(prompts)]
+                    stopped_early=len(history[i]) - 1 < s.adapt_steps, pooled=kept_pooled)
+            for i, prompt in enumerate(prompts)]
 
 
 def adapt_in_batches(family: Family, reward: Reward, prompts: list[str], start: TextConditioning,
@@ -306,14 +309,15 @@ def adapted_embedding(adapted: Adapted, *, base: dict[str, str]) -> NegativeEmbe
         **base, "prompt": adapted.prompt, "adapt_steps_taken": str(adapted.steps_taken),
         "adapt_best_step": str(adapted.best_step), "adapt_stopped_early": str(adapted.stopped_early).lower(),
         "selection_reward_global": repr(adapted.reward_global), "selection_reward_best": repr(adapted.reward_best),
-        "selection_rewards": json.dumps(adapted.rewards)})
+        "selection_rewards": json.dumps(adapted.rewards)}, adapted.pooled)
 
 
 def base_metadata(model: LoadedModel, settings: AdaptSettings, *, start: str | None, start_metadata: dict,
                   reward: str, reward_model: str | None, precision: str) -> dict[str, str]:
     """Metadata shared by every adapted file of a run."""
     return {
-        "text_encoder_fingerprint": text_encoder_fingerprint(model.pipe.text_encoder), "base_model": model.name,
+        "text_encoder_fingerprint": model.family.fingerprint(), "base_model": model.name,
+        "family": model.family.name,
         "reward": reward, "reward_model": reward_model or "", "steps": str(settings.steps),
         "guidance_scale": str(settings.guidance_scale), "grad_window": str(settings.grad_window),
         "lr": str(settings.lr), "weight_decay": str(settings.weight_decay), "resolution": str(settings.resolution),

@@ -52,6 +52,12 @@ def _adapt(args):
     print(adapt(build_config(AdaptConfig, args, config_file=args.config)))
 
 
+def _npo(args):
+    from .npo import NPOConfig, train_npo
+
+    print(train_npo(build_config(NPOConfig, args, config_file=args.config)))
+
+
 def _eval(args):
     from .evaluate import EvalConfig, evaluate
 
@@ -64,6 +70,12 @@ def _compare(args):
 
     config = build_config(CompareConfig, args, config_file=args.config)
     print(compare(config))
+
+
+def _efficiency(args):
+    from .efficiency import EfficiencyConfig, efficiency
+
+    print(efficiency(build_config(EfficiencyConfig, args, config_file=args.config)))
 
 
 def _rewards(args):
@@ -87,11 +99,13 @@ def _config_classes():
     from .evaluate import EvalConfig
     from .generate import GenerateConfig
     from .train import TrainConfig
+    from .npo import NPOConfig
 
     from .compare import CompareConfig
+    from .efficiency import EfficiencyConfig
 
     return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
-            "dnp": DnpConfig, "adapt": AdaptConfig,
+            "dnp": DnpConfig, "adapt": AdaptConfig, "npo": NPOConfig, "efficiency": EfficiencyConfig,
             **{name: config for name, (_, _, config) in _plugin_commands().items()}}
 
 
@@ -128,8 +142,11 @@ COMMANDS = {
     "adapt": (_adapt, "per-sample negative embeddings (ReNeg Algorithm 1) for a prompt or each prompt of a file"),
     "generate": (_generate, "generate images with null text, a negative prompt or a learned embedding"),
     "dnp": (_dnp, "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)"),
+    "npo": (_npo, "train a negative-preference LoRA delta for the negative branch of CFG (Diffusion-NPO)"),
     "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
     "compare": (_compare, "a learned negative beside null text and the handcrafted prompt: picture and one line"),
+    "efficiency": (_efficiency, "parameter efficiency E(theta) of the negative embedding, the UNet and LoRA "
+                                "(ReNeg Sec. 4.1, Table 1), by random projections"),
     "rewards": (_rewards, "list the registered rewards"),
     "models": (_models, "list the built-in models"),
 }

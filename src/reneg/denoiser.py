@@ -10,7 +10,9 @@ call, as diffusers' CFG does; each distinct set of weights is one more call.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import torch
@@ -70,6 +72,70 @@ class AdapterWeights:
         finally:
             if previous:
                 model.set_adapters(previous)
+
+
+#: The row name of peft's mixed-batch inference for "no adapter" (theta).
+BASE_ROWS = "__base__"
+
+
+_LORA_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _lora_layers(model) -> list:
+    """The peft LoRA layers of ``model``, cached until its set of adapters changes."""
+    from peft.tuners.lora import LoraLayer
+
+    adapters = tuple(getattr(model, "peft_config", {}))
+    cached = _LORA_LAYERS.get(model)
+    if cached is None or cached[0] != adapters:
+        cached = (adapters, [m for m in model.modules() if isinstance(m, LoraLayer)])
+        _LORA_LAYERS[model] = cached
+    return cached[1]
+
+
+def forward_rows(model, rows: list[str], *args, **kwargs) -> torch.Tensor:
+    """``model(*args, **kwargs)`` with row i of the batch run by the one peft LoRA adapter ``rows[i]``.
+
+    peft's mixed-batch LoRA inference (``adapter_names``, ``BASE_ROWS`` for theta): every LoRA layer adds each
+    adapter's output to its own rows only, so branches with different adapters share one batched call.
+    """
+
+    def inject(module, args, kwargs):
+        kwargs["adapter_names"] = rows
+        return args, kwargs
+
+    layers = _lora_layers(model)
+    if any(layer.disable_adapters for layer in layers):
+        model.enable_adapters()
+    handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in layers]
+    try:
+        return model(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass(frozen=True)
+class RowAdapter:
+    """The model with ONE named peft LoRA adapter at the scale it holds (``BASE_ROWS``: theta).
+
+    All branches with :class:`RowAdapter` weights run in **one** batched call (their common ``key``), each on
+    its own rows (:func:`forward_rows`): NPO's theta (+ eta) for the prompt and theta + alpha*eta + beta*delta
+    for the negative (NPO Eq. 10), the sum being one stacked adapter (:mod:`reneg.npo_weights`).
+    """
+
+    adapter: str = BASE_ROWS
+    key: str = "lora-rows"
+
+    def forward(self, model, x, t, conditioning):
+        return self.forward_group(model, x, t, conditioning, [self])
+
+    @staticmethod
+    def forward_group(model, x, t, conditioning, weights: list[RowAdapter]) -> torch.Tensor:
+        """One call for branches of equal batch size concatenated in the order of ``weights``."""
+        per_branch = x.shape[0] // len(weights)
+        rows = [w.adapter for w in weights for _ in range(per_branch)]
+        return forward_rows(model, rows, x, t, **conditioning, return_dict=False)[0]
 
 
 @dataclass(frozen=True)
@@ -145,6 +211,11 @@ class GuidedDenoiser:
         if missing:
             raise ValueError(f"guidance rule '{self.rule.name}' needs branches {', '.join(missing)}")
 
+    @cached_property
+    def dtype(self) -> torch.dtype:
+        """The model's dtype, read once: diffusers' ``model.dtype`` walks every parameter at each call."""
+        return self.model.dtype
+
     @property
     def uses_guidance(self) -> bool:
         """diffusers skips CFG for a constant scale <= 1; so do we (the negative then has no effect)."""
@@ -155,12 +226,17 @@ class GuidedDenoiser:
         groups: dict[str, list[str]] = {}
         for name in names:
             groups.setdefault(self.branches[name].weights.key, []).append(name)
-        dtype, outputs = self.model.dtype, {}
+        dtype, outputs = self.dtype, {}
         for group in groups.values():
             weights = self.branches[group[0]].weights
             conditioning = _cast(_concat([self.branches[name].conditioning for name in group]), dtype)
             x = torch.cat([x_t] * len(group)).to(dtype)
-            outputs.update(zip(group, _split(weights.forward(self.model, x, t, conditioning), len(group))))
+            forward_group = getattr(weights, "forward_group", None)  # several weights, one call (RowAdapter)
+            if forward_group is not None:
+                output = forward_group(self.model, x, t, conditioning, [self.branches[n].weights for n in group])
+            else:
+                output = weights.forward(self.model, x, t, conditioning)
+            outputs.update(zip(group, _split(output, len(group))))
         return outputs
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -161,6 +161,7 @@ def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
         "model": model.name, "seed": config.seed, "steps": steps, "guidance_scale": guidance_scale,
         "dns_guidance_scale": dns_scale, "dnp_rule": config.dnp_rule, "resolution": resolution,
         "captioner": "manual (--caption)" if captioner is None else (config.captioner or defaults.captioner),
-        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__, "items": records,
+        "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
+        "items": records,
     })
     return path

@@ -8,7 +8,7 @@ negative prompt, and enters through the public ``negative_prompt_embeds``::
     images = pipe(prompts, negative_prompt_embeds=neg.expand(len(prompts)),
                   num_images_per_prompt=n).images
 
-File format (safetensors): tensor ``negative_embedding`` ``(L, D)``, for SDXL also
+File format (safetensors): tensor ``negative_embedding`` ``(L, D)``, for SDXL and SD3 also
 ``negative_pooled_embedding`` ``(P,)``; string metadata with ``format`` =
 ``reneg.negative_embedding``, ``version`` = ``1``, ``text_encoder_fingerprint``,
 ``base_model`` and the training settings. Plain ``.pt``/``.pth``/``.bin`` tensors
@@ -183,7 +183,7 @@ class NegativeEmbedding:
         tensor: ``(L, D)`` fp32 on the CPU (a ``(1, L, D)`` input is squeezed).
         metadata: string metadata (``text_encoder_fingerprint``, ``base_model``,
             training settings, ...).
-        pooled: SDXL's pooled negative embedding ``(P,)``, or None.
+        pooled: the pooled negative embedding ``(P,)`` of SDXL and SD3, or None.
     """
 
     tensor: torch.Tensor
@@ -251,7 +251,7 @@ class NegativeEmbedding:
 
     # ------------------------------------------------------------ pipelines
 
-    def check_compatible(self, *, text_encoder, tokenizer, text_encoder_2=None) -> None:
+    def check_compatible(self, *, text_encoder, tokenizer, text_encoder_2=None, text_length: int | None = None) -> None:
         """Raise ReNegError unless this embedding fits these text encoder(s); warn if it has no fingerprint.
 
         Args:
@@ -260,11 +260,12 @@ class NegativeEmbedding:
             tokenizer: its tokenizer; ``L`` must equal ``tokenizer.model_max_length``.
             text_encoder_2: SDXL's second text encoder; ``D`` is then the sum of
                 both widths and a pooled embedding is required.
+            text_length: ``L`` where the pipeline pads to its own length (PixArt's 120 T5 tokens).
         """
         encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
         if not encoders:
             raise ReNegError("the pipeline has no text encoder; a negative embedding needs one")
-        expected = (int(tokenizer.model_max_length), sum(int(te.config.hidden_size) for te in encoders))
+        expected = (int(text_length or tokenizer.model_max_length), sum(int(te.config.hidden_size) for te in encoders))
         if self.shape != expected:
             raise ReNegError(
                 f"negative embedding has shape {self.shape} but this pipeline's text encoder gives {expected}; "
@@ -292,13 +293,37 @@ class NegativeEmbedding:
             )
 
     def for_pipeline(self, pipe) -> NegativeEmbedding:
-        """Check compatibility with ``pipe``'s tokenizer and text encoder(s) (see :meth:`check_compatible`); return self."""
-        self.check_compatible(
-            text_encoder=getattr(pipe, "text_encoder", None),
-            tokenizer=pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2,
-            text_encoder_2=getattr(pipe, "text_encoder_2", None),
-        )
+        """Check that this embedding fits ``pipe``'s text encoder(s) and return self; else one-line ReNegError.
+
+        The pipeline's family gives the expected ``(L, D)`` and pooled size ``P``
+        (SD: (77, 768) and none; SDXL: (77, 2048) and 1280; SD3: (333, 4096) and
+        2048). A mismatch names the text encoders on both sides; a matching shape
+        is then checked against the stored fingerprint (:meth:`check_compatible`'s rule).
+        """
+        from .families import family_for
+
+        family = family_for(pipe)
+        (length, width), pooled = family.negative_shape()
+        ours = None if self.pooled is None else int(self.pooled.shape[0])
+        if self.shape != (length, width) or ours != pooled:
+            encoders = " + ".join(type(e).__name__ for e in family.text_encoders())
+            raise ReNegError(
+                f"negative embedding of shape {_describe(self.shape, ours)} was learned for {self._learned_for()}, "
+                f"but this {type(pipe).__name__} ({family.description}) with text encoder(s) {encoders} needs "
+                f"shape {_describe((length, width), pooled)}; use an embedding trained for this base model"
+            )
+        self._check_fingerprint(family.fingerprint())
         return self
+
+    def _learned_for(self) -> str:
+        """The text encoders named in the file's fingerprint (and its family), or what its shape says."""
+        stored = self.metadata.get(FINGERPRINT_KEY, "")
+        names = [part.split(":")[1] for part in stored.split("|") if part.count(":") >= 2]
+        family = self.metadata.get("family")
+        if names:
+            return (f"{family} " if family else "") + "text encoder(s) " + " + ".join(names)
+        return f"a text encoder of width {self.shape[1]}" + (" with a pooled output" if self.pooled is not None
+                                                             else "") + " (the file names none)"
 
     def expand(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
         """``(batch_size, L, D)`` view of the embedding, for diffusers' ``negative_prompt_embeds``.
@@ -320,10 +345,15 @@ class NegativeEmbedding:
         return self.tensor.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1, -1)
 
     def expand_pooled(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
-        """``(batch_size, P)`` view of the SDXL pooled embedding (``negative_pooled_prompt_embeds``); same batch rule."""
+        """``(batch_size, P)`` view of the pooled part (SDXL, SD3: ``negative_pooled_prompt_embeds``); same batch
+        rule as :meth:`expand`."""
         if self.pooled is None:
-            raise ReNegError("this negative embedding has no pooled part (it is not an SDXL embedding)")
+            raise ReNegError("this negative embedding has no pooled part (it is not an SDXL or SD3 embedding)")
         return self.pooled.to(device=device, dtype=dtype).unsqueeze(0).expand(_batch(batch_size), -1)
+
+
+def _describe(shape: tuple[int, int], pooled: int | None) -> str:
+    return f"{tuple(shape)}" + (f" + pooled ({pooled},)" if pooled is not None else " without a pooled part")
 
 
 def _batch(batch_size: int) -> int:

@@ -169,3 +169,32 @@ def fingerprints_match(a: str, b: str, *, rtol: float = 1e-3) -> bool:
     """
     parts_a, parts_b = a.split(ENCODER_SEPARATOR), b.split(ENCODER_SEPARATOR)
     return len(parts_a) == len(parts_b) and all(_one_matches(x, y, rtol=rtol) for x, y in zip(parts_a, parts_b))
+
+
+def denoiser_fingerprint(model) -> str:
+    """Fingerprint of a denoising network (a UNet, a transformer): which base weights an adapter was trained on.
+
+    ``dn1:<Class>:<numbers>``: the class name, then the mean and mean-abs of 8 sampled parameter tensors as in
+    :func:`text_encoder_fingerprint` (equal across dtypes and devices up to :func:`fingerprints_match`'s tolerance).
+    """
+    numbers = []
+    for tensor in _sampled_parameters(_without_adapters(model)):
+        mean, mean_abs = _mean_and_mean_abs(tensor)
+        numbers += [f"{mean:.6e}", f"{mean_abs:.6e}"]
+    return f"dn1:{type(model).__name__}:{','.join(numbers)}"
+
+
+class _without_adapters:  # noqa: N801 - a view, used like a function
+    """The model's named parameters without peft adapter weights (``lora_`` tensors), names as without peft."""
+
+    def __init__(self, model):
+        self._params = [(name.replace(".base_layer", ""), p) for name, p in model.named_parameters()
+                        if "lora_" not in name]
+
+    def named_parameters(self):
+        return iter(self._params)
+
+
+def denoisers_match(a: str, b: str, *, rtol: float = 1e-3) -> bool:
+    """Whether two :func:`denoiser_fingerprint` strings name the same base weights (up to dtype rounding)."""
+    return _one_matches(a.replace("dn1:", SCHEME + ":", 1), b.replace("dn1:", SCHEME + ":", 1), rtol=rtol)

@@ -15,8 +15,9 @@ from .device import dtype_of, resolve_device
 from .benchmarks import gather_prompts
 from .evaluate.methods import FixedNegative, Method, build_methods, parse_method_spec
 from .families import TextConditioning
-from .io import save_png, to_pil, write_json
+from .io import write_json
 from .models import LoadedModel, load_model
+from .video import save_output
 
 
 @dataclass
@@ -44,11 +45,21 @@ class GenerateConfig:
                                 metavar="NAME")
     captioner_model: str | None = arg(None, "--dnp: the captioner's model, a directory or cached hub id",
                                       metavar="PATH_OR_ID")
+    npo: str | None = arg(None, "Diffusion-NPO: a negative-preference LoRA (reneg npo --out DIR) on the negative "
+                                "branch", metavar="DIR")
+    npo_beta: float = arg(1.0, "--npo: scale beta of delta on the negative branch (NPO Eq. 10)", metavar="B")
+    npo_alpha: float = arg(1.0, "--lora: scale alpha of eta on the negative branch (NPO Eq. 10); without --npo the "
+                                "weight merge theta + alpha*eta of NPO Eq. 4", metavar="A")
+    lora: str | None = arg(None, "a positive LoRA eta on the prompt's branch (with --npo, or alone for NPO's weight "
+                                 "merge)", metavar="DIR")
     num_images: int = arg(1, "images per prompt", min=1)
     steps: int | None = arg(None, "DDIM sampling steps", min=1)
     guidance_scale: float | None = arg(None, "CFG scale", min=0)
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
+    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
     seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does", min=0,
                     max=2**63 - 1)
     batch_size: int = arg(4, "images per forward pass", min=1)
@@ -70,12 +81,25 @@ class GenerateConfig:
         require(self.dnp or (self.dns_guidance_scale is None and self.captioner is None
                              and self.captioner_model is None),
                 "--dns-guidance-scale, --captioner and --captioner-model apply to --dnp only: add --dnp")
+        uses_npo = self.npo is not None or self.lora is not None
+        require(not uses_npo or not (self.negative_prompt is not None or self.handcrafted or self.per_sample
+                                     or self.dnp or self.caption is not None),
+                "--npo/--lora combine with null text or a learned --negative FILE only")
+        require(self.lora is not None or self.npo_alpha == 1.0, "--npo-alpha scales --lora: add --lora DIR")
+        require(self.npo is not None or self.npo_beta == 1.0, "--npo-beta scales --npo: add --npo DIR")
+        require(self.lora is None or self.npo is not None or self.negative is None,
+                "--lora without --npo is NPO's weight merge, with null text only: drop --negative or add --npo")
         require(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
         require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
 
     @property
     def method(self) -> str:
+        if self.npo is not None:
+            options = [f"beta={self.npo_beta}"] + ([f"lora={self.lora}", f"alpha={self.npo_alpha}"] if self.lora else [])
+            return ",".join([f"npo={self.npo}", *options] + ([f"negative={self.negative}"] if self.negative else []))
+        if self.lora is not None:
+            return f"npo-merge={self.lora},gamma={self.npo_alpha}"
         if self.dnp:
             return "dnp"
         if self.caption is not None:
@@ -121,6 +145,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
+    model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
     method = method_for(model, config)
     getattr(method, "prepare", lambda model, prompts: None)(model, prompts)  # DNP: its captioner, before any image
     steps = config.steps or model.defaults.num_inference_steps
@@ -136,11 +161,9 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     with tqdm(total=len(items), desc="generate", unit="img") as progress:
         for images in batches:
             captions = [side["caption"] for side in getattr(method, "side_outputs", [])]  # DNP's n* per image
-            for offset, image in enumerate(to_pil(images)):
+            for offset, image in enumerate(images):
                 prompt, number = items[index]
-                name = f"{index:05d}.png"
-                save_png(image, out / name)
-                records.append({"file": name, "prompt": prompt, "image_index": number,
+                records.append({**save_output(image, out, index), "prompt": prompt, "image_index": number,
                                 **({"caption": captions[offset]} if captions else {})})
                 index += 1
                 progress.update(1)
@@ -149,6 +172,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     write_json(path, {
         "model": model.name, "method": config.method, "seed": config.seed, "steps": steps,
         "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
-        "precision": config.precision, "scheduler": "DDIM", "reneg_version": __version__, "images": records,
+        "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
+        **({"control_image": config.control_image} if config.control_image else {}), "images": records,
     })
     return path

@@ -90,3 +90,15 @@ def predict_x0(
     else:
         raise ValueError(f"unsupported prediction_type '{prediction_type}'")
     return x0.to(model_output.dtype)
+
+
+def predict_x0_flow(velocity: torch.Tensor, x_t: torch.Tensor, sigma_t: torch.Tensor | float) -> torch.Tensor:
+    """One-step prediction of x0 for rectified flow matching (SD3): ``x0 = x_t - sigma_t * v``.
+
+    The flow-matching counterpart of ReNeg Eq. 6: with ``x_t = (1 - sigma_t) * x0 + sigma_t * eps``
+    and the model predicting the velocity ``v = eps - x0`` (``FlowMatchEulerDiscreteScheduler``),
+    ``x_t - sigma_t * v = x0`` exactly. Computed in at least fp32, returned in the model output's dtype.
+    """
+    dtype = torch.promote_types(velocity.dtype, torch.float32)
+    sigma_t = torch.as_tensor(sigma_t, device=x_t.device, dtype=dtype)
+    return (x_t.to(dtype) - sigma_t * velocity.to(dtype)).to(velocity.dtype)

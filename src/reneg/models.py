@@ -87,6 +87,28 @@ _BUILTIN_MODELS: dict[str, BuiltinModel] = {
         description="random-weight 64x64 Stable Diffusion (2 M parameters), for smoke tests",
     ),
 }
+_TINY_DEFAULTS = dict(guidance_scale=7.5, num_inference_steps=10, handcrafted_negative="blurry, low contrast",
+                      reward="contrast", train_prompts=TINY_PROMPTS, benchmark="tiny")
+
+
+def _tiny_sdxl():
+    from .tiny import tiny_sdxl_pipeline
+
+    return tiny_sdxl_pipeline()
+
+
+def _tiny_sd3():
+    from .tiny import tiny_sd3_pipeline
+
+    return tiny_sd3_pipeline()
+
+
+_BUILTIN_MODELS["tiny-sdxl"] = BuiltinModel(
+    build=_tiny_sdxl, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
+    description="random-weight 64x64 SDXL (two CLIP text encoders, text_time conditioning), for smoke tests")
+_BUILTIN_MODELS["tiny-sd3"] = BuiltinModel(
+    build=_tiny_sd3, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
+    description="random-weight 64x64 SD3 (CLIP-L/G-like and T5 encoders, MM-DiT, flow matching), for smoke tests")
 _DEFAULT = {"name": "tiny"}
 
 

@@ -22,6 +22,7 @@ import torch
 from .families import Family, TextConditioning
 from .rewards import Reward
 from .rollout import rollout, text_branches
+from .video import frame_rewards
 
 
 def mixed_seed(*keys: int) -> int:
@@ -69,5 +70,5 @@ def reneg_objective(family: Family, reward: Reward, batch: Batch, negative: Text
     branches = text_branches(family, family.encode(batch.prompts), negative, resolution=resolution)
     images = rollout(family, branches, batch.latents, steps=steps, guidance_scale=guidance_scale,
                      grad_from=batch.grad_from)
-    rewards = reward(images, batch.prompts).float()
+    rewards = frame_rewards(reward, images, batch.prompts).float()  # videos: mean over frames
     return -rewards.mean(), rewards.detach()

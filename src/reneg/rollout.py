@@ -41,7 +41,7 @@ def text_branches(family: Family, prompts: TextConditioning, negative: TextCondi
 
 def rollout(family: Family, branches: dict[str, Branch], latents: torch.Tensor, *, steps: int,
             guidance_scale: float | torch.Tensor, rule: Rule = CFG, grad_from: int | None = None,
-            decode: bool = True, callback: StepCallback | None = None) -> torch.Tensor:
+            decode: bool = True, callback: StepCallback | None = None, differentiable: bool = False) -> torch.Tensor:
     """Sample from x_T = ``latents`` with the guided denoiser of ``branches`` and ``rule``.
 
     Args:
@@ -54,23 +54,27 @@ def rollout(family: Family, branches: dict[str, Branch], latents: torch.Tensor, 
         grad_from: None for inference (x_0, no gradient); else the step index k of x_t: x_T -> x_t without
             gradient, then x0_pred with gradient (ReNeg Eq. 6).
         decode: return images in [0, 1] (decoded with gradient when a window is open), else latents.
+        differentiable: with ``grad_from=None``, the gradient flows through every step (ReNeg Sec. 4.1's Jacobian).
     """
     denoiser = GuidedDenoiser(family.model, branches, guidance_scale, rule)
     latents = sample(denoiser, family.scheduler, latents.to(family.device), num_inference_steps=steps,
-                     grad_from=grad_from, callback=callback, predict=family.predict_x0)
+                     grad_from=grad_from, callback=callback, predict=family.predict_x0, differentiable=differentiable)
     if not decode:
         return latents
-    if grad_from is None:
+    if grad_from is None and not differentiable:
         with torch.no_grad():
             return family.decode(latents)
     return family.decode(latents)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def guided_images(family: Family, prompts: list[str], negative: TextConditioning, latents: torch.Tensor, *,
                   guidance_scale: float, steps: int, resolution: int, rule: Rule = CFG,
                   negative_weights: Weights = BASE) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] for ``prompts`` from x_T with a fixed negative: inference's common case."""
+    """Images (B, 3, H, W) in [0, 1] for ``prompts`` from x_T with a fixed negative: inference's common case.
+
+    Runs under ``torch.inference_mode`` (no autograd bookkeeping at all); the images are inference tensors.
+    """
     branches = text_branches(family, family.encode(prompts), negative, resolution=resolution,
                              negative_weights=negative_weights,
                              null=family.null_text() if "null" in rule.branches else None)

@@ -1,4 +1,5 @@
-"""The one DDIM + CFG sampler, shared by training and inference.
+"""The one sampler (DDIM, or a family's own scheduler such as SD3's flow-matching Euler) + CFG, shared by
+training and inference.
 
 ``sample(..., grad_from=None)`` is plain inference (x_T -> x_0, no gradient).
 ``sample(..., grad_from=k)`` is ReNeg's training rollout: x_T -> x_t without
@@ -10,6 +11,7 @@ detached (stop-gradient towards x_{t+1}, ..., x_T, ReNeg Sec. 4.2).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -54,13 +56,15 @@ def sample(
     grad_from: int | None = None,
     callback: StepCallback | None = None,
     predict: Predictor | None = None,
+    differentiable: bool = False,
 ) -> torch.Tensor:
     """Run DDIM from x_T; return the final latents x_0, or x0_pred at step ``grad_from`` with gradient.
 
     Args:
         denoiser: guided model output at (x_t, t), e.g. a :class:`CFGDenoiser`.
-        scheduler: a diffusers ``DDIMScheduler`` (any scheduler with ``set_timesteps``/``step``
-            works for inference; the one-step prediction uses its ``alphas_cumprod``).
+        scheduler: a diffusers ``DDIMScheduler``, or any scheduler with ``set_timesteps``/``step``
+            (``FlowMatchEulerDiscreteScheduler`` for SD3); the default one-step prediction uses its
+            ``alphas_cumprod``, a family with another schedule passes ``predict``.
         latents: x_T, e.g. from :func:`initial_latents`.
         num_inference_steps: sampling steps (T of ReNeg Sec. 4.2; paper: 30).
         grad_from: None for inference; else the step index k in [0, T) at which to stop
@@ -68,15 +72,21 @@ def sample(
         callback: called after every no-grad step with (index, timestep, latents).
         predict: the one-step prediction (default: ReNeg Eq. 6 from the scheduler's ``alphas_cumprod``
             and prediction type; a family passes its own, e.g. flow matching's).
+        differentiable: with ``grad_from=None``, keep the gradient through every step x_T -> x_0 (backpropagation
+            through the whole chain: the Jacobian dX/dtheta of ReNeg Sec. 4.1, :mod:`reneg.efficiency`).
     """
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     timesteps = scheduler.timesteps
     stop = len(timesteps) if grad_from is None else grad_from
     if not 0 <= stop <= len(timesteps) - (grad_from is not None):
         raise ValueError(f"grad_from={grad_from} is outside [0, {len(timesteps)})")
-    with torch.no_grad():  # 1. x_T -> x_t, no gradient
+    if differentiable and grad_from is not None:
+        raise ValueError("differentiable=True backpropagates through the whole chain: pass grad_from=None")
+    # flow-matching schedulers take x_t as it is (they have no scale_model_input)
+    scale = getattr(scheduler, "scale_model_input", lambda x, t: x)
+    with contextlib.nullcontext() if differentiable else torch.no_grad():  # 1. x_T -> x_t, no gradient
         for index, t in enumerate(timesteps[:stop]):
-            model_output = denoiser(scheduler.scale_model_input(latents, t), t)
+            model_output = denoiser(scale(latents, t), t)
             latents = scheduler.step(model_output, t, latents, return_dict=False)[0]
             if callback is not None:
                 callback(index, t, latents)
@@ -84,7 +94,7 @@ def sample(
         return latents
     t = timesteps[grad_from]  # 2. one guided call with gradient at x_t, stop-gradient at x_t
     x_t = latents.detach()
-    model_output = denoiser(scheduler.scale_model_input(x_t, t), t)
+    model_output = denoiser(scale(x_t, t), t)
     if predict is not None:
         return predict(model_output, x_t, t)
     return predict_x0(

@@ -75,3 +75,102 @@ def tiny_clip(*, seed: int = 0, image_size: int = 224) -> tuple[CLIPModel, CLIPP
         do_center_crop=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
     )
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=build_clip_tokenizer())
+
+
+def build_t5_tokenizer():
+    """A small T5 tokenizer (unigram over letters, digits and punctuation; ``</s>`` appended), with no download.
+
+    Not T5's 32k SentencePiece vocabulary: tiny pipelines need a tokenizer of T5's kind, not its vocabulary.
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + c, -3.0) for c in string.ascii_lowercase]
+    pieces += [(c, -4.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                             special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0)
+
+
+def _clip_text_config(width: int, *, projection_dim: int | None = None) -> CLIPTextConfig:
+    return CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=77, projection_dim=projection_dim or width)
+
+
+def tiny_sdxl_pipeline(*, seed: int = 0, force_zeros_for_empty_prompt: bool = True,
+                       prediction_type: str = "epsilon"):
+    """A random-weight SDXL (64x64 pixels, 8x VAE, two CLIP text encoders of width 32, ``text_time`` added
+    conditioning), the tiny SD's sizes otherwise: negative (77, 64), pooled (32,)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    rng = _seeded(seed)
+    try:
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64, attention_head_dim=4, norm_num_groups=8, use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids of width 8, then the pooled (32)
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, sample_size=64, norm_num_groups=4,
+            block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            scaling_factor=0.13025, force_upcast=True,
+        )
+        text_encoder = CLIPTextModel(_clip_text_config(32))
+        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(32))
+    finally:
+        rng.__exit__(None, None, None)
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k not in ("clip_sample",
+                                                                                          "set_alpha_to_one")},
+                                       prediction_type=prediction_type, timestep_spacing="leading")
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=build_clip_tokenizer(),
+        tokenizer_2=build_clip_tokenizer(), unet=unet, scheduler=scheduler,
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False,
+    )
+
+
+def tiny_sd3_pipeline(*, seed: int = 0):
+    """A random-weight SD3 (64x64 pixels, 8x VAE with shift, CLIP-L/CLIP-G-like encoders of width 32, a T5 of
+    width 64, a one-layer MM-DiT): negative (77 + 256, 64), pooled (64,)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    t5_tokenizer = build_t5_tokenizer()
+    rng = _seeded(seed)
+    try:
+        transformer = SD3Transformer2DModel(
+            sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+            num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=64, pooled_projection_dim=64,
+            pos_embed_max_size=16,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, sample_size=64, norm_num_groups=4,
+            block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+        )
+        text_encoder = CLIPTextModelWithProjection(_clip_text_config(32))
+        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(32))
+        text_encoder_3 = T5EncoderModel(T5Config(
+            vocab_size=len(t5_tokenizer), d_model=64, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )).eval()  # built in training mode: T5's dropout (0.1) would make encodings random
+    finally:
+        rng.__exit__(None, None, None)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), text_encoder_2=text_encoder_2,
+        tokenizer_2=build_clip_tokenizer(), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer,
+    )

@@ -39,7 +39,6 @@ from .device import dtype_of, resolve_device
 from .embedding import NegativeEmbedding
 from .errors import ReNegError
 from .families import TextConditioning
-from .fingerprint import text_encoder_fingerprint
 from .models import LoadedModel, load_model
 from .objective import draw_batch, reneg_objective
 from .prompts import Prompt
@@ -75,10 +74,15 @@ class TrainConfig:
     learn_guidance_scale: bool = arg(False, "also learn the guidance scale (ReNeg Sec. 4.2; off in the paper)")
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
+    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
     seed: int = arg(0, "seed of prompts, timesteps and noise", min=0, max=2**32 - 1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen models; the embedding stays fp32",
                          choices=["fp32", "fp16", "bf16"])
+    gradient_checkpointing: bool = arg(False, "recompute the UNet's/transformer's and the VAE's activations in the "
+                                              "backward pass: less memory, more time (SDXL, SD3 at 1024 px)")
     checkpoint_every: int = arg(0, "save a resumable checkpoint every N steps (0: only at the end)", metavar="N",
                                 min=0)
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
@@ -126,11 +130,15 @@ class StepRecord:
 
 
 class NegativeEmbeddingParameters(nn.Module):
-    """The only trainable parameters: the negative embedding n (1, L, D) fp32, and optionally gamma."""
+    """The only trainable parameters: the negative embedding n (1, L, D) fp32, its pooled part (1, P) where the
+    family has one (SDXL, SD3: the whole negative conditioning is learned), and optionally gamma."""
 
-    def __init__(self, init: torch.Tensor, *, guidance_scale: float, learn_guidance_scale: bool):
+    def __init__(self, init: torch.Tensor, *, guidance_scale: float, learn_guidance_scale: bool,
+                 pooled: torch.Tensor | None = None):
         super().__init__()
         self.negative_embedding = nn.Parameter(init.detach().float().clone().unsqueeze(0))
+        self.negative_pooled_embedding = (None if pooled is None
+                                          else nn.Parameter(pooled.detach().float().clone().unsqueeze(0)))
         self.guidance_scale = nn.Parameter(torch.tensor(float(guidance_scale))) if learn_guidance_scale else None
         self._fixed_guidance_scale = float(guidance_scale)
 
@@ -138,8 +146,8 @@ class NegativeEmbeddingParameters(nn.Module):
         return self.guidance_scale if self.guidance_scale is not None else self._fixed_guidance_scale
 
     def negative(self) -> TextConditioning:
-        """The negative branch's conditioning: n, one row (expanded to the batch by the rollout)."""
-        return TextConditioning(self.negative_embedding)
+        """The negative branch's conditioning: n (and its pooled part), one row (the rollout expands it)."""
+        return TextConditioning(self.negative_embedding, self.negative_pooled_embedding)
 
 
 #: Settings a resumed run must share with the checkpoint (they decide the result); the others
@@ -179,7 +187,10 @@ class Trainer:
         self.accumulation_steps = self.per_process // micro
         # 2. Model, its defaults, prompts and reward
         self.model = model or load_model(config.model, device=self.device, dtype=dtype)
+        self.model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
         self.family = self.model.family
+        if config.gradient_checkpointing:
+            self.family.enable_gradient_checkpointing()
         defaults = self.model.defaults
         self.steps = config.steps or defaults.num_inference_steps
         self.grad_window = config.grad_window or max(1, math.ceil(self.steps / 3))
@@ -199,9 +210,11 @@ class Trainer:
             self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=self.device,
                                                  dtype=dtype)
         # 3. Trainable parameters from the null text; AdamW + cosine; fp16 trains with loss scaling
-        init = self.family.null_text().embeds[0]
-        self.params = NegativeEmbeddingParameters(init, guidance_scale=self.guidance_scale,
-                                                  learn_guidance_scale=config.learn_guidance_scale).to(self.device)
+        init = self.family.null_text()
+        self.params = NegativeEmbeddingParameters(init.embeds[0], guidance_scale=self.guidance_scale,
+                                                  learn_guidance_scale=config.learn_guidance_scale,
+                                                  pooled=None if init.pooled is None else init.pooled[0]
+                                                  ).to(self.device)
         self.optimizer = torch.optim.AdamW(self.params.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.lr_scheduler = get_scheduler("cosine", self.optimizer, num_warmup_steps=config.warmup_steps,
                                           num_training_steps=config.train_steps)
@@ -214,7 +227,7 @@ class Trainer:
     def _recipe(self) -> dict:
         """The resolved settings that decide the result (see :data:`RECIPE_KEYS`)."""
         c = self.config
-        return {"model": self.model.name, "text_encoder": text_encoder_fingerprint(self.model.pipe.text_encoder),
+        return {"model": self.model.name, "text_encoder": self.family.fingerprint(),
                 "reward": self.reward_name, "reward_model": self.reward_model,
                 "prompts": _prompts_identity(self.prompts), "train_steps": c.train_steps, "batch_size": c.batch_size,
                 "lr": c.lr, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps, "steps": self.steps,
@@ -301,7 +314,8 @@ class Trainer:
         params, c = self.params, self.config
         metadata = {
             "text_encoder_fingerprint": self.recipe["text_encoder"],
-            "base_model": self.model.name, "reward": self.reward_name, "reward_model": self.reward_model or "",
+            "base_model": self.model.name, "family": self.family.name, "reward": self.reward_name,
+            "reward_model": self.reward_model or "",
             "steps": str(self.steps), "grad_window": str(self.grad_window), "train_steps": str(self.step),
             "guidance_scale": str(float(torch.as_tensor(params.scale()).detach())),
             "learn_guidance_scale": str(c.learn_guidance_scale).lower(),
@@ -309,7 +323,9 @@ class Trainer:
             "seed": str(c.seed), "num_prompts": str(len(self.prompts)), "precision": c.precision,
             "reneg_version": __version__,
         }
-        return NegativeEmbedding(params.negative_embedding.detach().squeeze(0).float().cpu(), metadata)
+        pooled = params.negative_pooled_embedding
+        return NegativeEmbedding(params.negative_embedding.detach().squeeze(0).float().cpu(), metadata,
+                                 None if pooled is None else pooled.detach().squeeze(0).float().cpu())
 
     def save_checkpoint(self, directory: str | Path | None = None) -> Path:
         """Save a resumable checkpoint (main process; the others wait until it is whole)."""

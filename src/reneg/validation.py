@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .families import TextConditioning
 from .objective import mixed_seed
 from .rollout import guided_images
+from .video import frame_rewards
 
 #: mixed into the seed of the validation noise, so that it never equals a training draw
 VALIDATION_STREAM = 2**31 - 1
@@ -34,7 +35,7 @@ def validation_reward(trainer, negative: TextConditioning, prompts: list[str], l
         batch = prompts[start:start + size]
         images = guided_images(family, batch, negative, latents[start:start + size], guidance_scale=float(
             torch.as_tensor(trainer.params.scale())), steps=trainer.steps, resolution=trainer.resolution)
-        scores.append(trainer.reward(images, batch).float().cpu())
+        scores.append(frame_rewards(trainer.reward, images, batch).float().cpu())
     return torch.cat(scores).mean().item()
 
 

@@ -19,6 +19,7 @@ from .methods import (
 )
 from . import dnp_methods  # noqa: F401  - registers dnp, dnp=CAPTION_FILE and dnp-caption=TEXT
 from . import per_sample  # noqa: F401  - registers per-sample=FILE
+from . import npo_method  # noqa: F401  - registers npo=DIR and npo-merge=LORA
 from .metrics import win_rate
 from .runner import EvalConfig, evaluate
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ReNegError
 from ..io import atomic_path
+from .labels import short_labels
 from .sweep import scale_label
 
 if TYPE_CHECKING:
@@ -104,17 +105,19 @@ def distribution_plot(path: Path, metric: str, method_scores: dict[str, list[flo
     _save(plt, figure, path)
 
 
-def sweep_plot(path: Path, metric: str, sweep: dict) -> None:
+def sweep_plot(path: Path, metric: str, sweep: dict, labels: dict[str, str] | None = None) -> None:
     """Mean reward against guidance scale: a line per baseline, the learned methods as points."""
+    labels = labels or {}
     plt, figure, axes = _figure()
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
     for base, summary in sweep["baselines"].items():
         scales = [float(s) for s in summary["by_scale"]]
-        axes.plot(scales, [summary["by_scale"][s][metric] for s in summary["by_scale"]], marker="o", label=base[:40],
+        axes.plot(scales, [summary["by_scale"][s][metric] for s in summary["by_scale"]], marker="o",
+                  label=labels.get(base, base)[:40],
                   color=next(colors))
     for text, learned in sweep["learned"].items():
         axes.scatter([learned["guidance_scale"]], [learned["mean"][metric]], marker="*", s=120, zorder=3,
-                     label=text[:40], color=next(colors))
+                     label=labels.get(text, text)[:40], color=next(colors))
     axes.set_xlabel("guidance scale")
     axes.set_ylabel(f"mean {metric}")
     axes.set_title(f"{metric} against guidance scale")
@@ -124,14 +127,16 @@ def sweep_plot(path: Path, metric: str, sweep: dict) -> None:
 
 def write_plots(out: Path, results: dict, method_scores: dict[str, dict[str, list[float]]]) -> dict[str, list[str]]:
     """The report's plots by section ("distributions", "guidance sweep"); paths relative to ``out``."""
-    plots: dict[str, list[str]] = {"distributions": [], "guidance sweep": []}
+    plots: dict[str, list[str]] = {"guidance sweep": [], "distributions": []}
+    labels = short_labels(list(method_scores))
     for metric in results["metrics"]:
         relative = f"{PLOTS_DIR}/{_slug(metric)}.png"
-        distribution_plot(out / relative, metric, {m: scores[metric] for m, scores in method_scores.items()})
+        distribution_plot(out / relative, metric, {labels[m]: scores[metric] for m, scores in method_scores.items()})
         plots["distributions"].append(relative)
         if "guidance_sweep" in results:
             relative = f"{PLOTS_DIR}/guidance-{_slug(metric)}.png"
-            sweep_plot(out / relative, metric, results["guidance_sweep"])
+            sweep_plot(out / relative, metric, results["guidance_sweep"],
+                       short_labels([*results["guidance_sweep"]["baselines"], *results["guidance_sweep"]["learned"]]))
             plots["guidance sweep"].append(relative)
     return plots
 
@@ -139,11 +144,25 @@ def write_plots(out: Path, results: dict, method_scores: dict[str, dict[str, lis
 # ---------------------------------------------------------------- the page
 
 
+def _head(text: str, labels: dict[str, str]) -> str:
+    """A method's short label, its full spec on hover."""
+    return f"<code title=\"{escape(text)}\">{escape(labels.get(text, text))}</code>"
+
+
+def _legend(labels: dict[str, str]) -> str:
+    shortened = {spec: label for spec, label in labels.items() if label != spec}
+    if not shortened:
+        return ""
+    items = "".join(f"<li><code>{escape(label)}</code>: <code>{escape(spec)}</code></li>"
+                    for spec, label in shortened.items())
+    return f"<p>Methods:</p><ul class=\"legend\">{items}</ul>"
+
+
 def _means_table(results: dict) -> str:
-    metrics = results["metrics"]
+    metrics, labels = results["metrics"], short_labels(list(results["methods"]))
     best = {m: max(method["mean"][m] for method in results["methods"].values()) for m in metrics}
     rows = "".join(
-        f"<tr><td><code>{escape(text)}</code></td><td>{scale_label(method['guidance_scale'])}</td>"
+        f"<tr><td>{_head(text, labels)}</td><td>{scale_label(method['guidance_scale'])}</td>"
         + "".join(f"<td class=\"{'best' if method['mean'][m] == best[m] else ''}\">{method['mean'][m]:.4f}</td>"
                   for m in metrics) + "</tr>"
         for text, method in results["methods"].items())
@@ -153,9 +172,10 @@ def _means_table(results: dict) -> str:
 
 def _win_rate_tables(results: dict) -> str:
     methods, parts = list(results["methods"]), []
+    labels = short_labels(methods)
     for metric in results["metrics"]:
-        header = "".join(f"<th><code>{escape(b)}</code></th>" for b in methods)
-        rows = "".join(f"<tr><th><code>{escape(a)}</code></th>" + "".join(
+        header = "".join(f"<th>{_head(b, labels)}</th>" for b in methods)
+        rows = "".join(f"<tr><th>{_head(a, labels)}</th>" + "".join(
             "<td>-</td>" if a == b else f"<td>{results['win_rates'][f'{a} vs {b}'][metric]:.2f}</td>"
             for b in methods) + "</tr>" for a in methods)
         parts.append(f"<h3>{escape(metric)}: row beats column</h3><table><tr><th></th>{header}</tr>{rows}</table>")
@@ -172,7 +192,8 @@ def _side(side: dict) -> str:
 
 def _gallery(plan: Plan, results: dict, method_scores: dict, store: ImageStore) -> str:
     methods, metrics = results["methods"], results["metrics"]
-    header = "".join(f"<th><code>{escape(text)}</code></th>" for text in methods)
+    labels = short_labels(list(methods))
+    header = "".join(f"<th>{_head(text, labels)}</th>" for text in methods)
     rows = []
     for index, item in enumerate(plan.items[:plan.config.gallery_items]):
         cells = [f"<td class=\"prompt\">{escape(item.prompt.text)}<br><small>{escape(item.prompt.category)} · "
@@ -207,11 +228,12 @@ def render_html(plan: Plan, results: dict, method_scores: dict, plots: dict[str,
 {settings['steps']} DDIM steps, {settings['resolution']} px, {escape(settings['precision'])}.
 Tables: <a href="results.md">results.md</a>, <a href="results.json">results.json</a>.</p>
 <p id="image-status">checking images…</p>
+{_legend(short_labels(list(results["methods"])))}
+<h2>Gallery</h2>{_gallery(plan, results, method_scores, store)}
+<h2>Plots</h2>{plot_sections}
 <h2>Mean scores</h2>{_means_table(results)}
 <h2>Win rates</h2><p>Share of items on which the row's method scores higher, ties counting half.</p>
 {_win_rate_tables(results)}
-<h2>Plots</h2>{plot_sections}
-<h2>Gallery</h2>{_gallery(plan, results, method_scores, store)}
 <script>{STATUS_SCRIPT}</script>
 </body></html>
 """

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io import atomic_path
+from .labels import short_labels
 from .metrics import grouped, mean, win_rate
 from .sweep import main_run, scale_label, summarize_sweep
 
@@ -100,19 +101,26 @@ def _metric_tables(results: dict) -> list[str]:
         methods = results["methods"]
         columns = [[methods[m]["by_category"][c][metric] for m in methods] for c in categories]
         columns.append([methods[m]["mean"][metric] for m in methods])
-        cells = _bold_best(columns)
+        cells, labels = _bold_best(columns), short_labels(list(methods))
         lines += [f"## {metric}", ""]
         lines += _table(["method", *categories, "average"],
-                        [[f"`{_escape(m)}`", *row] for m, row in zip(methods, cells)])
+                        [[f"`{_escape(labels[m])}`", *row] for m, row in zip(methods, cells)])
     return lines
 
 
 def _win_rate_tables(results: dict) -> list[str]:
     lines = ["## Win rates", "", "Share of (prompt, seed) items on which A scores higher than B, ties counting "
              "half (ReNeg Table 3).", ""]
-    categories = results["categories"]
+    categories, labels = results["categories"], short_labels(list(results["methods"]))
+
+    def pair_label(pair: str) -> str:
+        for a in results["methods"]:  # "A vs B" where A and B may themselves hold " vs "
+            if pair.startswith(a + " vs ") and pair[len(a) + 4:] in results["methods"]:
+                return f"{labels[a]} vs {labels[pair[len(a) + 4:]]}"
+        return pair
+
     for metric in results["metrics"]:
-        rows = [[f"`{_escape(pair)}`", *(f"{results['win_rates_by_category'][pair][c][metric]:.2f}"
+        rows = [[f"`{_escape(pair_label(pair))}`", *(f"{results['win_rates_by_category'][pair][c][metric]:.2f}"
                                          for c in categories), f"{rates[metric]:.2f}"]
                 for pair, rates in results["win_rates"].items()]
         lines += [f"### {metric}", ""] + _table(["A vs B", *categories, "average"], rows)
@@ -153,6 +161,10 @@ def render_markdown(results: dict) -> str:
              f"{settings['resolution']} px, {settings['precision']} (rewards in "
              f"{settings.get('reward_precision', 'fp32')}). Diagnostics: "
              f"{', '.join(results['diagnostics']) or 'none'}. Best of each column in bold; average over all items.", ""]
+    shortened = {s: label for s, label in short_labels(list(results["methods"])).items() if label != s}
+    if shortened:
+        lines += ["Methods: " + "; ".join(f"`{_escape(label)}` = `{_escape(s)}`" for s, label in shortened.items()),
+                  ""]
     lines += _metric_tables(results) + _win_rate_tables(results)
     if "guidance_sweep" in results:
         lines += _sweep_tables(results["guidance_sweep"], results["metrics"])

@@ -2,7 +2,11 @@
 
 Items are (prompt, image) pairs; item (p, i) draws its x_T from its own CPU
 generator seeded from (--seed, p, i), so every method sees the same initial
-noise and neither batching nor --limit changes an image. Images are saved as
+noise and --limit changes no image. The generation batch (--batch-size) does
+change the last bits of a few pixels (the UNet's float results depend on the
+batch; measured on the shapes world: 18 of 48x64x64x3 values moved by one
+level from batch 4 to 8), so keep it when resuming or comparing. Scoring reads
+the saved PNGs in its own batches (--score-batch-size). Images are saved as
 PNGs as they are made and every score is computed from the saved PNG, so an
 interrupted run, rerun, gives the same results as an uninterrupted one.
 
@@ -28,7 +32,7 @@ from ..config import arg, require
 from ..benchmarks import load_benchmark
 from ..device import dtype_of, resolve_device
 from ..errors import ReNegError
-from ..identity import model_identity
+from ..identity import file_digest, model_identity
 from ..io import to_pil, write_json
 from ..models import LoadedModel, load_model
 from ..prompts import Prompt
@@ -41,7 +45,7 @@ from .store import ImageStore, ScoreCache
 from .sweep import Run, parse_scales, plan_runs
 
 __all__ = ["EvalConfig", "Item", "Plan", "chunks", "evaluate", "item_latents", "item_seed", "make_items", "make_plan",
-           "process_batches"]
+           "process_batches", "score_batches"]
 
 
 @dataclass
@@ -74,7 +78,11 @@ class EvalConfig:
                                            "learned methods with their best scale", metavar="GS,GS,...")
     resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
                                  multiple_of=8)
-    batch_size: int = arg(4, "images per forward pass (generation and scoring)", min=1)
+    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
+                                    metavar="FILE")
+    batch_size: int = arg(4, "images per generation batch; it decides the images' last bits (the UNet's float "
+                             "results depend on the batch), so keep it when resuming or comparing runs", min=1)
+    score_batch_size: int = arg(64, "images per scoring batch, independent of --batch-size (scores only)", min=1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen diffusion model", choices=["fp32", "fp16", "bf16"])
     reward_precision: str = arg("fp32", "dtype of the reward models that score the images (the references score "
@@ -92,6 +100,7 @@ class EvalConfig:
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
         require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        require(self.score_batch_size >= 1, f"--score-batch-size must be >= 1, got {self.score_batch_size}")
         require(self.gallery_items >= 0, f"--gallery-items must be >= 0, got {self.gallery_items}")
         require(self.guidance_scale is None or self.guidance_scale >= 0,
                 f"--guidance-scale must be >= 0, got {self.guidance_scale}")
@@ -145,6 +154,10 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     scales = parse_scales(config.guidance_sweep)
     device, dtype = _process_device(config.device, process_state(config.device)), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
+    model.family.condition_on(control_image=config.control_image)
+    if getattr(model.family, "is_video", False):
+        raise ReNegError(f"reneg eval scores images; {type(model.pipe).__name__} makes videos: "
+                         "use reneg generate (frames and a GIF per prompt)")
     benchmark = _prompts_source(config, model)
     all_prompts = load_benchmark(benchmark, data_dir=config.data_dir)  # never empty
     prompts = all_prompts[:config.limit]
@@ -160,7 +173,8 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
-                "device": model.pipe.device.type, "scheduler": "DDIM"}
+                "device": model.pipe.device.type, "scheduler": model.family.sampler,
+                **({"control_image": file_digest(config.control_image)} if config.control_image else {})}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,
                 plan_runs(specs, guidance_scale, scales), steps, guidance_scale, scales, resolution, settings,
@@ -202,13 +216,30 @@ def generate_missing(plan: Plan, store: ImageStore, batches: list[tuple[Run, lis
             progress.update(len(batch))
 
 
+def score_batches(plan: Plan, batches: list[tuple[Run, list[Item]]]) -> list[tuple[Run, list[Item]]]:
+    """``batches`` regrouped for scoring: each run's items, in order, cut into ``--score-batch-size`` batches.
+
+    Scoring reads saved PNGs, so its batches need not be the generation batches; a process scores exactly
+    the items of the generation batches it was dealt.
+    """
+    items: dict[str, tuple[Run, list[Item]]] = {}
+    for run, batch in batches:
+        items.setdefault(run.key, (run, []))[1].extend(batch)
+    return [(run, chunk) for run, run_items in items.values()
+            for chunk in chunks(run_items, plan.config.score_batch_size)]
+
+
 def score_missing(plan: Plan, store: ImageStore, cache: ScoreCache,
                   batches: list[tuple[Run, list[Item]]] | None = None, *, progress_bar: bool = True) -> None:
     """Score every (run, metric, item) of ``batches`` (default: all) not in ``cache`` from the saved PNGs,
-    appending to the cache as it goes."""
+    appending to the cache as it goes (one write per scoring batch).
+
+    The images of a scoring batch are loaded once and passed, as one tensor, to every metric: metrics that
+    read the same model share its forward pass (the world's five ``truth-*`` judge it once).
+    """
     batches = batches if batches is not None else process_batches(plan, process_state(plan.config.device))
     todo = []
-    for run, batch in batches:
+    for run, batch in score_batches(plan, batches):
         key = plan.score_key(run)
         metrics = [m for m in plan.metrics if not all(cache.has(key, plan.metric_key(m), i.name) for i in batch)]
         if metrics:
@@ -219,13 +250,13 @@ def score_missing(plan: Plan, store: ImageStore, cache: ScoreCache,
             images = store.load(run.slug, [item.name for item in batch]).to(plan.model.pipe.device)
             prompts = [item.prompt.text for item in batch]
             key = plan.score_key(run)
-            for metric in metrics:
-                with torch.no_grad():
-                    values = plan.rewards[metric.text](images, prompts).float().cpu().tolist()
-                metric_key = plan.metric_key(metric)
-                cache.add(key, metric_key, {item.name: value for item, value in zip(batch, values)
-                                            if not cache.has(key, metric_key, item.name)})
-                progress.update(len(batch))
+            with torch.inference_mode():  # one host transfer per batch, after every metric has run
+                values = torch.stack([plan.rewards[metric.text](images, prompts).float()
+                                      for metric in metrics]).cpu().tolist()
+            cache.add_many(key, {plan.metric_key(metric): {item.name: value for item, value in zip(batch, row)
+                                                           if not cache.has(key, plan.metric_key(metric), item.name)}
+                                 for metric, row in zip(metrics, values)})
+            progress.update(len(batch) * len(metrics))
 
 
 def collect_scores(plan: Plan, cache: ScoreCache) -> dict[str, dict[str, list[float]]]:

@@ -146,8 +146,14 @@ class ScoreCache:
 
     def add(self, run: str, metric: str, scores: dict[str, float]) -> None:
         """Append the scores of items (name -> score) and flush them to disk."""
+        self.add_many(run, {metric: scores})
+
+    def add_many(self, run: str, scores: dict[str, dict[str, float]]) -> None:
+        """Append the scores of several metrics (metric -> item name -> score) of a run with one flush to disk."""
         lines = [json.dumps({"run": run, "metric": metric, "item": item, "score": score})
-                 for item, score in scores.items()]
+                 for metric, by_item in scores.items() for item, score in by_item.items()]
+        if not lines:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("ab+") as handle:
             size = handle.seek(0, os.SEEK_END)
@@ -158,5 +164,6 @@ class ScoreCache:
             handle.write("".join(line + "\n" for line in lines).encode())
             handle.flush()
             os.fsync(handle.fileno())
-        for item, score in scores.items():
-            self.scores[(run, metric, item)] = score
+        for metric, by_item in scores.items():
+            for item, score in by_item.items():
+                self.scores[(run, metric, item)] = score

@@ -9,5 +9,11 @@ Pipelines without a family are refused with one line naming the supported ones.
 
 from .base import Family, TextConditioning, family_for, register_family, supported_pipelines
 from . import sd  # noqa: F401  - registers StableDiffusionPipeline
+from . import sdxl  # noqa: F401  - registers StableDiffusionXLPipeline
+from . import sd3  # noqa: F401  - registers StableDiffusion3Pipeline
+from . import controlnet  # noqa: F401  - registers StableDiffusionControlNetPipeline
+from . import animatediff  # noqa: F401  - registers AnimateDiffPipeline
+from . import text_to_video  # noqa: F401  - registers TextToVideoSDPipeline
+from . import pixart  # noqa: F401  - registers PixArtAlphaPipeline
 
 __all__ = ["Family", "TextConditioning", "family_for", "register_family", "supported_pipelines"]

@@ -70,12 +70,35 @@ class Family:
     name: str = ""
     pipeline_classes: tuple[str, ...] = ()
     description: str = ""
+    #: the pipeline attributes holding the text encoders a negative embedding belongs to, in order
+    text_encoder_names: tuple[str, ...] = ("text_encoder",)
+    #: the sampler the rollout steps with, as recorded in generation.json and results.json
+    sampler: str = "DDIM"
 
     def __init__(self, pipe):
         self.pipe = pipe
 
     def use_sampler(self) -> None:
         """Put the family's sampler (the scheduler the rollout steps with) on the pipeline."""
+
+    def condition_on(self, *, control_image=None, num_frames: int | None = None) -> None:
+        """Inputs beside the text that every output is conditioned on: a ControlNet's control image, a video's
+        number of frames. Families that take none refuse them in one line; those that need one refuse its absence.
+        """
+        if control_image is not None:
+            raise ReNegError(f"--control-image applies to ControlNet pipelines only; this model is a "
+                             f"{type(self.pipe).__name__}: drop --control-image or load a ControlNet pipeline")
+        if num_frames is not None:
+            raise ReNegError(f"--num-frames applies to video pipelines only; this model is a "
+                             f"{type(self.pipe).__name__}: drop --num-frames")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the denoiser's and the VAE's activations in the backward pass: memory for time (training at
+        SDXL's and SD3's 1024 px). The text encoders are outside the gradient's path and stay as they are."""
+        for name in ("unet", "transformer", "vae"):
+            module = getattr(self.pipe, name, None)
+            if module is not None and getattr(module, "_supports_gradient_checkpointing", False):
+                module.enable_gradient_checkpointing()
 
     # -- the parts the sampler uses
     @property
@@ -111,6 +134,22 @@ class Family:
     def null_text(self) -> TextConditioning:
         """The conditioning of the empty prompt as diffusers' default negative (one row, fp32, CPU)."""
         raise NotImplementedError
+
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The pipeline's text encoders (those of ``text_encoder_names`` it has), in order."""
+        return [e for e in (getattr(self.pipe, name, None) for name in self.text_encoder_names) if e is not None]
+
+    def fingerprint(self) -> str:
+        """The text encoders' fingerprint (:func:`reneg.fingerprint.combined_fingerprint`), as embedding files hold
+        it."""
+        from ..fingerprint import combined_fingerprint
+
+        return combined_fingerprint(self.text_encoders())
+
+    def negative_shape(self) -> tuple[tuple[int, int], int | None]:
+        """((L, D), P): the shape of a negative embedding for this pipeline and of its pooled part (None: none)."""
+        null = self.null_text()
+        return tuple(null.embeds.shape[1:]), None if null.pooled is None else int(null.pooled.shape[-1])
 
     def conditioning(self, text: TextConditioning, *, resolution: int) -> dict:
         """The model's keyword arguments for one branch (``encoder_hidden_states``, ``added_cond_kwargs``, ...)."""

@@ -1,0 +1,125 @@
+"""NPO inference time and memory per image as a ratio to plain CFG on the same model, in the same run (issue 18).
+
+    OMP_NUM_THREADS=1 python benchmarks/npo_time.py --npo runs/npo-reward [--lora DIR] [--prompts 6] [--rounds 3]
+        [--batch-size 1] [--model shapes] [--device cpu]
+
+Variants, interleaved round after round: plain CFG (null text, one batched UNet call per step, a copy of the
+model without adapters); NPO in one call
+(theta for the prompt's rows, theta + beta*delta for the negative's, peft mixed batch, reneg's method
+``npo=DIR``); plain CFG on the model that holds the adapters (reneg's BASE weights switch them off per
+call); NPO in two calls (peft's ``set_adapters`` per branch, the fallback a grouped denoiser would use).
+Memory: the UNet's weights with the NPO adapters loaded vs without (the authors' release keeps a second UNet:
+2x); on CUDA also the peak allocated memory of each variant (``torch.cuda.max_memory_allocated``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from reneg.benchmarks import load_benchmark
+from reneg.denoiser import AdapterWeights
+from reneg.evaluate.methods import build_methods, parse_method_spec
+from reneg.models import load_model
+from reneg.rollout import guided_images, rollout, text_branches
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--npo", required=True)
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--prompts", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    args = parser.parse_args()
+
+    dtype = torch.float16 if args.precision == "fp16" else torch.float32
+    model = load_model(args.model, device=args.device, dtype=dtype)
+    family, defaults = model.family, model.defaults
+    steps, scale, resolution = defaults.num_inference_steps, defaults.guidance_scale, model.resolution
+    prompts = [p.text for p in load_benchmark(defaults.benchmark)][:args.prompts * args.batch_size]
+    batches = [prompts[i:i + args.batch_size] for i in range(0, len(prompts), args.batch_size)]
+    plain_model = load_model(args.model, device=args.device, dtype=dtype)  # the same weights, no adapters loaded
+    unet = family.model
+    base_bytes = _bytes(p for n, p in unet.named_parameters() if "lora_" not in n)
+    spec = parse_method_spec(f"npo={args.npo},beta={args.beta}")
+    npo = build_methods([spec], model)[spec.base]
+    npo_bytes = _bytes(unet.parameters())
+    delta = [n for n in unet.peft_config if n.startswith("lora_")][0]
+
+    def latents(index):
+        return family.initial_latents(args.batch_size, resolution=resolution,
+                                      generator=torch.Generator().manual_seed(index))
+
+    def plain(batch, x_t):
+        plain_family = plain_model.family
+        return guided_images(plain_family, batch, plain_family.null_text(), x_t, guidance_scale=scale, steps=steps,
+                             resolution=resolution)
+
+    def plain_adapters_off(batch, x_t):
+        return guided_images(family, batch, family.null_text(), x_t, guidance_scale=scale, steps=steps,
+                             resolution=resolution)
+
+    def one_call(batch, x_t):
+        return npo.images(model, batch, x_t, guidance_scale=scale, steps=steps)
+
+    def two_calls(batch, x_t):
+        branches = text_branches(family, family.encode(batch), family.null_text(), resolution=resolution,
+                                 negative_weights=AdapterWeights((delta,), (args.beta,)))
+        return rollout(family, branches, x_t, steps=steps, guidance_scale=scale)
+
+    variants = {"plain CFG (null text)": plain, "NPO, one call (mixed batch)": one_call,
+                "plain CFG on the UNet holding the adapters (switched off per call)": plain_adapters_off,
+                "NPO, two calls (set_adapters per branch)": two_calls}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_times: dict[str, list[float]] = {name: [] for name in variants}  # this process's CPU time: robust to
+    # other processes on a shared machine (one thread: CPU time ~ work done)
+    peaks: dict[str, int] = {name: 0 for name in variants}
+    cuda = torch.device(args.device).type == "cuda"
+    for run in variants.values():  # warm-up
+        run(batches[0], latents(0))
+    for _ in range(args.rounds):
+        for index, batch in enumerate(batches):
+            x_t = latents(index)
+            for name, run in variants.items():
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                start, cpu_start = time.perf_counter(), time.process_time()
+                run(batch, x_t)
+                if cuda:
+                    torch.cuda.synchronize()
+                    peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated())
+                times[name].append((time.perf_counter() - start) / len(batch))
+                cpu_times[name].append((time.process_time() - cpu_start) / len(batch))
+    base = statistics.median(times["plain CFG (null text)"])
+    cpu_base = statistics.median(cpu_times["plain CFG (null text)"])
+    print(f"\n{args.model}, {args.device}, {args.precision}, {steps} DDIM steps, {resolution} px, batch "
+          f"{args.batch_size}, {len(batches)} batches x {args.rounds} rounds, torch threads {torch.get_num_threads()}")
+    print(f"UNet weights: {base_bytes / 2**20:.2f} MiB; with the NPO adapters (delta + the stacked negative "
+          f"adapter): {npo_bytes / 2**20:.2f} MiB (x{npo_bytes / base_bytes:.3f}); a second UNet: x2.000\n")
+    print("| variant | wall s / image (median) | ratio to plain | CPU s / image (median) | ratio to plain |"
+          + (" peak MiB | ratio |" if cuda else "") + "\n| --- | --- | --- | --- | --- |" + (" --- | --- |" if cuda else ""))
+    for name, values in times.items():
+        median = statistics.median(values)
+        cpu_median = statistics.median(cpu_times[name])
+        row = f"| {name} | {median:.4f} | {median / base:.3f} | {cpu_median:.4f} | {cpu_median / cpu_base:.3f} |"
+        if cuda:
+            peak, plain_peak = peaks[name], peaks["plain CFG (null text)"]
+            row += f" {peak / 2**20:.1f} | {peak / plain_peak:.3f} |"
+        print(row)
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        main()
