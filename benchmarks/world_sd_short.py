@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12000)
     parser.add_argument("--variant", choices=VARIANTS, default="v3")
     parser.add_argument("--prompts", type=int, default=160)
+    parser.add_argument("--ema-decay", type=float, default=None, help="override the recipe's EMA decay (0.999 "
+                        "averages over ~1000 steps: a short run's EMA is mostly its early weights; 0 keeps the raw)")
     parser.add_argument("--vae", default=None, help="a VAE directory (default: the shipped world's), e.g. "
                         "runs/world-build/vae from `reneg world-build --until recon`")
     args = parser.parse_args()
@@ -58,6 +60,8 @@ def main() -> None:
     vae.requires_grad_(False)
     data = make_data(args.images, seed=0)
     latents = encode(vae, data) * vae.config.scaling_factor
+    if args.ema_decay is not None:
+        changes = {**changes, "ema_decay": args.ema_decay}
     recipe = SDRecipe(**changes)
     start = time.time()
     text_encoder, unet, tokenizer = train_sd(data, latents, steps=args.steps, seed=0, recipe=recipe)
@@ -75,7 +79,7 @@ def main() -> None:
         made = guided_images(family, part, family.null_text(), latents_t, guidance_scale=3.0, steps=20, resolution=64)
         images.append((made.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
     judged = judge_images(np.concatenate(images), prompts)
-    print(json.dumps({"variant": args.variant, "steps": args.steps, "images": args.images, "train_s": round(seconds),
+    print(json.dumps({"variant": args.variant, "steps": args.steps, "ema_decay": recipe.ema_decay, "images": args.images, "train_s": round(seconds),
                       **{k: round(v, 3) for k, v in judged.items()}}))
 
 
