@@ -40,7 +40,7 @@ class BuildConfig:
     images: int = arg(40000, "training renders", min=1)
     vae_steps: int = arg(3600, "VAE optimizer steps (1200 of batch 16 gave 18.6 dB, 2400 gave 25.5 dB)", min=1)
     truth_steps: int = arg(1500, "ground-truth scorer steps", min=1)
-    sd_steps: int = arg(3000, "text encoder + UNet steps", min=1)
+    sd_steps: int = arg(4500, "text encoder + UNet steps (the shipped v3 build: 4500, 48 min on one core)", min=1)
     sd_lr: float = arg(5e-4, "text encoder + UNet peak learning rate", min_exclusive=0)
     sd_prediction_type: str = arg("epsilon", "what the UNet predicts", choices=["epsilon", "v_prediction"])
     vae_width: int = arg(16, "the VAE's channels at its first level (then x2, x4, x4: 8x downsampling)", min=4,
