@@ -81,7 +81,8 @@ class EvalConfig:
     control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
                                     metavar="FILE")
     batch_size: int = arg(4, "images per generation batch; it decides the images' last bits (the UNet's float "
-                             "results depend on the batch), so keep it when resuming or comparing runs", min=1)
+                             "results depend on the batch), so run.json records it and a resume with another "
+                             "batch is refused", min=1)
     score_batch_size: int = arg(64, "images per scoring batch, independent of --batch-size (scores only)", min=1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen diffusion model", choices=["fp32", "fp16", "bf16"])
@@ -174,6 +175,8 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
                 "device": model.pipe.device.type, "scheduler": model.family.sampler,
+                # the UNet's float results depend on its batch: a few pixel values differ between batches
+                "batch_size": config.batch_size,
                 **({"control_image": file_digest(config.control_image)} if config.control_image else {})}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,

@@ -25,6 +25,8 @@ from ..errors import ReNegError
 from ..io import atomic_path, save_png, write_json
 
 RUN_FILE = "run.json"
+#: settings that run.json records since a later version: a folder written before holds none, and is reused
+RECORDED_LATER = frozenset({"batch_size"})
 SCORES_FILE = "scores.jsonl"
 RANK_SCORES_GLOB = "scores.rank*.jsonl"
 IMAGES_DIR = "images"
@@ -59,7 +61,8 @@ class ImageStore:
             saved = json.loads(record.read_text())
         except json.JSONDecodeError:
             saved = {}
-        differing = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key))
+        differing = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key)
+                           and not (key in RECORDED_LATER and key not in saved))
         if differing:
             raise ReNegError(f"{self.directory(slug)} holds images made with other settings ({', '.join(differing)} "
                              f"differ): pass a fresh --out DIR, or delete that folder to remake them")
