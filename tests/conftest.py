@@ -39,11 +39,10 @@ def tiny_epsilon_dir(tmp_path_factory):
     return directory
 
 
-def _seeded(seed):
-    state = torch.random.fork_rng(devices=[])
-    state.__enter__()
-    torch.manual_seed(seed)
-    return state
+def _saved(tmp_path_factory, name, pipe):
+    directory = tmp_path_factory.mktemp(name)
+    pipe.save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")
@@ -54,21 +53,16 @@ def animatediff_dir(tmp_path_factory):
     from reneg.tiny import tiny_sd_pipeline
 
     sd = tiny_sd_pipeline()
-    state = _seeded(2)
-    try:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
         adapter = MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_norm_num_groups=8,
                                 motion_num_attention_heads=2, motion_max_seq_length=32)
         for name, parameter in adapter.named_parameters():
             if "proj_out" in name:
                 parameter.data.normal_(0, 0.2)
-    finally:
-        state.__exit__(None, None, None)
-    pipe = AnimateDiffPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
-                               motion_adapter=adapter, scheduler=sd.scheduler, feature_extractor=None,
-                               image_encoder=None)
-    directory = tmp_path_factory.mktemp("tiny-animatediff")
-    pipe.save_pretrained(directory)
-    return directory
+    return _saved(tmp_path_factory, "tiny-animatediff", AnimateDiffPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet, motion_adapter=adapter,
+        scheduler=sd.scheduler, feature_extractor=None, image_encoder=None))
 
 
 @pytest.fixture(scope="session")
@@ -79,16 +73,11 @@ def text_to_video_dir(tmp_path_factory):
     from reneg.tiny import tiny_sd_pipeline
 
     sd = tiny_sd_pipeline()
-    state = _seeded(3)
-    try:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
         unet = UNet3DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
                                     layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
                                     up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=32,
                                     attention_head_dim=4, norm_num_groups=8)
-    finally:
-        state.__exit__(None, None, None)
-    pipe = TextToVideoSDPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet,
-                                 scheduler=sd.scheduler)
-    directory = tmp_path_factory.mktemp("tiny-t2v")
-    pipe.save_pretrained(directory)
-    return directory
+    return _saved(tmp_path_factory, "tiny-t2v", TextToVideoSDPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=sd.scheduler))

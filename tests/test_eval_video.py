@@ -95,11 +95,13 @@ def test_eval_on_animatediff_end_to_end_and_resumable(animatediff_dir, inputs, t
 
 
 def test_eval_on_text_to_video(text_to_video_dir, tmp_path):
-    config = EvalConfig(model=str(text_to_video_dir), prompts=str(_prompts(tmp_path)), methods=["null"],
+    config = EvalConfig(model=str(text_to_video_dir), prompts=str(_prompts(tmp_path)),
+                        methods=["null", "dnp-caption=a blue square"],
                         metrics=["contrast"], num_frames=FRAMES, steps=2, device="cpu", out=str(tmp_path / "eval"))
     results = json.loads(evaluate(config).read_text())
     assert set(results["metrics"]) == {"contrast", "colorfulness", "saturation", "vbench-temporal-flickering"}
     assert "vbench-temporal-flickering" in results["diagnostics"]
+    assert "n*: a blue square" in (tmp_path / "eval" / "index.html").read_text()  # manual DNP: its caption shown
 
 
 def _prompts(tmp_path):
@@ -128,6 +130,7 @@ def test_video_metrics_are_refused_on_an_image_pipeline(metric, tmp_path, capsys
     (["--metrics", "vbench-motion-smoothness", "--num-frames", "3"], "needs a frame interpolator"),
     (["--metrics", "vbench-motion-smoothness=missing.pt", "--num-frames", "3"], "does not exist"),
     (["--metrics", "vbench-temporal-flickering:fps=8", "--num-frames", "3"], "has no option"),
+    (["--methods", "dnp", "--metrics", "contrast", "--num-frames", "3"], "auto-DNP captions a DNS image"),
 ])
 def test_bad_video_eval_input_is_one_line(args, needle, animatediff_dir, tmp_path, capsys):
     out = tmp_path / "eval"
