@@ -135,6 +135,10 @@ def cases(work: Path) -> list[tuple[str, list[str], Path]]:
                                                   "--out", str(work / "eval")], work / "eval"),
         ("eval: method embedding= of a missing file", ["eval", *tiny, "--methods", "embedding=none.safetensors",
                                                       "--out", str(work / "eval")], work / "eval"),
+        ("eval: a VBench video metric on an image pipeline", ["eval", *tiny, "--metrics", "vbench-motion-smoothness",
+                                                             "--out", str(work / "eval")], work / "eval"),
+        ("eval: --num-frames on an image pipeline", ["eval", *tiny, "--num-frames", "8", "--out", str(work / "eval")],
+         work / "eval"),
     ]
 
 

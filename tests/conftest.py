@@ -37,3 +37,47 @@ def tiny_epsilon_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny-sd")
     tiny_sd_pipeline().save_pretrained(directory)
     return directory
+
+
+def _saved(tmp_path_factory, name, pipe):
+    directory = tmp_path_factory.mktemp(name)
+    pipe.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def animatediff_dir(tmp_path_factory):
+    """A tiny random-weight AnimateDiff (tiny SD UNet + motion adapter, its zero-initialised outputs made non-zero)."""
+    from diffusers import AnimateDiffPipeline, MotionAdapter
+
+    from reneg.tiny import tiny_sd_pipeline
+
+    sd = tiny_sd_pipeline()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        adapter = MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_norm_num_groups=8,
+                                motion_num_attention_heads=2, motion_max_seq_length=32)
+        for name, parameter in adapter.named_parameters():
+            if "proj_out" in name:
+                parameter.data.normal_(0, 0.2)
+    return _saved(tmp_path_factory, "tiny-animatediff", AnimateDiffPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet, motion_adapter=adapter,
+        scheduler=sd.scheduler, feature_extractor=None, image_encoder=None))
+
+
+@pytest.fixture(scope="session")
+def text_to_video_dir(tmp_path_factory):
+    """A tiny random-weight ModelScope-layout text-to-video pipeline (UNet3DConditionModel)."""
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+    from reneg.tiny import tiny_sd_pipeline
+
+    sd = tiny_sd_pipeline()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        unet = UNet3DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                    layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                                    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=32,
+                                    attention_head_dim=4, norm_num_groups=8)
+    return _saved(tmp_path_factory, "tiny-t2v", TextToVideoSDPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=sd.scheduler))

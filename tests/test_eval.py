@@ -115,6 +115,20 @@ def test_rerun_with_other_settings_into_the_same_folder_is_refused(files, model,
         evaluate(_config(files, reference.parent, steps=3), model=model)
 
 
+def test_rerun_with_another_generation_batch_is_refused_but_older_folders_are_reused(files, model, tmp_path):
+    """The generation batch decides a few pixel values, so run.json records it; a folder written before it was
+    recorded (no key) is reused as it is."""
+    out = tmp_path / "e"
+    first = evaluate(_config(files, out), model=model).read_bytes()
+    with pytest.raises(ReNegError, match="other settings .*batch_size"):
+        evaluate(_config(files, out, batch_size=1), model=model)
+    for record in (out / "images").glob("*/run.json"):  # as an older reneg wrote it
+        saved = json.loads(record.read_text())
+        assert saved.pop("batch_size") == 2
+        record.write_text(json.dumps(saved))
+    assert evaluate(_config(files, out), model=model).read_bytes() == first
+
+
 def test_crash_in_generation_resumes_without_regenerating(files, model, reference, tmp_path, monkeypatch):
     crashing = Counter(methods_module.guided_images, fail_after=3)  # 4 batches of 2: crash on the 4th
     monkeypatch.setattr(methods_module, "guided_images", crashing)

@@ -107,3 +107,22 @@ def test_released_layout_is_refused_by_sd_in_one_line(tiny_pipe, released):
     # and a CLIP-layout file is refused by PixArt likewise
     with pytest.raises(ReNegError, match=r"\(77, 32\).*\(120, 4096\)"):
         NegativeEmbedding(torch.zeros(77, 32), {}).for_pipeline(_pipeline())
+
+
+def test_train_end_to_end_on_pixart(pixart, tmp_path):
+    """reneg train learns a (120, 4096) PixArt negative (no mask: all 120 tokens), which then generates."""
+    from reneg.listeners import log_listeners
+    from reneg.train import TrainConfig, train
+
+    out = tmp_path / "neg.safetensors"
+    config = TrainConfig(model="tiny-pixart", prompt=PROMPTS, reward="contrast", train_steps=2, batch_size=2, steps=3,
+                         validate_every=2, device="cpu", out=str(out))
+    learned = train(config, model=pixart, listeners=log_listeners(config))  # as the CLI runs it
+    assert learned.tensor.shape == (120, WIDTH) and torch.isfinite(learned.tensor).all()
+    start = pixart.family.null_text().embeds[0]
+    assert not torch.equal(learned.tensor, start)  # two AdamW steps moved it
+    validation = [json.loads(line) for line in out.with_suffix(".validation.jsonl").read_text().splitlines()]
+    assert validation and all(np.isfinite(v["validation_reward"]) for v in validation)
+    generate(GenerateConfig(model="tiny-pixart", prompt=PROMPTS, negative=str(out), seed=3, steps=3, device="cpu",
+                            out=str(tmp_path / "images")), model=pixart)
+    assert _ours(tmp_path / "images").shape == (2, 64, 64, 3)

@@ -5,64 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import (AnimateDiffPipeline, DDIMScheduler, MotionAdapter, TextToVideoSDPipeline,
-                       UNet3DConditionModel)
+from diffusers import AnimateDiffPipeline, DDIMScheduler, TextToVideoSDPipeline
 from PIL import Image
 
 from reneg.cli import main
 from reneg.embedding import NegativeEmbedding
-from reneg.tiny import tiny_sd_pipeline
 from reneg.video import frame_rewards
 
 PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
 FRAMES = 3
-
-
-def _seeded(seed):
-    state = torch.random.fork_rng(devices=[])
-    state.__enter__()
-    torch.manual_seed(seed)
-    return state
-
-
-@pytest.fixture(scope="module")
-def animatediff_dir(tmp_path_factory):
-    """A tiny random-weight AnimateDiff (tiny SD UNet + motion adapter, its zero-initialised outputs made non-zero)."""
-    sd = tiny_sd_pipeline()
-    state = _seeded(2)
-    try:
-        adapter = MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_norm_num_groups=8,
-                                motion_num_attention_heads=2, motion_max_seq_length=32)
-        for name, parameter in adapter.named_parameters():
-            if "proj_out" in name:
-                parameter.data.normal_(0, 0.2)
-    finally:
-        state.__exit__(None, None, None)
-    pipe = AnimateDiffPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
-                               motion_adapter=adapter, scheduler=sd.scheduler, feature_extractor=None,
-                               image_encoder=None)
-    directory = tmp_path_factory.mktemp("tiny-animatediff")
-    pipe.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def text_to_video_dir(tmp_path_factory):
-    """A tiny random-weight ModelScope-layout text-to-video pipeline (UNet3DConditionModel)."""
-    sd = tiny_sd_pipeline()
-    state = _seeded(3)
-    try:
-        unet = UNet3DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                    layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                                    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=32,
-                                    attention_head_dim=4, norm_num_groups=8)
-    finally:
-        state.__exit__(None, None, None)
-    pipe = TextToVideoSDPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet,
-                                 scheduler=sd.scheduler)
-    directory = tmp_path_factory.mktemp("tiny-t2v")
-    pipe.save_pretrained(directory)
-    return directory
 
 
 def _generate(directory, out, *extra):
@@ -132,26 +83,12 @@ def test_frame_rewards_average_each_videos_frames():
     torch.testing.assert_close(frame_rewards(reward, images, ["a", "b"]), images.mean(dim=(1, 2, 3)))
 
 
-@pytest.mark.parametrize("case", ["frames-on-images", "eval-on-video"])
-def test_video_bad_input_is_one_line(case, animatediff_dir, tmp_path, capsys):
-    if case == "frames-on-images":
-        code = main(["generate", "--model", "tiny", "--prompt", "a", "--num-frames", "2", "--out",
-                     str(tmp_path / "out")])
-        needle = "video pipelines only"
-    else:
-        code = main(["eval", "--model", str(animatediff_dir), "--prompts", str(_prompts(tmp_path)), "--metrics",
-                     "contrast", "--out", str(tmp_path / "out")])
-        needle = "makes videos"
+def test_frames_on_an_image_pipeline_is_one_line(tmp_path, capsys):
+    code = main(["generate", "--model", "tiny", "--prompt", "a", "--num-frames", "2", "--out", str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
-    assert needle in err and len(err.strip().splitlines()) == 1
+    assert "video pipelines only" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-
-
-def _prompts(tmp_path):
-    path = tmp_path / "p.txt"
-    path.write_text("\n".join(PROMPTS) + "\n")
-    return path
 
 
 def test_temporal_flickering_as_vbench_defines_it():
@@ -187,3 +124,45 @@ def test_background_consistency_as_vbench_defines_it():
     cos = lambda a, b: max(0.0, float((features[a] * features[b]).sum()))  # noqa: E731
     expected = ((cos(1, 0) + cos(1, 0)) / 2 + (cos(2, 1) + cos(2, 0)) / 2) / 2
     assert float(scores[0]) == pytest.approx(expected, abs=1e-5)
+
+
+def _midpoint(img0, img1, embt):
+    """A deterministic interpolator: the mean of the two frames (exact for linear motion)."""
+    return {"imgt_pred": (img0 + img1) / 2}
+
+
+def test_motion_smoothness_is_one_for_linear_motion():
+    from reneg.video import motion_smoothness
+
+    ramp = torch.arange(7).view(1, 7, 1, 1, 1) * 9 + torch.arange(20).view(1, 1, 1, 1, 20) % 5  # brightness ramp
+    videos = ramp.expand(2, 7, 3, 13, 20) / 255  # 13 x 20: padded to 16 x 32 and back
+    assert motion_smoothness(videos, _midpoint).tolist() == [1.0, 1.0]
+
+
+def test_motion_smoothness_as_vbench_defines_it():
+    """By hand for 6 frames: even frames 0, 2, 4; midpoints of (0, 2) and (2, 4) against frames 1 and 3 (frame 5
+    has no midpoint), each truncated to uint8 as AMT's tensor2img; score (255 - mean MAE) / 255."""
+    from reneg.video import motion_smoothness
+
+    levels = torch.randint(0, 256, (1, 6, 3, 5, 7), generator=torch.Generator().manual_seed(0)).double()
+    score = motion_smoothness(levels.float() / 255, lambda a, b, t: (a + b) / 2 + 0.3 / 255)
+    frames = levels[0].permute(0, 2, 3, 1).numpy()  # (F, H, W, 3) uint8 values
+    maes = []
+    for odd in (1, 3):
+        predicted = ((frames[odd - 1] / 255 + frames[odd + 1] / 255) / 2 + 0.3 / 255) * 255
+        maes.append(np.abs(frames[odd] - np.clip(predicted, 0, 255).astype(np.uint8)).mean())
+    assert float(score[0]) == pytest.approx((255 - np.mean(maes)) / 255, abs=1e-12)
+    assert float(score[0]) < 1
+
+
+def test_motion_smoothness_needs_three_frames_and_a_loadable_interpolator(tmp_path):
+    from reneg.errors import ReNegError
+    from reneg.video import load_interpolator, motion_smoothness
+
+    with pytest.raises(ReNegError, match="at least 3 frames"):
+        motion_smoothness(torch.rand(1, 2, 3, 8, 8), _midpoint)
+    with pytest.raises(ReNegError, match="does not exist"):
+        load_interpolator(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ReNegError, match="TorchScript"):
+        load_interpolator(tmp_path / "junk.pt")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from .families import TextConditioning
 from .fingerprint import pipeline_fingerprint
 from .models import LoadedModel, load_model
 from .npo_weights import save_adapter
-from .objective import draw_batch, mixed_seed
+from .objective import RolloutSettings, draw_batch, mixed_seed
 from .rewards import Reward, build_reward
 from .rollout import rollout, text_branches
 
@@ -114,12 +113,9 @@ class NPOTrainer:
         # 1. Model, defaults
         self.model = model or load_model(c.model, device=self.device, dtype=dtype)
         self.family, defaults = self.model.family, self.model.defaults
-        self.steps = c.steps or defaults.num_inference_steps
-        self.grad_window = c.grad_window or max(1, math.ceil(self.steps / 3))
-        require(1 <= self.grad_window <= self.steps,
-                f"--grad-window must be between 1 and --steps ({self.steps}), got {self.grad_window}")
-        self.guidance_scale = c.guidance_scale if c.guidance_scale is not None else defaults.guidance_scale
-        self.resolution = c.resolution or self.model.resolution
+        rollout_settings = RolloutSettings.of(c, self.model)
+        self.steps, self.grad_window = rollout_settings.steps, rollout_settings.grad_window
+        self.guidance_scale, self.resolution = rollout_settings.guidance_scale, rollout_settings.resolution
         # 2. Data: prompts and a reward, or pairs (checked before delta is added)
         self.reward_name = self.reward_model = None
         if c.route == "dpo":

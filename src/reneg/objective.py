@@ -13,12 +13,14 @@ run draws what an uninterrupted one would.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from .config import require
 from .families import Family, TextConditioning
 from .rewards import Reward
 from .rollout import rollout, text_branches
@@ -35,6 +37,27 @@ def draw_grad_from(*, seed: int, step: int, steps: int, grad_window: int) -> int
     """The step index k of x_t for optimizer step ``step``: uniform over the last ``grad_window`` of ``steps``."""
     generator = torch.Generator().manual_seed(mixed_seed(seed, step, 0))
     return int(torch.randint(steps - grad_window, steps, (1,), generator=generator))
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """The sampling settings of a training rollout: a config's flags, else the model's defaults."""
+
+    steps: int
+    grad_window: int
+    guidance_scale: float
+    resolution: int
+
+    @classmethod
+    def of(cls, config, model) -> RolloutSettings:
+        """From ``config.steps``, ``grad_window``, ``guidance_scale`` and ``resolution`` (None: the model's own;
+        the grad window defaults to the last third of the steps, ReNeg's 10 of 30)."""
+        defaults = model.defaults
+        steps = config.steps or defaults.num_inference_steps
+        grad_window = config.grad_window or max(1, math.ceil(steps / 3))
+        require(1 <= grad_window <= steps, f"--grad-window must be between 1 and --steps ({steps}), got {grad_window}")
+        guidance_scale = config.guidance_scale if config.guidance_scale is not None else defaults.guidance_scale
+        return cls(steps, grad_window, guidance_scale, config.resolution or model.resolution)
 
 
 @dataclass

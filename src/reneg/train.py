@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 import time
@@ -40,7 +39,7 @@ from .embedding import NegativeEmbedding
 from .errors import ReNegError
 from .families import TextConditioning
 from .models import LoadedModel, load_model
-from .objective import draw_batch, reneg_objective
+from .objective import RolloutSettings, draw_batch, reneg_objective
 from .prompts import Prompt
 from .rewards import Reward, build_reward, build_rewards_from_config
 
@@ -192,12 +191,9 @@ class Trainer:
         if config.gradient_checkpointing:
             self.family.enable_gradient_checkpointing()
         defaults = self.model.defaults
-        self.steps = config.steps or defaults.num_inference_steps
-        self.grad_window = config.grad_window or max(1, math.ceil(self.steps / 3))
-        require(1 <= self.grad_window <= self.steps,
-                f"--grad-window must be between 1 and --steps ({self.steps}), got {self.grad_window}")
-        self.guidance_scale = config.guidance_scale if config.guidance_scale is not None else defaults.guidance_scale
-        self.resolution = config.resolution or self.model.resolution
+        rollout = RolloutSettings.of(config, self.model)
+        self.steps, self.grad_window = rollout.steps, rollout.grad_window
+        self.guidance_scale, self.resolution = rollout.guidance_scale, rollout.resolution
         self.prompts = prompts or gather_prompts(prompt=config.prompt, prompts_file=config.prompts,
                                                  fallback=list(defaults.train_prompts), what="training prompts")
         self.prompt_texts = [p.text for p in self.prompts]

@@ -65,6 +65,9 @@ class DnpMethod:
         if missing:
             raise ReNegError(f"the caption file has no caption for the prompt '{missing[0]}' ({len(missing)} "
                              "prompts missing): add each as a key of the JSON object (prompt -> negative prompt)")
+        if self.auto and getattr(model.family, "is_video", False):
+            raise ReNegError(f"auto-DNP captions a DNS image and {type(model.pipe).__name__} makes videos: give n* "
+                             "yourself (eval: dnp=CAPTIONS.json or dnp-caption=TEXT; generate: --caption TEXT)")
         if self.auto and self._loaded_captioner is None:
             self._loaded_captioner = model_captioner(model, self.captioner, self.captioner_model)
 

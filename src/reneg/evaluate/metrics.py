@@ -47,6 +47,11 @@ class MetricSpec:
         return build_reward(self.name, model=self.model, device=device, dtype=dtype, **dict(self.options))
 
 
+#: Metrics that are not registered rewards, by name: the MetricSpec subclass that parses, identifies and builds
+#: them (the VBench video metrics of :mod:`.video_items` register here).
+METRIC_KINDS: dict[str, type[MetricSpec]] = {}
+
+
 def _option_value(text: str) -> object:
     if text.lower() in BOOLEANS:
         return BOOLEANS[text.lower()]
@@ -65,16 +70,19 @@ def parse_metric_spec(text: str, *, diagnostic: bool = False) -> MetricSpec:
     if match is None:
         raise ReNegError(f"metric '{text}': write it as NAME, NAME=PATH_OR_ID or NAME:OPTION=VALUE[=PATH_OR_ID]")
     name, model = match["name"], match["model"]
-    spec = reward_spec(name)  # raises ReNegError listing the registered rewards
+    kind = METRIC_KINDS.get(name, MetricSpec)
+    if kind is MetricSpec:
+        reward_spec(name)  # raises ReNegError listing the registered rewards
     if model is not None and not model:
         raise ReNegError(f"metric '{text}': give the reward model after '=' (name=PATH_OR_ID) or drop the '='")
     options = tuple((key, _option_value(value)) for key, _, value in
                     (piece.partition("=") for piece in match["options"].split(":")[1:]))
-    unknown = [key for key, _ in options if key not in spec.options]
+    metric = kind(text, name, model or None, diagnostic, options)
+    unknown = [key for key, _ in options if key not in metric.option_names]
     if unknown:
-        takes = f"takes {', '.join(spec.options)}" if spec.options else "takes no options"
+        takes = f"takes {', '.join(metric.option_names)}" if metric.option_names else "takes no options"
         raise ReNegError(f"metric '{text}': reward '{name}' has no option '{unknown[0]}' (it {takes})")
-    return MetricSpec(text, name, model or None, diagnostic, options)
+    return metric
 
 
 def parse_metric_specs(values: list[str]) -> list[MetricSpec]:

@@ -161,6 +161,9 @@ def render_markdown(results: dict) -> str:
              f"{settings['resolution']} px, {settings['precision']} (rewards in "
              f"{settings.get('reward_precision', 'fp32')}). Diagnostics: "
              f"{', '.join(results['diagnostics']) or 'none'}. Best of each column in bold; average over all items.", ""]
+    if settings.get("num_frames"):
+        lines += [f"Each item is a video of {settings['num_frames']} frames; a reward metric scores it by the mean "
+                  "of its frames' rewards, a vbench-* metric by VBench's definition.", ""]
     shortened = {s: label for s, label in short_labels(list(results["methods"])).items() if label != s}
     if shortened:
         lines += ["Methods: " + "; ".join(f"`{_escape(label)}` = `{_escape(s)}`" for s, label in shortened.items()),

@@ -8,7 +8,8 @@ batch; measured on the shapes world: 18 of 48x64x64x3 values moved by one
 level from batch 4 to 8), so keep it when resuming or comparing. Scoring reads
 the saved PNGs in its own batches (--score-batch-size). Images are saved as
 PNGs as they are made and every score is computed from the saved PNG, so an
-interrupted run, rerun, gives the same results as an uninterrupted one.
+interrupted run, rerun, gives the same results as an uninterrupted one. On a
+video pipeline each item is a video (frames and a GIF, :mod:`.video_items`).
 
 Several processes (``accelerate launch [--multi_gpu] --num_processes N -m reneg
 eval ...``) deal the fixed batches round-robin: each batch is made and scored
@@ -33,7 +34,7 @@ from ..benchmarks import load_benchmark
 from ..device import dtype_of, resolve_device
 from ..errors import ReNegError
 from ..identity import file_digest, model_identity
-from ..io import to_pil, write_json
+from ..io import write_json
 from ..models import LoadedModel, load_model
 from ..prompts import Prompt
 from .html import write_html
@@ -43,6 +44,7 @@ from .plan import Item, Plan, chunks, item_seed, make_items
 from .report import build_results, scores_by_method, write_markdown
 from .store import ImageStore, ScoreCache
 from .sweep import Run, parse_scales, plan_runs
+from .video_items import fit_metrics, item_store, items_per_score_batch, video_scorers, video_settings
 
 __all__ = ["EvalConfig", "Item", "Plan", "chunks", "evaluate", "item_latents", "item_seed", "make_items", "make_plan",
            "process_batches", "score_batches"]
@@ -80,8 +82,11 @@ class EvalConfig:
                                  multiple_of=8)
     control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
                                     metavar="FILE")
+    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers); run.json "
+                                       "records it and a resume with another count is refused", min=1)
     batch_size: int = arg(4, "images per generation batch; it decides the images' last bits (the UNet's float "
-                             "results depend on the batch), so keep it when resuming or comparing runs", min=1)
+                             "results depend on the batch), so run.json records it and a resume with another "
+                             "batch is refused", min=1)
     score_batch_size: int = arg(64, "images per scoring batch, independent of --batch-size (scores only)", min=1)
     device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     precision: str = arg("fp32", "dtype of the frozen diffusion model", choices=["fp32", "fp16", "bf16"])
@@ -154,17 +159,16 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     scales = parse_scales(config.guidance_sweep)
     device, dtype = _process_device(config.device, process_state(config.device)), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
-    model.family.condition_on(control_image=config.control_image)
-    if getattr(model.family, "is_video", False):
-        raise ReNegError(f"reneg eval scores images; {type(model.pipe).__name__} makes videos: "
-                         "use reneg generate (frames and a GIF per prompt)")
+    model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
     benchmark = _prompts_source(config, model)
     all_prompts = load_benchmark(benchmark, data_dir=config.data_dir)  # never empty
     prompts = all_prompts[:config.limit]
-    metrics = metrics or parse_metric_specs(list(model.defaults.metrics or (model.defaults.reward,)))
+    metrics = fit_metrics(metrics or parse_metric_specs(list(model.defaults.metrics or (model.defaults.reward,))),
+                          model)
     reward_dtype = dtype_of(config.reward_precision)
     rewards = {m.text: m.build(device=model.pipe.device, dtype=reward_dtype) for m in metrics}
     metric_settings = {m.text: _metric_settings(m, rewards[m.text], config.reward_precision) for m in metrics}
+    rewards = video_scorers(metrics, rewards, model)  # videos: per-frame rewards averaged
     methods = build_methods(specs, model)
     for method in methods.values():  # a method's own inputs (DNP's captions, its captioner), before any image
         getattr(method, "prepare", lambda model, prompts: None)(model, [p.text for p in prompts])
@@ -174,6 +178,8 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
                 "device": model.pipe.device.type, "scheduler": model.family.sampler,
+                # the UNet's float results depend on its batch: a few pixel values differ between batches
+                "batch_size": config.batch_size, **video_settings(model),
                 **({"control_image": file_digest(config.control_image)} if config.control_image else {})}
     return Plan(config, model, specs, metrics, rewards, prompts,
                 make_items(prompts, images_per_prompt=config.images_per_prompt, seed=config.seed), methods,
@@ -209,7 +215,7 @@ def generate_missing(plan: Plan, store: ImageStore, batches: list[tuple[Run, lis
             images = method.images(plan.model, [item.prompt.text for item in batch], item_latents(plan, batch),
                                    guidance_scale=run.guidance_scale, steps=plan.steps)
             sides = getattr(method, "side_outputs", None) or [{}] * len(batch)  # DNP: the DNS image and caption
-            for item, image, side in zip(batch, to_pil(images), sides):
+            for item, image, side in zip(batch, store.outputs(images), sides):
                 if not store.has(run.slug, item.name):
                     store.save_side(run.slug, item.name, side)  # before the image: a saved image has its side
                     store.save(run.slug, item.name, image)
@@ -226,7 +232,7 @@ def score_batches(plan: Plan, batches: list[tuple[Run, list[Item]]]) -> list[tup
     for run, batch in batches:
         items.setdefault(run.key, (run, []))[1].extend(batch)
     return [(run, chunk) for run, run_items in items.values()
-            for chunk in chunks(run_items, plan.config.score_batch_size)]
+            for chunk in chunks(run_items, items_per_score_batch(plan))]
 
 
 def score_missing(plan: Plan, store: ImageStore, cache: ScoreCache,
@@ -287,7 +293,7 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None) -> Path:
     state = process_state(config.device)
     # 1. Inputs: everything is checked before anything is written
     plan = make_plan(config, model=model)
-    store = ImageStore(config.out)
+    store = item_store(config.out, plan.model)
     for run in plan.runs:
         store.check_settings(run.slug, plan.run_settings(run))
     if state.is_main_process:

@@ -22,9 +22,11 @@ import torch
 from PIL import Image
 
 from ..errors import ReNegError
-from ..io import atomic_path, save_png, write_json
+from ..io import atomic_path, save_png, to_pil, write_json
 
 RUN_FILE = "run.json"
+#: settings that run.json records since a later version: a folder written before holds none, and is reused
+RECORDED_LATER = frozenset({"batch_size"})
 SCORES_FILE = "scores.jsonl"
 RANK_SCORES_GLOB = "scores.rank*.jsonl"
 IMAGES_DIR = "images"
@@ -59,7 +61,8 @@ class ImageStore:
             saved = json.loads(record.read_text())
         except json.JSONDecodeError:
             saved = {}
-        differing = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key))
+        differing = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key)
+                           and not (key in RECORDED_LATER and key not in saved))
         if differing:
             raise ReNegError(f"{self.directory(slug)} holds images made with other settings ({', '.join(differing)} "
                              f"differ): pass a fresh --out DIR, or delete that folder to remake them")
@@ -90,10 +93,19 @@ class ImageStore:
             found["caption"] = (directory / f"{item}.txt").read_text(encoding="utf-8").strip()
         return found
 
+    def outputs(self, images: torch.Tensor) -> list[Image.Image]:
+        """A generated batch (B, 3, H, W) in [0, 1] as what :meth:`save` takes, one per item."""
+        return to_pil(images)
+
     def load(self, slug: str, items: list[str]) -> torch.Tensor:
         """Saved images as floats in [0, 1], (B, 3, H, W): what every score is computed from."""
-        arrays = [np.asarray(Image.open(self.path(slug, item)).convert("RGB")) for item in items]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+        return read_rgb([self.path(slug, item) for item in items])
+
+
+def read_rgb(paths: list[Path]) -> torch.Tensor:
+    """PNGs as floats in [0, 1], (N, 3, H, W)."""
+    arrays = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
 class ScoreCache:

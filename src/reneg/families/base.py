@@ -60,6 +60,27 @@ class TextConditioning:
         return replace(self, embeds=move(self.embeds), pooled=move(self.pooled), mask=move(self.mask))
 
 
+class WrappedDenoiser(torch.nn.Module):
+    """A module that puts a network behind the denoiser's ``model(x, t, **conditioning)`` call (a transformer,
+    a ControlNet + UNet): its ``dtype``, ``device`` and ``config`` are those of ``network``."""
+
+    @property
+    def network(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.network.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.device
+
+    @property
+    def config(self):
+        return self.network.config
+
+
 class Family:
     """One loaded pipeline seen through what the rollout needs.
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ReNegError
-from .base import TextConditioning, register_family
+from .base import TextConditioning, WrappedDenoiser, register_family
 from .sd import StableDiffusionFamily
 
 
-class ControlledUNet(torch.nn.Module):
+class ControlledUNet(WrappedDenoiser):
     """ControlNet then UNet with its residuals: the denoiser's model signature, ``(x, t, **conditioning)``."""
 
     def __init__(self, unet, controlnet):
@@ -27,16 +27,8 @@ class ControlledUNet(torch.nn.Module):
         self.unet, self.controlnet = unet, controlnet
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def config(self):
-        return self.unet.config
+    def network(self) -> torch.nn.Module:
+        return self.unet
 
     def forward(self, sample, timestep, *, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
                 return_dict=False):

@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 
 from ..sampling import initial_latents
-from .base import TextConditioning, register_family
+from .base import TextConditioning, WrappedDenoiser, register_family
 from .sd import StableDiffusionFamily
 
 #: diffusers' ``max_sequence_length`` of PixArt-alpha (the released embedding's L).
 TEXT_LENGTH = 120
 
 
-class PixArtDenoiser(torch.nn.Module):
+class PixArtDenoiser(WrappedDenoiser):
     """``PixArtTransformer2DModel`` behind the denoiser's ``(x, t, **conditioning)``, as the pipeline calls it."""
 
     def __init__(self, transformer):
@@ -28,16 +28,8 @@ class PixArtDenoiser(torch.nn.Module):
         self.transformer = transformer
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def config(self):
-        return self.transformer.config
+    def network(self) -> torch.nn.Module:
+        return self.transformer
 
     def forward(self, sample, timestep, *, encoder_hidden_states, encoder_attention_mask, added_cond_kwargs,
                 return_dict=False):

@@ -15,13 +15,13 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ReNegError
 from ..guidance import predict_x0_flow
-from .base import Family, TextConditioning, register_family
+from .base import Family, TextConditioning, WrappedDenoiser, register_family
 
 #: ``StableDiffusion3Pipeline.__call__``'s default T5 sequence length.
 MAX_SEQUENCE_LENGTH = 256
 
 
-class TransformerDenoiser(torch.nn.Module):
+class TransformerDenoiser(WrappedDenoiser):
     """``SD3Transformer2DModel`` behind the UNet's call ``model(x, t, **conditioning)`` of the guided denoiser.
 
     The timestep is broadcast to the batch as the pipeline does (``t.expand(B)``).
@@ -32,16 +32,8 @@ class TransformerDenoiser(torch.nn.Module):
         self.transformer = transformer
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def config(self):
-        return self.transformer.config
+    def network(self) -> torch.nn.Module:
+        return self.transformer
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
                 pooled_projections: torch.Tensor, return_dict: bool = False):
