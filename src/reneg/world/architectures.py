@@ -10,7 +10,7 @@ LATENT_CHANNELS = 4
 TEXT_WIDTH = 64
 
 
-def vae() -> AutoencoderKL:
+def vae(channels: tuple[int, ...] = (16, 32, 64, 64)) -> AutoencoderKL:
     """SD's AutoencoderKL with 8x downsampling (64x64x3 -> 8x8x4), about 1 M parameters.
 
     GroupNorm with 4 groups (32 would leave 16-channel layers one group short) and the
@@ -18,7 +18,7 @@ def vae() -> AutoencoderKL:
     """
     model = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, sample_size=64, norm_num_groups=4,
-        block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+        block_out_channels=channels, layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
     with torch.no_grad():
@@ -26,11 +26,11 @@ def vae() -> AutoencoderKL:
     return model
 
 
-def text_encoder() -> CLIPTextModel:
-    """SD's CLIP text encoder, width 64 (the 49408-token table is 3.2 M of its parameters)."""
+def text_encoder(length: int = 77) -> CLIPTextModel:
+    """SD's CLIP text encoder, width 64, context ``length`` (the 49408-token table is 3.2 M of its parameters)."""
     return CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=3,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_WIDTH,
+        num_attention_heads=4, max_position_embeddings=length, projection_dim=TEXT_WIDTH,
     ))
 
 

@@ -32,9 +32,12 @@ class WorldData:
 def render_scenes(scenes: list[Scene], generator: torch.Generator, *, chunk: int = 2048) -> torch.Tensor:
     """uint8 (N, 3, 64, 64): the renders of ``scenes`` with their degradations applied."""
     out = []
+    # scene degradations (cropped, extra object) draw from a numpy generator seeded by ``generator``
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
     for start in range(0, len(scenes), chunk):
         part = scenes[start:start + chunk]
-        images = torch.from_numpy(np.stack([render(s) for s in part])).permute(0, 3, 1, 2).float() / 255
+        drawn = [degrade.drawn(s, rng) if s.degradations else s for s in part]
+        images = torch.from_numpy(np.stack([render(s) for s in drawn])).permute(0, 3, 1, 2).float() / 255
         images = degrade.apply(images, [s.degradations for s in part], generator)
         out.append((images * 255).round().to(torch.uint8).contiguous())
     return torch.cat(out)

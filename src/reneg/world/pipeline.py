@@ -7,10 +7,11 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from ..tiny import SD_SCHEDULER
 
 
-def assemble_pipeline(*, vae, text_encoder, unet, tokenizer) -> StableDiffusionPipeline:
+def assemble_pipeline(*, vae, text_encoder, unet, tokenizer, prediction_type: str = "epsilon"
+                      ) -> StableDiffusionPipeline:
     """A ``StableDiffusionPipeline`` (DDIM with SD's betas), loadable with ``from_pretrained``."""
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler(**SD_SCHEDULER, prediction_type=prediction_type), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )

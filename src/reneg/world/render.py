@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .vocab import COLOURS, POSITIONS, SIZES
+from .vocab import COLOURS, EXTRA_RADIUS, POSITIONS, SIZES
 
 RESOLUTION = 64
 SUPERSAMPLE = 2
@@ -39,7 +39,7 @@ def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _mask(thing: Thing, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Boolean mask of one shape on the supersampled grid."""
-    r = SIZES[thing.size]
+    r = SIZES.get(thing.size, EXTRA_RADIUS)  # size "extra": the unrequested object of a degradation
     cx, cy = thing.center
     c, s = math.cos(thing.angle), math.sin(thing.angle)
     dx, dy = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
@@ -84,10 +84,10 @@ def place(things: list[Thing], rng: np.random.Generator) -> tuple[Thing, ...]:
         if thing.position is not None:
             base = POSITIONS[thing.position]
         elif len(things) == 2:
-            base = (0.3, 0.5) if index == 0 else (0.7, 0.5)
+            base = (0.27, 0.5) if index == 0 else (0.73, 0.5)
         else:
             base = (0.5, 0.5)
-        jitter = 0.04 if len(things) == 2 or thing.position else 0.1
+        jitter = 0.03 if len(things) == 2 else 0.04 if thing.position else 0.1
         center = tuple(float(np.clip(b + rng.uniform(-jitter, jitter), 0.2, 0.8)) for b in base)
         angle = float(rng.uniform(-0.25, 0.25)) if thing.shape != "circle" else 0.0
         placed.append(Thing(thing.shape, thing.colour, thing.size, thing.position, center, angle))
@@ -95,8 +95,8 @@ def place(things: list[Thing], rng: np.random.Generator) -> tuple[Thing, ...]:
 
 
 def two_sizes_fit(things: list[Thing]) -> list[Thing]:
-    """Two objects side by side are at most medium, so that they never overlap."""
+    """Two objects side by side are small, so that they never overlap (their centres stay 0.4 apart)."""
     if len(things) < 2:
         return things
-    return [Thing(t.shape, t.colour, "small" if t.size == "large" else t.size, t.position) for t in things]
+    return [Thing(t.shape, t.colour, "small", t.position) for t in things]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .scenes import benchmark_prompts, reneg_training_prompts
-from .vocab import HANDCRAFTED_NEGATIVE
+from .vocab import DEGRADATIONS, HANDCRAFTED_NEGATIVE
 
 logger = logging.getLogger("reneg.world")
 GUIDANCE_CANDIDATES = (1.5, 2.0, 3.0, 4.0, 5.0, 7.5)
@@ -95,6 +95,19 @@ def premise(judged, scale: float) -> dict[str, dict[str, float]]:
     return result
 
 
+def negative_words(judged, scale: float) -> dict[str, dict[str, float]]:
+    """Each degradation word alone as the negative prompt: adherence and cleanliness by the ground truth.
+
+    The build's per-word diagnostic: a word that hurts adherence would make the handcrafted negative a
+    strawman (v2's "dark" and "washed out" did)."""
+    result = {}
+    for word in DEGRADATIONS:
+        verdict = judged(word, scale)
+        result[word] = {k: round(float(verdict[k].nanmean()), 4) for k in ("adherence", "cleanliness")}
+    logger.info("[ship] guidance %.1f, each degradation word as the negative: %s", scale, result)
+    return result
+
+
 def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
     """Write the shipped world into ``out`` (replacing it whole)."""
     staging = out.with_name(out.name + ".tmp")
@@ -111,7 +124,8 @@ def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
     judged = _judged_generations(staging / "sd", staging / "truth", prompts=sweep_prompts, seed=seed)
     adherence = best_guidance_scale(judged)
     guidance_scale = max(adherence, key=adherence.get)
-    metrics = {**metrics, "premise_at_default_guidance": premise(judged, guidance_scale)}
+    metrics = {**metrics, "premise_at_default_guidance": premise(judged, guidance_scale),
+               "negative_words_at_default_guidance": negative_words(judged, guidance_scale)}
     sizes = {d.name: _size_mb(d) for d in staging.iterdir() if d.is_dir() and d.name != "prompts"}
     world = {
         "name": "shapes", "guidance_scale": guidance_scale, "num_inference_steps": NUM_INFERENCE_STEPS,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
+import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +19,7 @@ from ..tiny import SD_SCHEDULER
 from ..tokenizers import build_clip_tokenizer
 from . import architectures
 from .data import WorldData, loader
+from .vocab import TEXT_LENGTH
 
 logger = logging.getLogger("reneg.world")
 CAPTION_DROPOUT = 0.1  # share of captions replaced by "" so that CFG works
@@ -42,13 +47,14 @@ def _edge_l1(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(dx(recon), dx(images)) + F.l1_loss(dy(recon), dy(images))
 
 
-def train_vae(data: WorldData, *, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0):
+def train_vae(data: WorldData, *, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
+              channels: tuple[int, ...] = (16, 32, 64, 64)):
     """AutoencoderKL on the renders: MSE + L1 + edge reconstruction, a tiny KL term; sets ``scaling_factor``.
 
     Small batches and many steps: at 900 steps of 32 the VAE (22.6 dB) turned every shape into a blob.
     """
     torch.manual_seed(seed)
-    vae = architectures.vae()
+    vae = architectures.vae(channels)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, 100))
     batches, start = loader(len(data), batch_size, seed=seed), time.time()
@@ -94,41 +100,89 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p, 1 - decay)
 
 
-def train_sd(data: WorldData, latents: torch.Tensor, *, steps: int, batch_size: int = 64, lr: float = 5e-4,
-             seed: int = 0, ema_decay: float = 0.999):
-    """Text encoder and UNet together on the scaled latents: epsilon loss with min-SNR weighting, caption dropout.
+@dataclass(frozen=True)
+class SDRecipe:
+    """How the world's text encoder and UNet are trained (each field measured on a short run: docs/world.md)."""
 
-    Returns the EMA copies of (text_encoder, unet) and the DDIM-ready tokenizer.
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    prediction_type: str = "epsilon"  # or "v_prediction"
+    min_snr_gamma: float | None = MIN_SNR_GAMMA
+    text_length: int = TEXT_LENGTH
+
+
+def _target(scheduler: DDPMScheduler, x0, noise, t, prediction_type: str) -> torch.Tensor:
+    return noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+
+
+def _loss_weight(snr: torch.Tensor, recipe: SDRecipe) -> torch.Tensor:
+    """min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v."""
+    if recipe.min_snr_gamma is None:
+        return torch.ones_like(snr)
+    clipped = torch.clamp(snr, max=recipe.min_snr_gamma)
+    return clipped / snr if recipe.prediction_type == "epsilon" else clipped / (snr + 1)
+
+
+def train_sd(data: WorldData, latents: torch.Tensor, *, steps: int, seed: int = 0, recipe: SDRecipe = SDRecipe(),
+             checkpoint: Path | None = None, checkpoint_every: int = 250):
+    """Text encoder and UNet together on the scaled latents: min-SNR-weighted loss, caption dropout, EMA.
+
+    With ``checkpoint``, the whole state (models, EMA copies, optimizer, schedule, random streams) is saved
+    there every ``checkpoint_every`` steps, and a run that finds one resumes from it and draws what an
+    uninterrupted run would. Returns the EMA copies of (text_encoder, unet) and the tokenizer.
     """
     torch.manual_seed(seed)
-    tokenizer = build_clip_tokenizer()
-    text_encoder, unet = architectures.text_encoder(), architectures.unet()
+    tokenizer = build_clip_tokenizer(model_max_length=recipe.text_length)
+    text_encoder, unet = architectures.text_encoder(recipe.text_length), architectures.unet()
     ema_text, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
     noise_scheduler = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items()
-                                       if k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")})
+                                       if k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")},
+                                    prediction_type=recipe.prediction_type)
     alphas_cumprod = noise_scheduler.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
     params = list(text_encoder.parameters()) + list(unet.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, 200))
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, recipe.warmup))
     generator = torch.Generator().manual_seed(seed)
-    batches, start = loader(len(data), batch_size, seed=seed + 1), time.time()
-    for step in range(steps):
+    batches, first, start = loader(len(data), recipe.batch_size, seed=seed + 1), 0, time.time()
+    modules = {"text_encoder": text_encoder, "unet": unet, "ema_text": ema_text, "ema_unet": ema_unet,
+               "optimizer": optimizer, "schedule": schedule}
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["steps"] != steps or state["recipe"] != dataclasses.asdict(recipe):
+            raise ValueError(f"{checkpoint} is of another sd recipe: delete it to start the stage again")
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        generator.set_state(state["generator"])
+        first = state["step"]
+        for _ in range(first):  # the index stream, where the uninterrupted run would be
+            next(batches)
+        logger.info("[sd] resumed at step %d from %s", first, checkpoint)
+    for step in range(first, steps):
         indices = next(batches)
         captions = ["" if torch.rand((), generator=generator) < CAPTION_DROPOUT else data.captions[i]
                     for i in indices.tolist()]
-        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(captions, padding="max_length", max_length=recipe.text_length, truncation=True,
+                        return_tensors="pt").input_ids
         x0 = latents[indices]
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(indices),), generator=generator)
         x_t = noise_scheduler.add_noise(x0, noise, t)
         prediction = unet(x_t, t, encoder_hidden_states=text_encoder(ids)[0]).sample
-        weight = torch.clamp(snr[t], max=MIN_SNR_GAMMA) / snr[t]  # min-SNR-gamma (Hang et al. 2023), epsilon form
-        loss = (weight * (prediction - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        target = _target(noise_scheduler, x0, noise, t, recipe.prediction_type)
+        loss = (_loss_weight(snr[t], recipe) * (prediction - target).pow(2).mean(dim=(1, 2, 3))).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad()
-        _ema_update(ema_text, text_encoder, ema_decay if step > 200 else 0.0)
-        _ema_update(ema_unet, unet, ema_decay if step > 200 else 0.0)
+        decay = recipe.ema_decay if step > recipe.warmup else 0.0
+        _ema_update(ema_text, text_encoder, decay)
+        _ema_update(ema_unet, unet, decay)
         _log_progress("sd", step, steps, start, loss=loss.item())
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            state = {name: module.state_dict() for name, module in modules.items()}
+            state.update(step=step + 1, steps=steps, recipe=dataclasses.asdict(recipe), generator=generator.get_state())
+            torch.save(state, checkpoint.with_suffix(".tmp"))
+            os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
     return ema_text.eval(), ema_unet.eval(), tokenizer
