@@ -42,7 +42,7 @@ from torch import nn
 
 from . import __version__
 from .benchmarks import gather_prompts
-from .config import arg, check_output_path, require
+from .config import MODEL_HELP, arg, check_output_path, require
 from .device import dtype_of, resolve_device
 from .embedding import NegativeEmbedding
 from .evaluate.methods import file_identity
@@ -337,8 +337,7 @@ def base_metadata(model: LoadedModel, settings: AdaptSettings, *, start: str | N
 class AdaptConfig:
     """Settings of ``reneg adapt``; None means the start file's or the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     prompt: str | None = arg(None, "the prompt to adapt to (writes --out FILE)", metavar="TEXT")
     prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv): one embedding per prompt in "
                                     "--out DIR, with index.json", metavar="FILE")

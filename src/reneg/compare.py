@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .benchmarks import load_benchmark
-from .config import arg, require
+from .config import MODEL_HELP, arg, require
 from .device import dtype_of, resolve_device
 from .evaluate.methods import build_methods, parse_method_spec
 from .evaluate.metrics import mean, parse_metric_spec, win_rate
@@ -31,8 +31,7 @@ class CompareConfig:
     """Settings of ``reneg compare``; None means the model's default."""
 
     negative: str = arg(None, "the learned negative embedding file to show", metavar="FILE")
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     prompts: str | None = arg(None, "prompts file (default: the model's held-out benchmark)", metavar="FILE")
     limit: int = arg(64, "prompts measured, spread evenly over the benchmark", metavar="N", min=1)
     columns: int = arg(8, "prompts shown in the picture", metavar="N", min=1, max=64)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .captioners import CAPTIONERS, Captioner, load_captioner
-from .config import arg, require
+from .config import MODEL_HELP, arg, require
 from .errors import ReNegError
 from .families import Family
 from .guidance import CFG, DNS, THREE_TERM, Rule
@@ -74,8 +74,7 @@ def model_captioner(model: LoadedModel, name: str | None = None, model_path: str
 class DnpConfig:
     """Settings of ``reneg dnp``; None means the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     prompt: list[str] = arg([], "a prompt (repeatable)")
     prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
     caption: str | None = arg(None, "the negative prompt n* for every prompt, as the user would write it for the "

@@ -28,7 +28,7 @@ import torch
 
 from . import __version__
 from .benchmarks import gather_prompts
-from .config import arg, require
+from .config import MODEL_HELP, arg, require
 from .denoiser import BASE, Weights
 from .device import dtype_of, resolve_device
 from .embedding import NegativeEmbedding
@@ -53,8 +53,7 @@ MUCH_GREATER = 10.0
 class EfficiencyConfig:
     """Settings of ``reneg efficiency``; None means the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     prompt: list[str] = arg([], "a prompt (repeatable); default: N drawn from the model's training prompts")
     prompts: str | None = arg(None, "prompts file to draw the N prompts from", metavar="FILE")
     negative: str | None = arg(None, "measure at this learned negative embedding instead of the null text",

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import arg, require
+from .config import MODEL_HELP, arg, require
 from .device import dtype_of, resolve_device
 from .benchmarks import gather_prompts
 from .evaluate.methods import FixedNegative, Method, build_methods, parse_method_spec
@@ -24,8 +24,7 @@ from .video import save_output
 class GenerateConfig:
     """Settings of ``reneg generate``; None means the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     prompt: list[str] = arg([], "a prompt (repeatable)")
     prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
     negative_prompt: str | None = arg(None, "a negative prompt in place of the null text", metavar="TEXT")

@@ -31,7 +31,7 @@ import torch
 
 from . import __version__
 from .benchmarks import gather_prompts
-from .config import arg, require
+from .config import MODEL_HELP, arg, require
 from .denoiser import BASE, BASE_ROWS, RowAdapter
 from .device import dtype_of, resolve_device
 from .dpo import Pairs, load_pairs, npo_dpo_loss
@@ -56,8 +56,7 @@ ROUTES = ("reward", "reward-cfg", "positive", "dpo")
 class NPOConfig:
     """Settings of ``reneg npo``; None means the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     route: str = arg("reward", "reward: theta+delta sampled with R_NPO = 1 - R (NPO Eq. 7); reward-cfg: delta on "
                                "the negative branch only, trained through CFG; dpo: Diffusion-DPO on reversed pairs "
                                "(NPO Eq. 8); positive: a positive offset eta (theta+eta maximising R) to pair with delta",

@@ -33,7 +33,7 @@ from torch import nn
 from . import __version__
 from . import checkpoint as checkpoints
 from .benchmarks import gather_prompts
-from .config import arg, check_output_path, require
+from .config import MODEL_HELP, arg, check_output_path, require
 from .device import dtype_of, resolve_device
 from .embedding import NegativeEmbedding
 from .errors import ReNegError
@@ -48,8 +48,7 @@ from .rewards import Reward, build_reward, build_rewards_from_config
 class TrainConfig:
     """Settings of ``reneg train``; None means the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     prompt: list[str] = arg([], "a training prompt (repeatable)")
     prompts: str | None = arg(None, "training prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
     reward: str | None = arg(None, "reward name (see `reneg rewards`)")

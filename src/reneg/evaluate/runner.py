@@ -29,7 +29,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import arg, require
+from ..config import MODEL_HELP, arg, require
 from ..benchmarks import load_benchmark
 from ..device import dtype_of, resolve_device
 from ..errors import ReNegError
@@ -54,8 +54,7 @@ __all__ = ["EvalConfig", "Item", "Plan", "chunks", "evaluate", "item_latents", "
 class EvalConfig:
     """Settings of ``reneg eval``; None means the model's default."""
 
-    model: str | None = arg(None, "diffusers pipeline directory, cached hub id or built-in name "
-                                  "(none: the embedded default)")
+    model: str | None = arg(None, MODEL_HELP)
     benchmark: str | None = arg(None, "a registered benchmark (hpsv2, parti, imagereward-train, dnp, shapes, tiny) "
                                       "or a prompts file (default: the model's own, e.g. shapes for the shapes "
                                       "world, hpsv2 for real checkpoints)", metavar="NAME_OR_FILE")
