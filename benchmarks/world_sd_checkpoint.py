@@ -11,12 +11,10 @@ import sys
 
 import torch
 from diffusers import AutoencoderKL
-from reneg.families import family_for
-from reneg.rollout import guided_images
 from reneg.world import architectures
 from reneg.world.pipeline import assemble_pipeline
 from reneg.world.scenes import benchmark_prompts
-from reneg.world.templates import judge_images
+from reneg.world.templates import judge_pipeline
 from reneg.tokenizers import build_clip_tokenizer
 
 work = sys.argv[1] if len(sys.argv) > 1 else "runs/world-build"
@@ -32,10 +30,5 @@ for which, (te_key, un_key) in {"raw": ("text_encoder", "unet"), "ema": ("ema_te
     pipe = assemble_pipeline(vae=vae, text_encoder=te.eval(), unet=un.eval(),
                              tokenizer=build_clip_tokenizer(model_max_length=recipe["text_length"]),
                              prediction_type=recipe["prediction_type"])
-    family = family_for(pipe)
-    family.use_sampler()
-    lat = family.initial_latents(len(prompts), resolution=64, generator=torch.Generator().manual_seed(0))
-    made = guided_images(family, prompts, family.null_text(), lat, guidance_scale=3.0, steps=20, resolution=64)
-    imgs = (made.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    out[which] = {k: round(v, 3) for k, v in judge_images(imgs, prompts).items()}
+    out[which] = {k: round(v, 3) for k, v in judge_pipeline(pipe, prompts, batch_size=len(prompts)).items()}
 print(json.dumps(out))

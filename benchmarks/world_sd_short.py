@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 VARIANTS = {  # name -> (SDRecipe changes, geometry)
@@ -46,14 +45,12 @@ def main() -> None:
         vocab.SIZES.update({"small": 0.16, "medium": 0.23, "large": 0.32})
     from diffusers import AutoencoderKL
 
-    from reneg.rollout import guided_images
-    from reneg.families import family_for
     from reneg.world import WEIGHTS_DIR
     from reneg.world.data import make_data
     from reneg.world.pipeline import assemble_pipeline
     from reneg.world.scenes import benchmark_prompts
     from reneg.world.stages import SDRecipe, encode, train_sd
-    from reneg.world.templates import judge_images
+    from reneg.world.templates import judge_pipeline
 
     torch.manual_seed(0)
     vae = AutoencoderKL.from_pretrained(args.vae or WEIGHTS_DIR / "sd" / "vae", torch_dtype=torch.float32).eval()
@@ -68,17 +65,8 @@ def main() -> None:
     seconds = time.time() - start
     pipe = assemble_pipeline(vae=vae, text_encoder=text_encoder, unet=unet, tokenizer=tokenizer,
                              prediction_type=recipe.prediction_type)
-    family = family_for(pipe)
-    family.use_sampler()
     prompts = [p for p, c in benchmark_prompts()][:: max(1, 400 // args.prompts)][: args.prompts]
-    images = []
-    for at in range(0, len(prompts), 40):
-        part = prompts[at:at + 40]
-        generator = torch.Generator().manual_seed(at)
-        latents_t = family.initial_latents(len(part), resolution=64, generator=generator)
-        made = guided_images(family, part, family.null_text(), latents_t, guidance_scale=3.0, steps=20, resolution=64)
-        images.append((made.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    judged = judge_images(np.concatenate(images), prompts)
+    judged = judge_pipeline(pipe, prompts)
     print(json.dumps({"variant": args.variant, "steps": args.steps, "ema_decay": recipe.ema_decay, "images": args.images, "train_s": round(seconds),
                       **{k: round(v, 3) for k, v in judged.items()}}))
 

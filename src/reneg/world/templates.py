@@ -100,3 +100,24 @@ def judge_images(images: np.ndarray, prompts: list[str]) -> dict[str, float]:
         right["shape"].append(sorted(s for s, _ in found) == sorted(truth.shapes))
         right["colour"].append(sorted(c for _, c in found) == sorted(truth.colours))
     return {k: float(np.mean(v)) for k, v in right.items()}
+
+
+def judge_pipeline(pipe, prompts: list[str], *, guidance_scale: float = 3.0, steps: int = 20,
+                   batch_size: int = 40) -> dict[str, float]:
+    """Generate ``prompts`` with ``pipe`` (null text, DDIM, 64 px; batch k's x_T from seed k * batch_size) and
+    judge them with :func:`judge_images`: how the world's short runs and a running build are read."""
+    import torch
+
+    from ..families import family_for
+    from ..rollout import guided_images
+
+    family = family_for(pipe)
+    family.use_sampler()
+    images = []
+    for at in range(0, len(prompts), batch_size):
+        part = prompts[at:at + batch_size]
+        latents = family.initial_latents(len(part), resolution=64, generator=torch.Generator().manual_seed(at))
+        made = guided_images(family, part, family.null_text(), latents, guidance_scale=guidance_scale, steps=steps,
+                             resolution=64)
+        images.append((made.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return judge_images(np.concatenate(images), prompts)
