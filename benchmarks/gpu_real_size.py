@@ -10,14 +10,15 @@ Models, built from the published configs written out below, random-initialised:
 
 - the SD1.5 UNet (``UNet2DConditionModel``, 859.5 M parameters), its VAE (``AutoencoderKL``, 83.7 M) and
   text encoder (CLIP ViT-L/14 text tower, 123 M), DDIM with SD's betas;
-- the reward: an open_clip ViT-H-14 (``open_clip.create_model("ViT-H-14")`` without pretrained weights, 986 M),
+- the reward: an open_clip ViT-H-14 (``open_clip.CLIP(**open_clip.get_model_config("ViT-H-14"))``, 986 M),
   scored as HPS/CLIP are: cosine of image and text features after a resize to 224 and CLIP's normalisation.
 
 The step is ReNeg's (Sec. 4.2): x_T -> x_t by DDIM + CFG without gradient, one guided UNet call with gradient at
 x_t = the last step (k = T - 1), the one-step x0 prediction (Eq. 6), VAE decode with gradient, reward forward
 and backward to the negative embedding (1, 77, 768), AdamW. The frozen models run in ``--dtype`` (bf16 by
-default) with SDPA attention; gradient checkpointing of the UNet and the VAE decoder is on in the grad step
-(``--no-checkpointing-too`` also measures without it). ``--compile`` compiles the UNet for the no-grad prefix
+default) with SDPA attention; gradient checkpointing of the UNet and the VAE decoder is on in the grad step, with
+the decode one sample at a time as reneg's ``--gradient-checkpointing`` does (``--no-checkpointing-too`` also
+measures without any of it). ``--compile`` compiles the UNet for the no-grad prefix
 (``torch.compile``; kept in the numbers only as its own column).
 
 Per batch (512 x 512): step seconds (median of ``--rounds`` after a warm-up), generation images/s (full
@@ -36,6 +37,13 @@ import time
 from pathlib import Path
 
 import torch
+
+try:
+    from reneg.families.base import decode_per_sample
+except ImportError:  # run from a checkout without installing it (the GPU machine)
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from reneg.families.base import decode_per_sample
 
 #: runwayml/stable-diffusion-v1-5 unet/config.json (the fields that are not diffusers' defaults).
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
@@ -97,26 +105,35 @@ class Models:
 
     def __init__(self, *, tiny: bool, device: torch.device, dtype: torch.dtype):
         import open_clip
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel
+        from diffusers import DDIMScheduler
 
         torch.manual_seed(0)
         self.device, self.dtype = device, dtype
-        with torch.device(device):  # initialised where they run (a GPU initialises 2 G parameters in seconds)
-            self.unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
-            self.vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE))
-            self.text = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT if tiny else SD15_TEXT)))
-            if tiny:
-                self.clip = open_clip.CLIP(**TINY_CLIP)
-            else:
-                self.clip = open_clip.create_model("ViT-H-14", pretrained=None, device=device)
+        default_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # initialised in their dtype, where they run (a GPU: 2 G parameters in s)
+        try:
+            self._build(tiny, device)
+        finally:
+            torch.set_default_dtype(default_dtype)
         self.tokenizer = open_clip.get_tokenizer("ViT-H-14")  # the bundled BPE: no download
         for module in (self.unet, self.vae, self.text, self.clip):
-            module.requires_grad_(False).eval().to(device=device, dtype=dtype)
+            module.requires_grad_(False).eval()
         self.scheduler = DDIMScheduler(**SD15_SCHEDULER)
         self.resolution = 64 if tiny else 512
         self.latent = self.resolution // 8
         self.width = self.text.config.hidden_size
+        self.checkpointed_decode = False
+
+    def _build(self, tiny: bool, device: torch.device) -> None:
+        import open_clip
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        with torch.device(device):
+            self.unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
+            self.vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE))
+            self.text = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT if tiny else SD15_TEXT)))
+            self.clip = open_clip.CLIP(**(TINY_CLIP if tiny else open_clip.get_model_config("ViT-H-14")))
 
     def parameters(self) -> dict[str, float]:
         return {name: sum(p.numel() for p in module.parameters()) / 1e6
@@ -124,6 +141,7 @@ class Models:
                                      ("reward (CLIP)", self.clip))}
 
     def checkpointing(self, on: bool) -> None:
+        self.checkpointed_decode = on  # as reneg's families: the grad step decodes one sample at a time
         if on:  # diffusers checkpoints each block while grad is enabled: only the grad step's calls
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
@@ -143,6 +161,11 @@ class Models:
         return uncond + scale * (cond - uncond)  # ReNeg Eq. 5
 
     def decode(self, latents):
+        if self.checkpointed_decode and torch.is_grad_enabled():
+            return decode_per_sample(self._decode, latents)
+        return self._decode(latents)
+
+    def _decode(self, latents):
         images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype), return_dict=False)[0]
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
@@ -178,9 +201,16 @@ def train_step(models: Models, negative, optimizer, *, batch: int, steps: int, s
         finally:
             models.unet = unet
     t = timesteps[-1]
-    output = models.unet_call(latents, t, prompts, negative, scale)  # the grad call
-    alpha = scheduler.alphas_cumprod[t.long().cpu()].to(device)
-    x0 = (latents - (1 - alpha).sqrt() * output) / alpha.sqrt()  # ReNeg Eq. 6
+    alpha = float(scheduler.alphas_cumprod[t.long().cpu()])
+    return grad_step(models, negative, optimizer, latents=latents, t=t, alpha=alpha, prompts=prompts,
+                     tokens=tokens, scale=scale)
+
+
+def grad_step(models: Models, negative, optimizer, *, latents, t, alpha: float, prompts, tokens, scale: float):
+    """The part of a step with gradient, where its peak memory is: the grad call at x_t, x0_pred (ReNeg Eq. 6),
+    decode, reward, backward to the negative, AdamW."""
+    output = models.unet_call(latents, t, prompts, negative, scale)
+    x0 = (latents - (1 - alpha) ** 0.5 * output) / alpha ** 0.5
     loss = -models.reward(models.decode(x0), tokens).mean()
     loss.backward()
     optimizer.step()

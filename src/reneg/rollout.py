@@ -64,7 +64,7 @@ def rollout(family: Family, branches: dict[str, Branch], latents: torch.Tensor, 
     if grad_from is None and not differentiable:
         with torch.no_grad():
             return family.decode(latents)
-    return family.decode(latents)
+    return family.decode_with_grad(latents)
 
 
 @torch.inference_mode()
