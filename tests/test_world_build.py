@@ -33,3 +33,38 @@ def test_smoke_build_ships_a_loadable_world(tmp_path):
         assert key in metrics
     assert (tmp_path / "work" / "evaluators.log").exists()  # the second process ran
     StableDiffusionPipeline.from_pretrained(out / "sd")
+
+
+def test_the_guidance_sweep_never_sees_the_benchmark():
+    """The build chooses the default guidance scale on training prompts: it is a setting of every benchmark table."""
+    from reneg.world.scenes import benchmark_prompts, reneg_training_prompts
+    from reneg.world.ship import SWEEP_PROMPTS, sweep_prompts
+
+    held_out = {p for p, _ in benchmark_prompts()}
+    chosen = sweep_prompts(reneg_training_prompts(exclude=held_out))
+    assert len(set(chosen)) == len(chosen) == SWEEP_PROMPTS
+    assert not set(chosen) & held_out
+
+
+def test_default_guidance_is_the_most_adherent_scale_where_the_premise_holds():
+    """The handcrafted negative must be cleaner than null and cost <= 0.02 adherence; else the most adherent scale."""
+    import torch
+
+    from reneg.world import ship
+
+    def table(rows):  # scale -> (null adherence, handcrafted adherence, null cleanliness, handcrafted cleanliness)
+        def judged(negative, scale):
+            null_a, hand_a, null_c, hand_c = rows[scale]
+            a, c = (null_a, null_c) if negative == "" else (hand_a, hand_c)
+            return {"adherence": torch.tensor([a]), "cleanliness": torch.tensor([c])}
+        return judged
+
+    rows = {s: (0.70 + s / 100, 0.70 + s / 100 - 0.05, 0.8, 0.9) for s in ship.GUIDANCE_CANDIDATES}
+    rows[2.0] = (0.72, 0.71, 0.8, 0.81)  # holds
+    rows[3.0] = (0.73, 0.715, 0.8, 0.81)  # holds, more adherent
+    rows[4.0] = (0.74, 0.735, 0.8, 0.79)  # not cleaner
+    chosen, by_scale = ship.choose_guidance_scale(table(rows))
+    assert chosen == 3.0 and by_scale["3.0"]["premise_holds"] and not by_scale["7.5"]["premise_holds"]
+    for s in (2.0, 3.0):
+        rows[s] = (rows[s][0], rows[s][0] - 0.03, 0.8, 0.81)
+    assert ship.choose_guidance_scale(table(rows))[0] == 7.5  # holds nowhere: the most adherent

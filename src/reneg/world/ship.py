@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -15,6 +16,10 @@ from .vocab import DEGRADATIONS, HANDCRAFTED_NEGATIVE
 logger = logging.getLogger("reneg.world")
 GUIDANCE_CANDIDATES = (1.5, 2.0, 3.0, 4.0, 5.0, 7.5)
 NUM_INFERENCE_STEPS = 20
+#: training prompts of the guidance sweep (v3's first build: 67 benchmark prompts, a flaw; see sweep_prompts)
+SWEEP_PROMPTS = 240
+#: the adherence the handcrafted negative may cost (issue 21)
+ADHERENCE_TOLERANCE = 0.02
 
 
 def _size_mb(directory: Path) -> float:
@@ -67,6 +72,7 @@ def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], se
                     dtype=torch.float32)
     model, truth = LoadedModel(pipe, "shapes"), load_truth(truth_dir)
 
+    @functools.cache
     def judged(negative: str, scale: float) -> dict[str, torch.Tensor]:
         images = torch.cat(list(generate_images(model, prompts, encode_prompts(pipe, [negative])[0],
                                                 guidance_scale=scale, steps=NUM_INFERENCE_STEPS, resolution=64,
@@ -76,23 +82,47 @@ def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], se
     return judged
 
 
-def best_guidance_scale(judged) -> dict[float, float]:
-    """Ground-truth adherence of the world's generations (null negative) at each candidate guidance scale."""
-    adherence = {}
-    for scale in GUIDANCE_CANDIDATES:
-        adherence[scale] = round(float(judged("", scale)["adherence"].mean()), 4)
-        logger.info("[ship] guidance %.1f: ground-truth adherence %.4f", scale, adherence[scale])
-    return adherence
+def sweep_prompts(train: list[str], count: int = SWEEP_PROMPTS) -> list[str]:
+    """The prompts on which the build chooses its defaults: ``count`` of the training prompts, evenly spaced.
+
+    Never the benchmark's: the default guidance scale is a setting of every table measured on the benchmark.
+    """
+    return train[::max(1, len(train) // count)][:count]
 
 
 def premise(judged, scale: float) -> dict[str, dict[str, float]]:
-    """Null vs the handcrafted negative prompt at the default scale: the ground truth's adherence and cleanliness."""
+    """Null vs the handcrafted negative prompt at ``scale``: the ground truth's adherence and cleanliness."""
     result = {}
     for name, negative in (("null", ""), ("handcrafted", HANDCRAFTED_NEGATIVE)):
         verdict = judged(negative, scale)
         result[name] = {k: round(float(verdict[k].nanmean()), 4) for k in ("adherence", "cleanliness")}
     logger.info("[ship] guidance %.1f, null vs handcrafted: %s", scale, result)
     return result
+
+
+def premise_holds(result: dict[str, dict[str, float]], *, tolerance: float = ADHERENCE_TOLERANCE) -> bool:
+    """Issue 21's premise by the ground truth: the handcrafted negative is cleaner than the null text and costs at
+    most ``tolerance`` adherence (the shapes-hps part of it is the benchmark's to measure)."""
+    null, handcrafted = result["null"], result["handcrafted"]
+    return (handcrafted["cleanliness"] > null["cleanliness"]
+            and handcrafted["adherence"] >= null["adherence"] - tolerance)
+
+
+def choose_guidance_scale(judged) -> tuple[float, dict[str, dict]]:
+    """The default guidance scale and the table it was chosen from (null and handcrafted at every candidate).
+
+    The most adherent scale (null negative) among those at which the premise holds; where it holds at none, the
+    most adherent scale. Measured on training prompts (:func:`sweep_prompts`).
+    """
+    table = {}
+    for scale in GUIDANCE_CANDIDATES:
+        table[scale] = {**premise(judged, scale)}
+        table[scale]["premise_holds"] = premise_holds(table[scale])
+    adherence = {scale: row["null"]["adherence"] for scale, row in table.items()}
+    holding = [scale for scale, row in table.items() if row["premise_holds"]]
+    chosen = max(holding or adherence, key=adherence.get)
+    logger.info("[ship] premise holds at %s; default guidance %.1f", holding or "no scale", chosen)
+    return chosen, {str(scale): row for scale, row in table.items()}
 
 
 def negative_words(judged, scale: float) -> dict[str, dict[str, float]]:
@@ -119,18 +149,17 @@ def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
     (staging / "prompts" / "benchmark.json").write_text(json.dumps(
         [{"prompt": p, "category": c} for p, c in benchmark], indent=0))
     held_out = {p for p, _ in benchmark}
-    (staging / "prompts" / "train.txt").write_text("\n".join(reneg_training_prompts(exclude=held_out)) + "\n")
-    sweep_prompts = [p for p, _ in benchmark[::6]]
-    judged = _judged_generations(staging / "sd", staging / "truth", prompts=sweep_prompts, seed=seed)
-    adherence = best_guidance_scale(judged)
-    guidance_scale = max(adherence, key=adherence.get)
+    train = reneg_training_prompts(exclude=held_out)
+    (staging / "prompts" / "train.txt").write_text("\n".join(train) + "\n")
+    judged = _judged_generations(staging / "sd", staging / "truth", prompts=sweep_prompts(train), seed=seed)
+    guidance_scale, by_scale = choose_guidance_scale(judged)
     metrics = {**metrics, "premise_at_default_guidance": premise(judged, guidance_scale),
                "negative_words_at_default_guidance": negative_words(judged, guidance_scale)}
     sizes = {d.name: _size_mb(d) for d in staging.iterdir() if d.is_dir() and d.name != "prompts"}
     world = {
         "name": "shapes", "guidance_scale": guidance_scale, "num_inference_steps": NUM_INFERENCE_STEPS,
         "handcrafted_negative": HANDCRAFTED_NEGATIVE, "reward": "shapes-hps",
-        "adherence_by_guidance_scale": {str(k): v for k, v in adherence.items()},
+        "guidance_sweep": {"prompts": f"{SWEEP_PROMPTS} training prompts", "by_scale": by_scale},
         "metrics": metrics, "weights_mb": sizes, "weights_mb_total": round(sum(sizes.values()), 2),
     }
     (staging / "world.json").write_text(json.dumps(world, indent=2) + "\n")
