@@ -57,9 +57,10 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def estimate(models: real.Models, *, batch: int, checkpointing: bool) -> float:
+def estimate(models: real.Models, *, batch: int, checkpointing: bool, batched_decode: bool = False) -> float:
     """Peak MiB of the storages the grad step creates (fake tensors: nothing is computed)."""
     models.checkpointing(checkpointing)
+    models.checkpointed_decode = checkpointing and not batched_decode
     negative = torch.nn.Parameter(torch.zeros(1, 77, models.width))
     optimizer = torch.optim.AdamW([negative], lr=1e-3)
     prompts = torch.zeros(batch, 77, models.width, dtype=models.dtype)
@@ -79,6 +80,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny models of the same classes")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--batches", default="1,2,8")
+    parser.add_argument("--batched-decode", action="store_true",
+                        help="with checkpointing, decode the batch at once (the VAE's block checkpointing alone: "
+                             "reneg before its per-sample decode)")
     args = parser.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     rows = []
@@ -89,9 +93,11 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             for checkpointing in (True, False):
                 rows.append({"batch": batch, "checkpointing": checkpointing,
-                             "step_peak_mib": round(estimate(models, batch=batch, checkpointing=checkpointing), 1)})
+                             "step_peak_mib": round(estimate(models, batch=batch, checkpointing=checkpointing,
+                                                             batched_decode=args.batched_decode), 1)})
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\nfake-tensor count, {'tiny' if args.tiny else 'SD1.5-size'} models in {args.dtype} "
+    decode = "batched decode" if args.batched_decode else "per-sample decode under checkpointing"
+    print(f"\nfake-tensor count, {'tiny' if args.tiny else 'SD1.5-size'} models in {args.dtype}, {decode} "
           f"({parameters_mib:.0f} MiB of parameters, not counted), {models.resolution}², the grad step\n")
     print("| batch | checkpointing | step peak MiB (counted) |\n| --- | --- | --- |")
     for r in rows:

@@ -80,7 +80,8 @@ class TrainConfig:
     precision: str = arg("fp32", "dtype of the frozen models; the embedding stays fp32",
                          choices=["fp32", "fp16", "bf16"])
     gradient_checkpointing: bool = arg(False, "recompute the UNet's/transformer's and the VAE's activations in the "
-                                              "backward pass: less memory, more time (SDXL, SD3 at 1024 px)")
+                                              "backward pass and decode one sample at a time: less memory, more "
+                                              "time (SDXL, SD3 at 1024 px)")
     checkpoint_every: int = arg(0, "save a resumable checkpoint every N steps (0: only at the end)", metavar="N",
                                 min=0)
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
