@@ -311,14 +311,17 @@ def generation(rounds: int, device: str, batch: int = 8, prompts_count: int = 16
     def command():
         generate(config, model=model)
 
-    def diffusers():
+    def diffusers(save: bool = False):
         generator = torch.Generator().manual_seed(0)
         for start in range(0, len(prompts), batch):
-            pipe(prompts[start:start + batch], num_inference_steps=steps, guidance_scale=scale,
-                 generator=generator, output_type="pil")
+            images = pipe(prompts[start:start + batch], num_inference_steps=steps, guidance_scale=scale,
+                          generator=generator, output_type="pil").images
+            for offset, image in enumerate(images if save else []):
+                image.save(work / f"diffusers-{start + offset:05d}.png")
 
     variants = {"diffusers StableDiffusionPipeline(...) -> PIL": diffusers,
                 "reneg generate_images -> PIL (the command's image path)": ours,
+                "diffusers StableDiffusionPipeline(...) -> PIL -> PNG files": lambda: diffusers(save=True),
                 "reneg generate (the command, PNG files written)": command}
     pipe.set_progress_bar_config(disable=True)
     for run in variants.values():
@@ -332,14 +335,18 @@ def generation(rounds: int, device: str, batch: int = 8, prompts_count: int = 16
             run()
             sync()
             times[name].append(now() - start)
-    base = len(prompts) / median(times["diffusers StableDiffusionPipeline(...) -> PIL"])
+    pil, png = "diffusers StableDiffusionPipeline(...) -> PIL", "diffusers StableDiffusionPipeline(...) -> PIL -> PNG files"
     lines = ["### Generation: reneg vs diffusers' StableDiffusionPipeline",
              f"world, {device}, {len(prompts)} prompts, batch {batch}, {steps} DDIM steps, CFG {scale}, null negative; "
-             f"variants interleaved, each leading in turn; median of {rounds}\n",
-             "| path | images/s | ratio to diffusers |", "| --- | --- | --- |"]
+             f"variants interleaved, each leading in turn; {rounds} rounds. The ratio is the median of the "
+             "per-round ratios to diffusers' path with the same output (PIL images, or PNG files written)\n",
+             "| path | images/s (median) | ratio to diffusers (median) | per-round ratios, min-max |",
+             "| --- | --- | --- | --- |"]
     for name, values in times.items():
-        rate = len(prompts) / median(values)
-        lines.append(f"| {name} | {rate:.2f} | {rate / base:.3f} |")
+        base = times[png if "PNG" in name else pil]
+        ratios = [b / v for b, v in zip(base, values)]
+        lines.append(f"| {name} | {len(prompts) / median(values):.2f} | {median(ratios):.3f} | "
+                     f"{min(ratios):.3f}-{max(ratios):.3f} |")
     return "\n".join(lines)
 
 
