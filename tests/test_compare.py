@@ -21,6 +21,13 @@ def test_compare_writes_the_picture_and_prints_the_line(tmp_path, capsys):
     assert set(numbers["mean"]) == {"null", "handcrafted", "learned"} and len(numbers["prompts_shown"]) == 2
     with Image.open(out) as image:
         assert image.format == "PNG" and image.height == 2 * 3 * 64  # three rows of 64 px, shown at 2x
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    assert main(["compare", "--model", "tiny", "--negative", str(negative), "--prompts", str(prompts),
+                 "--columns", "2", "--steps", "3", "--metric", "contrast", "--device", "cpu",
+                 "--out", str(tmp_path / "mine.png")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("contrast on 2 prompts of mine.txt: null ")  # not called held-out
 
 
 def test_compare_needs_a_negative(tmp_path, capsys):

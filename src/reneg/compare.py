@@ -102,6 +102,7 @@ def compare(config: CompareConfig) -> str:
     write_json(Path(config.out).with_suffix(".json"), {
         "metric": metric.text, "num_prompts": len(prompts), "seed": config.seed, "mean": means, "win_rates": wins,
         "prompts_shown": [prompts[i].text for i in columns]})
-    return (f"{metric.text} on {len(prompts)} held-out prompts: null {means['null']:.4f}, handcrafted "
+    which = "held-out prompts" if config.prompts is None else f"prompts of {Path(config.prompts).name}"
+    return (f"{metric.text} on {len(prompts)} {which}: null {means['null']:.4f}, handcrafted "
             f"{means['handcrafted']:.4f}, learned {means['learned']:.4f} (win rate vs null "
             f"{wins['learned vs null']:.2f}, vs handcrafted {wins['learned vs handcrafted']:.2f})")
