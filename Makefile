@@ -21,7 +21,8 @@ test: setup
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m slow
 
-# The benchmark suite (benchmarks/suite.py): same-run ratios, medians of 5, markdown appended to the file it prints.
-# BENCH_ARGS e.g. --only floor,memory --rounds 7 --eval-base main
+# The benchmark suite (benchmarks/suite.py): same-run ratios, medians of 5, markdown (command, machine, date,
+# versions) appended to BENCH_OUT, BENCHMARKS.md by default. BENCH_ARGS e.g. --only floor,memory --rounds 7
+BENCH_OUT ?= BENCHMARKS.md
 bench:
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 $(PYTHON) -m benchmarks $(BENCH_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 $(PYTHON) -m benchmarks --out $(BENCH_OUT) $(BENCH_ARGS)
