@@ -453,7 +453,8 @@ def main(argv: list[str] | None = None) -> None:
         blocks.append(block)
         print("\n" + block, flush=True)
         with out.open("a") as handle:  # appended as each section ends, so a long run keeps what it measured
-            handle.write(("\n\n".join(blocks[-2:]) if len(blocks) == 2 else block) + "\n\n")
+            first = len(blocks) == 2  # the header goes with the first section, after a blank line
+            handle.write(("\n" + "\n\n".join(blocks[-2:]) if first else block) + "\n\n")
     print(f"\nwritten to {out}")
 
 
