@@ -116,8 +116,8 @@ def choose_guidance_scale(judged) -> tuple[float, dict[str, dict]]:
     """
     table = {}
     for scale in GUIDANCE_CANDIDATES:
-        table[scale] = {**premise(judged, scale)}
-        table[scale]["premise_holds"] = premise_holds(table[scale])
+        row = premise(judged, scale)
+        table[scale] = {**row, "premise_holds": premise_holds(row)}
     adherence = {scale: row["null"]["adherence"] for scale, row in table.items()}
     holding = [scale for scale, row in table.items() if row["premise_holds"]]
     chosen = max(holding or adherence, key=adherence.get)
