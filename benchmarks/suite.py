@@ -1,7 +1,7 @@
 """The benchmark suite: same-run ratios on the shapes world, written as BENCHMARKS.md-ready markdown.
 
-    OMP_NUM_THREADS=1 python -m benchmarks [--only floor,memory,naive,generation,eval,dnp,adapt] [--rounds 5]
-        [--negative FILE] [--eval-base REV] [--out FILE]
+    OMP_NUM_THREADS=1 python -m benchmarks [--only floor,memory,naive,generation,eval,dnp,adapt,npo] [--rounds 5]
+        [--negative FILE] [--npo DIR] [--eval-base REV] [--out FILE]
 
 Sections (every comparison is a ratio of variants interleaved round after round in the same run, so that the
 drifts of a shared machine hit all of them alike; medians of ``--rounds`` >= 5):
@@ -24,8 +24,9 @@ drifts of a shared machine hit all of them alike; medians of ``--rounds`` >= 5):
   worktree of REV, interleaved, and the new/old time ratio.
 - ``batch``: eval's image path at generation batches 4, 8, 16, 32: images/s and how many PNG values differ from
   batch 4's (the UNet's float results depend on the batch).
-- ``dnp``, ``adapt``: benchmarks/dnp_time.py and benchmarks/adapt_time.py (per-prompt time as ratios to plain
-  generation); ``adapt`` needs ``--negative FILE``.
+- ``dnp``, ``adapt``, ``npo``: benchmarks/dnp_time.py, adapt_time.py and npo_time.py (per-prompt or per-image
+  time as ratios to plain generation); ``adapt`` needs ``--negative FILE``, ``npo`` a ``reneg npo`` output
+  (``--npo DIR``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("floor", "memory", "naive", "generation", "eval", "batch", "dnp", "adapt")
+SECTIONS = ("floor", "memory", "naive", "generation", "eval", "batch", "dnp", "adapt", "npo")
 HELDOUT = ROOT / "benchmarks" / "world_heldout_100.json"
 
 
@@ -412,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-prompts", type=int, default=20, help="prompts of the eval section")
     parser.add_argument("--eval-base", help="also time `reneg eval` at this git revision (same run)")
     parser.add_argument("--negative", help="a learned embedding: enables the adapt section")
+    parser.add_argument("--npo", help="a `reneg npo` output directory: enables the npo section")
     parser.add_argument("--out", help="markdown file to append to (default: runs/bench-<UTC time>.md)")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -445,6 +447,9 @@ def main(argv: list[str] | None = None) -> None:
             block = batch_sizes(args.rounds, args.device)
         elif section == "dnp":
             block = script("dnp_time.py", "--rounds", str(args.rounds), "--device", args.device)
+        elif section == "npo":
+            block = (script("npo_time.py", "--npo", args.npo, "--rounds", str(args.rounds), "--device", args.device)
+                     if args.npo else "### npo_time.py\nskipped: pass --npo DIR (a `reneg npo` output) to time NPO")
         elif args.negative:
             block = script("adapt_time.py", "--negative", args.negative, "--device", args.device)
         else:

@@ -20,7 +20,7 @@ def _run(*args, timeout=600):
 
 def test_suite_help_lists_the_sections_and_refuses_unknown_ones():
     result = _run("-m", "benchmarks", "--help")
-    assert result.returncode == 0 and "floor" in result.stdout and "--eval-base" in result.stdout
+    assert result.returncode == 0 and "floor" in result.stdout and "--eval-base" in result.stdout and "--npo" in result.stdout
     result = _run("-m", "benchmarks", "--only", "nonsense")
     assert result.returncode == 2 and "unknown section nonsense" in result.stderr
 
