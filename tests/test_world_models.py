@@ -43,6 +43,7 @@ def test_shipped_weights_are_fp16_and_small():
 
     files = list(world.WEIGHTS_DIR.rglob("*.safetensors"))
     assert files and sum(f.stat().st_size for f in files) <= 40 * 2**20
+    assert all(f.stat().st_size <= 8 * 2**20 for f in files), "every shipped file under 8 MB (the UNet is sharded)"
     for file in files:
         with safe_open(str(file), "pt") as handle:
             assert all(handle.get_slice(k).get_dtype() in ("F16", "I64") for k in handle.keys()), file

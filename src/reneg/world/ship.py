@@ -20,6 +20,8 @@ NUM_INFERENCE_STEPS = 20
 SWEEP_PROMPTS = 240
 #: the adherence the handcrafted negative may cost (issue 21)
 ADHERENCE_TOLERANCE = 0.02
+#: largest weight file shipped (diffusers shards bigger models; every file in git stays under 8 MB)
+SHARD_SIZE = "6MB"
 
 
 def _size_mb(directory: Path) -> float:
@@ -47,7 +49,7 @@ def _ship_models(work: Path, out: Path) -> None:
     from transformers import CLIPModel, CLIPProcessor
 
     pipe = StableDiffusionPipeline.from_pretrained(work / "sd")
-    pipe.to(torch.float16).save_pretrained(out / "sd")
+    pipe.to(torch.float16).save_pretrained(out / "sd", max_shard_size=SHARD_SIZE)
     _load_text_encoder_in_fp32(out / "sd" / "text_encoder" / "config.json")
     for name in ("truth", "shapes-hps"):
         (out / name).mkdir(parents=True, exist_ok=True)
