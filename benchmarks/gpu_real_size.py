@@ -72,6 +72,17 @@ TINY_CLIP = dict(embed_dim=32, vision_cfg=dict(image_size=224, layers=2, width=3
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def batch_list(text: str) -> list[int]:
+    """argparse type of ``--batches``: comma-separated positive integers."""
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,4,8, got '{text}'")
+    return batches
+
+
 def now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -276,7 +287,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny models of the same classes (checks the script)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--batches", default="1,4,8", type=batch_list, help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=30, help="DDIM steps T")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-checkpointing-too", action="store_true", help="also measure without checkpointing")
@@ -298,7 +309,7 @@ def main() -> None:
               "dtype": args.dtype, "tiny": args.tiny, "torch": torch.__version__,
               "resolution": models.resolution, "parameters_M": models.parameters()}
     print(json.dumps(header), flush=True)
-    for batch in (int(b) for b in args.batches.split(",")):
+    for batch in args.batches:
         for checkpointing in settings:
             try:
                 result = measure(models, batch=batch, steps=args.steps, rounds=args.rounds,

@@ -35,9 +35,10 @@ class LiveBytes(TorchDispatchMode):
     def __init__(self, ignore=()):
         super().__init__()
         self.current = self.peak = 0
-        self._seen: dict[int, weakref.ref] = {}
-        for tensor in ignore:  # the parameters and buffers: there before the step, not its memory
-            self._seen[id(tensor.untyped_storage())] = None
+        self._seen: dict[int, weakref.ref | None] = {}
+        # the parameters and buffers: there before the step, not its memory; held, so that their ids stay theirs
+        self._ignored = [tensor.untyped_storage() for tensor in ignore]
+        self._seen.update((id(storage), None) for storage in self._ignored)
 
     def _free(self, key: int, nbytes: int) -> None:
         self._seen.pop(key, None)
@@ -79,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny models of the same classes")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    parser.add_argument("--batches", default="1,2,8")
+    parser.add_argument("--batches", default="1,2,8", type=real.batch_list, help="comma-separated batch sizes")
     parser.add_argument("--batched-decode", action="store_true",
                         help="with checkpointing, decode the batch at once (the VAE's block checkpointing alone: "
                              "reneg before its per-sample decode)")
@@ -90,7 +91,7 @@ def main() -> None:
         models = real.Models(tiny=args.tiny, device=torch.device("cpu"), dtype=dtype)
         parameters_mib = sum(p.numel() * p.element_size() for m in (models.unet, models.vae, models.text,
                                                                         models.clip) for p in m.parameters()) / 2**20
-        for batch in (int(b) for b in args.batches.split(",")):
+        for batch in args.batches:
             for checkpointing in (True, False):
                 rows.append({"batch": batch, "checkpointing": checkpointing,
                              "step_peak_mib": round(estimate(models, batch=batch, checkpointing=checkpointing,

@@ -46,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("floor", "memory", "naive", "generation", "eval", "batch", "dnp", "adapt", "npo")
 HELDOUT = ROOT / "benchmarks" / "world_heldout_100.json"
+#: how a folded script's traceback names bad input (reneg.errors.ReNegError)
+BAD_INPUT = "reneg.errors.ReNegError: "
 
 
 def now() -> float:
@@ -358,6 +360,10 @@ def script(name: str, *args: str) -> str:
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], env=_env(), cwd=ROOT,
                             capture_output=True, text=True)
     if result.returncode:
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        if last.startswith(BAD_INPUT):  # the script's input was bad: its one line, exit 2
+            print(f"python -m benchmarks: {name}: {last[len(BAD_INPUT):]}", file=sys.stderr)
+            raise SystemExit(2)
         raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
     return f"### {name} {' '.join(args)}\n" + result.stdout.strip()
 
@@ -416,6 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--npo", help="a `reneg npo` output directory: enables the npo section")
     parser.add_argument("--out", help="markdown file to append to (default: runs/bench-<UTC time>.md)")
     args = parser.parse_args(argv)
+    for flag, path, kind in (("--negative", args.negative, "file"), ("--npo", args.npo, "directory")):
+        if path and not (Path(path).is_file() if kind == "file" else Path(path).is_dir()):
+            parser.error(f"{flag}: no {kind} '{path}'; pass an existing one (reneg train / reneg npo output)")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:

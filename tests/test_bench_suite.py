@@ -23,6 +23,13 @@ def test_suite_help_lists_the_sections_and_refuses_unknown_ones():
     assert result.returncode == 0 and "floor" in result.stdout and "--eval-base" in result.stdout and "--npo" in result.stdout
     result = _run("-m", "benchmarks", "--only", "nonsense")
     assert result.returncode == 2 and "unknown section nonsense" in result.stderr
+    result = _run("-m", "benchmarks", "--only", "npo", "--npo", str(ROOT / "no-such-dir"))
+    assert result.returncode == 2 and "--npo: no directory" in result.stderr
+
+
+def test_memory_estimate_refuses_bad_batches():
+    result = _run("benchmarks/memory_estimate.py", "--batches", "1,x")
+    assert result.returncode == 2 and "comma-separated positive integers" in result.stderr
 
 
 @pytest.mark.slow

@@ -206,8 +206,8 @@ def decode_per_sample(decode, latents: torch.Tensor) -> torch.Tensor:
     activations instead of the batch's.
 
     The VAE's own block checkpointing keeps each block's input for the whole batch, and at 512² and more those
-    are the step's largest tensors (SD1.5 size, bf16, batch 8: 14.7 GiB for the grad step with block
-    checkpointing alone, 3.9 GiB with this; ``benchmarks/memory_estimate.py``). The price is one more decoder
+    are the step's largest tensors (SD1.5 size, bf16, batch 8: 14.4 GiB for the grad step with block
+    checkpointing alone, 3.8 GiB with this; ``benchmarks/memory_estimate.py``). The price is one more decoder
     forward; the images equal the batched decode's up to float rounding.
     """
     if len(latents) == 1:
