@@ -1,5 +1,6 @@
 """Training listeners on fake step records (no model): the reward plot, resume, TensorBoard, --report-to."""
 
+import json
 import math
 import sys
 
@@ -101,7 +102,8 @@ def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch)
     from reneg.train import Trainer
 
     config = TrainConfig(model="tiny", reward="contrast", train_steps=4, batch_size=2, steps=3, device="cpu",
-                         validate_every=2, log_every=0, lr=0.5, out=str(tmp_path / "neg.safetensors"))
+                         validate_every=2, validate_prompts=3, log_every=0, lr=0.5,
+                         out=str(tmp_path / "neg.safetensors"))
     trainer = Trainer(config)
     plotted = {}
     monkeypatch.setattr(listeners, "plot_reward_curve",
@@ -116,3 +118,5 @@ def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch)
     assert [r.validation_reward is not None for r in records] == [False, True, False, True]
     assert values[4] != values[0]  # the embedding moved, so did the reward of its fully sampled images
     assert plotted["validation"] == values
+    lines = [json.loads(line) for line in (tmp_path / "neg.validation.jsonl").read_text().splitlines()]
+    assert {line["prompts"] for line in lines} == {3}  # each point names the size of the set it was measured on

@@ -170,13 +170,14 @@ def log_listeners(config) -> tuple:
     if report_to not in REPORTERS:
         raise ReNegError(f"--report-to must be one of {', '.join(REPORTERS)}, got '{report_to}'")
     every = getattr(config, "validate_every", 0)
-    every = max(1, config.train_steps // 10) if every is None else every
+    every = max(1, config.train_steps // 5) if every is None else every
     validation_path = out.with_suffix(".validation.jsonl")
     checks = ()
     if every:
         from .validation import validation
 
-        checks = (validation(validation_path, every=every, fresh=not config.resume),)
+        checks = (validation(validation_path, every=every, count=getattr(config, "validate_prompts", 64),
+                             fresh=not config.resume),)
     return (*checks, progress_bar(config.train_steps), log_lines(config.log_every),  # validation first: it fills
             jsonl_log(log_path, fresh=not config.resume),  # the record; the log before reward_plot, which reads it
             reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps,

@@ -86,8 +86,10 @@ class TrainConfig:
                                 min=0)
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
     validate_every: int | None = arg(None, "measure the validation reward (fully sampled images of fixed prompts "
-                                           "and noise) every N steps (default: 10 times a run; 0: never)",
+                                           "and noise) every N steps (default: 5 times a run; 0: never)",
                                      metavar="N", min=0)
+    validate_prompts: int = arg(64, "how many fixed training prompts (each with its fixed x_T) the validation "
+                                    "reward is measured on", metavar="N", min=1)
     max_nonfinite_steps: int = arg(5, "stop after this many non-finite steps in a row (each is skipped with a "
                                       "warning; the last good checkpoint is kept)", metavar="K", min=1)
     log_every: int = arg(10, "log a line every N steps (0: never)", metavar="N", min=0)

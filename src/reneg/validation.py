@@ -2,11 +2,15 @@
 
 The batch reward of the one-step prediction is noisy (new prompts, noise and t
 every step). Every ``--validate-every`` steps this listener generates fully
-sampled images for a fixed set of prompts from fixed x_T with the current
-negative embedding and scores them with the training reward; step 0 is the
-null text (the embedding's initial value). Values go to
+sampled images for ``--validate-prompts`` fixed training prompts from fixed
+x_T with the current negative embedding and scores them with the training
+reward; step 0 is the null text (the embedding's initial value). Values go to
 ``<out>.validation.jsonl`` and into the step record (for trackers), and the
 reward plot draws them.
+
+64 prompts by default: on the shapes world the quickstart's gain over the null
+text is ~0.009 with a per-item standard deviation of ~0.05, so 16 prompts
+(the old default) measure it with a standard error larger than the effect.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def validation_reward(trainer, negative: TextConditioning, prompts: list[str], l
     return torch.cat(scores).mean().item()
 
 
-def validation(path: str | Path, *, every: int, count: int = 16, fresh: bool = True):
+def validation(path: str | Path, *, every: int, count: int = 64, fresh: bool = True):
     """A listener that measures the validation reward every ``every`` steps on ``count`` fixed prompts."""
     path, state = Path(path), {}
 
@@ -47,7 +51,7 @@ def validation(path: str | Path, *, every: int, count: int = 16, fresh: bool = T
         path.parent.mkdir(parents=True, exist_ok=True)
         mode = "w" if fresh and not state.get("written") else "a"
         with path.open(mode) as handle:
-            handle.write(json.dumps({"step": step, "validation_reward": value}) + "\n")
+            handle.write(json.dumps({"step": step, "validation_reward": value, "prompts": count}) + "\n")
         state["written"] = True
 
     def listen(trainer, record) -> None:
