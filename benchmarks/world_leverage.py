@@ -1,0 +1,119 @@
+"""How far can one global negative embedding move the world's reward? (issue 21: what limits ReNeg there)
+
+    python benchmarks/world_leverage.py [--guidance-scale G] [--objective one-step|full-chain]
+        [--train-steps N] [--lr LR] [--in-sample] [--negative FILE ...]
+
+Everything runs on training prompts (the world's train.txt), never on the benchmark. It measures the
+full-sample reward (DDIM 20, CFG at G, the training reward) of fixed batches (24 x 8 items: prompt and x_T
+drawn as training draws them, from seed 777) with the null text, the handcrafted negative, each --negative
+file, and an embedding it trains itself from the null text (AdamW, cosine lr, batch 8):
+
+- ``--objective one-step``: ReNeg's objective (``reneg.objective.reneg_objective``: x_T -> x_t without
+  gradient, x0_pred (Eq. 6) with gradient, t in the last third), as ``reneg train`` runs it;
+- ``--objective full-chain``: the exact gradient of the full-sample reward, through every step (ReNeg
+  Sec. 4.1's Jacobian);
+- ``--in-sample``: train on the measured batches themselves: a ceiling for any global embedding on them.
+
+Prints one line per negative (mean reward and win rate vs null, ties half) and one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+from reneg.embedding import NegativeEmbedding
+from reneg.evaluate.metrics import win_rate
+from reneg.families import TextConditioning
+from reneg.models import load_model
+from reneg.objective import draw_batch, reneg_objective
+from reneg.rewards import build_reward
+from reneg.rollout import guided_images, rollout, text_branches
+from reneg.world import path
+
+MEASURE_SEED, MEASURE_BATCHES, BATCH, STEPS, RESOLUTION = 777, 24, 8, 20, 64
+
+
+def batches(family, prompts, *, seed, first_step, count, grad_window):
+    return [draw_batch(family, prompts, seed=seed, step=step, indices=range(BATCH), resolution=RESOLUTION,
+                       steps=STEPS, grad_window=grad_window) for step in range(first_step, first_step + count)]
+
+
+def full_sample_rewards(family, reward, negative, measured, scale) -> list[float]:
+    values = []
+    for batch in measured:
+        images = guided_images(family, batch.prompts, negative, batch.latents, guidance_scale=scale, steps=STEPS,
+                               resolution=RESOLUTION)
+        with torch.no_grad():
+            values += reward(images, batch.prompts).float().tolist()
+    return values
+
+
+def train(family, reward, prompts, measured, args) -> tuple[TextConditioning, float]:
+    """An embedding trained from the null text with ``args.objective``; returns it and the seconds taken."""
+    n = family.null_text().embeds.clone().float().requires_grad_(True)
+    optimizer = torch.optim.AdamW([n], lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.train_steps)))
+    window = math.ceil(STEPS / 3)
+    start = time.perf_counter()
+    for step in range(1, args.train_steps + 1):
+        if args.in_sample:
+            batch = measured[(step - 1) % len(measured)]
+        else:
+            batch = draw_batch(family, prompts, seed=0, step=step, indices=range(BATCH), resolution=RESOLUTION,
+                               steps=STEPS, grad_window=window)
+        negative = TextConditioning(n, None)
+        if args.objective == "one-step":
+            loss, _ = reneg_objective(family, reward, batch, negative, guidance_scale=args.guidance_scale,
+                                      steps=STEPS, resolution=RESOLUTION)
+        else:
+            branches = text_branches(family, family.encode(batch.prompts), negative, resolution=RESOLUTION)
+            images = rollout(family, branches, batch.latents, steps=STEPS, guidance_scale=args.guidance_scale,
+                             differentiable=True)
+            loss = -reward(images, batch.prompts).float().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return TextConditioning(n.detach(), None), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--guidance-scale", type=float, default=1.5)
+    parser.add_argument("--objective", choices=["one-step", "full-chain"], default="one-step")
+    parser.add_argument("--train-steps", type=int, default=120, help="0: measure the given negatives only")
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--in-sample", action="store_true", help="train on the measured batches (a ceiling)")
+    parser.add_argument("--negative", action="append", default=[], metavar="FILE")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = load_model(None)
+    family = model.family
+    reward = build_reward(model.defaults.reward)
+    prompts = [line.strip() for line in path("prompts/train.txt").read_text().splitlines() if line.strip()]
+    measured = batches(family, prompts, seed=MEASURE_SEED, first_step=1, count=MEASURE_BATCHES,
+                       grad_window=math.ceil(STEPS / 3))
+    negatives = {"null": family.null_text(), "handcrafted": family.encode([model.defaults.handcrafted_negative])}
+    for file in args.negative:
+        negatives[file] = TextConditioning(NegativeEmbedding.load(file).tensor[None], None)
+    seconds = None
+    if args.train_steps:
+        label = f"trained here ({args.objective}, {args.train_steps} steps, lr {args.lr:g}" + (
+            ", in-sample)" if args.in_sample else ")")
+        negatives[label], seconds = train(family, reward, prompts, measured, args)
+    scores = {name: full_sample_rewards(family, reward, negative, measured, args.guidance_scale)
+              for name, negative in negatives.items()}
+    null = scores["null"]
+    for name, values in scores.items():
+        print(f"{name}: {sum(values) / len(values):.4f} (win rate vs null {win_rate(values, null):.3f})")
+    print(json.dumps({"guidance_scale": args.guidance_scale, "items": len(null), "train_seconds": seconds,
+                      "mean": {k: sum(v) / len(v) for k, v in scores.items()},
+                      "win_rate_vs_null": {k: win_rate(v, null) for k, v in scores.items()}}))
+
+
+if __name__ == "__main__":
+    main()
