@@ -1,12 +1,12 @@
 """How far can one global negative embedding move the world's reward? (issue 21: what limits ReNeg there)
 
     python benchmarks/world_leverage.py [--guidance-scale G] [--objective one-step|full-chain]
-        [--train-steps N] [--lr LR] [--in-sample] [--negative FILE ...]
+        [--train-steps N] [--lr LR] [--in-sample] [--negative FILE ...] [--batches N]
 
 Everything runs on training prompts (the world's train.txt), never on the benchmark. It measures the
-full-sample reward (DDIM 20, CFG at G, the training reward) of fixed batches (24 x 8 items: prompt and x_T
-drawn as training draws them, from seed 777) with the null text, the handcrafted negative, each --negative
-file, and an embedding it trains itself from the null text (AdamW, cosine lr, batch 8):
+full-sample reward (DDIM 20, CFG at G, the training reward) of fixed batches (``--batches`` 24 of 8 items:
+prompt and x_T drawn as training draws them, from seed 777) with the null text, the handcrafted negative,
+each --negative file, and an embedding it trains itself from the null text (AdamW, cosine lr, batch 8):
 
 - ``--objective one-step``: ReNeg's objective (``reneg.objective.reneg_objective``: x_T -> x_t without
   gradient, x0_pred (Eq. 6) with gradient, t in the last third), as ``reneg train`` runs it;
@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,7 +35,7 @@ from reneg.rewards import build_reward
 from reneg.rollout import guided_images, rollout, text_branches
 from reneg.world import path
 
-MEASURE_SEED, MEASURE_BATCHES, BATCH, STEPS, RESOLUTION = 777, 24, 8, 20, 64
+MEASURE_SEED, BATCH, STEPS, RESOLUTION = 777, 8, 20, 64
 
 
 def batches(family, prompts, *, seed, first_step, count, grad_window):
@@ -89,13 +90,19 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--in-sample", action="store_true", help="train on the measured batches (a ceiling)")
     parser.add_argument("--negative", action="append", default=[], metavar="FILE")
+    parser.add_argument("--batches", type=int, default=24, help="measured batches of 8 items (default: 24)")
     args = parser.parse_args()
+    if args.train_steps < 0 or args.batches < 1 or args.lr <= 0:
+        parser.error("--train-steps must be >= 0, --batches >= 1 and --lr > 0")
+    for file in args.negative:
+        if not Path(file).is_file():
+            parser.error(f"--negative: no file {file}")
     torch.manual_seed(0)
     model = load_model(None)
     family = model.family
     reward = build_reward(model.defaults.reward)
     prompts = [line.strip() for line in path("prompts/train.txt").read_text().splitlines() if line.strip()]
-    measured = batches(family, prompts, seed=MEASURE_SEED, first_step=1, count=MEASURE_BATCHES,
+    measured = batches(family, prompts, seed=MEASURE_SEED, first_step=1, count=args.batches,
                        grad_window=math.ceil(STEPS / 3))
     negatives = {"null": family.null_text(), "handcrafted": family.encode([model.defaults.handcrafted_negative])}
     for file in args.negative:

@@ -45,3 +45,19 @@ def test_real_size_script_runs_on_tiny_models(tmp_path):
         assert r["step_s"] > 0 and r["peak_total_mib"] > 0
     assert all(r["images_per_s"] > 0 for r in record["results"] if r["checkpointing"])
     assert "| batch | checkpointing | step s |" in result.stdout
+
+
+def test_world_leverage_measures_and_refuses_bad_input(tmp_path):
+    """benchmarks/world_leverage.py on one batch of the world's training prompts, with a 2-step in-sample fit."""
+    result = _run("benchmarks/world_leverage.py", "--negative", str(tmp_path / "none.safetensors"))
+    assert result.returncode == 2 and "--negative: no file" in result.stderr
+    result = _run("benchmarks/world_leverage.py", "--train-steps", "-1")
+    assert result.returncode == 2 and "--train-steps must be >= 0" in result.stderr
+    result = _run("benchmarks/world_leverage.py", "--batches", "1", "--train-steps", "2", "--objective", "full-chain",
+                  "--in-sample")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    trained = "trained here (full-chain, 2 steps, lr 0.01, in-sample)"
+    assert record["items"] == 8 and set(record["mean"]) == {"null", "handcrafted", trained}
+    assert record["win_rate_vs_null"]["null"] == 0.5 and 0 < record["mean"][trained] < 1
+    assert record["mean"]["handcrafted"] != record["mean"]["null"]  # another negative, other images
