@@ -57,7 +57,8 @@ def train(family, reward, prompts, measured, args) -> tuple[TextConditioning, fl
     """An embedding trained from the null text with ``args.objective``; returns it and the seconds taken."""
     n = family.null_text().embeds.clone().float().requires_grad_(True)
     optimizer = torch.optim.AdamW([n], lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.train_steps)))
+    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / args.train_steps))  # noqa: E731
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     window = math.ceil(STEPS / 3)
     start = time.perf_counter()
     for step in range(1, args.train_steps + 1):
