@@ -25,14 +25,17 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers.optimization import get_scheduler
 
 from reneg.embedding import NegativeEmbedding
+from reneg.errors import ReNegError
 from reneg.evaluate.metrics import win_rate
 from reneg.families import TextConditioning
 from reneg.models import load_model
 from reneg.objective import draw_batch, reneg_objective
 from reneg.rewards import build_reward
-from reneg.rollout import guided_images, rollout, text_branches
+from reneg.rollout import rollout, text_branches
+from reneg.validation import full_sample_rewards
 from reneg.world import path
 
 MEASURE_SEED, BATCH, STEPS, RESOLUTION = 777, 8, 20, 64
@@ -43,22 +46,18 @@ def batches(family, prompts, *, seed, first_step, count, grad_window):
                        steps=STEPS, grad_window=grad_window) for step in range(first_step, first_step + count)]
 
 
-def full_sample_rewards(family, reward, negative, measured, scale) -> list[float]:
-    values = []
-    for batch in measured:
-        images = guided_images(family, batch.prompts, negative, batch.latents, guidance_scale=scale, steps=STEPS,
-                               resolution=RESOLUTION)
-        with torch.no_grad():
-            values += reward(images, batch.prompts).float().tolist()
-    return values
+def rewards_of(family, reward, negative, measured, scale) -> list[float]:
+    """Per-item full-sample rewards of the measured batches (reneg.validation's scoring, as the curve users read)."""
+    return full_sample_rewards(family, reward, negative, [p for b in measured for p in b.prompts],
+                               torch.cat([b.latents for b in measured]), guidance_scale=scale, steps=STEPS,
+                               resolution=RESOLUTION, batch_size=BATCH).tolist()
 
 
 def train(family, reward, prompts, measured, args) -> tuple[TextConditioning, float]:
     """An embedding trained from the null text with ``args.objective``; returns it and the seconds taken."""
     n = family.null_text().embeds.clone().float().requires_grad_(True)
     optimizer = torch.optim.AdamW([n], lr=args.lr, weight_decay=0.0)
-    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / args.train_steps))  # noqa: E731
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    schedule = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=args.train_steps)
     window = math.ceil(STEPS / 3)
     start = time.perf_counter()
     for step in range(1, args.train_steps + 1):
@@ -107,13 +106,16 @@ def main() -> None:
                        grad_window=math.ceil(STEPS / 3))
     negatives = {"null": family.null_text(), "handcrafted": family.encode([model.defaults.handcrafted_negative])}
     for file in args.negative:
-        negatives[file] = TextConditioning(NegativeEmbedding.load(file).tensor[None], None)
+        try:
+            negatives[file] = TextConditioning(NegativeEmbedding.load(file).for_pipeline(model.pipe).tensor[None], None)
+        except ReNegError as error:
+            parser.error(f"--negative: {error}")
     seconds = None
     if args.train_steps:
         label = f"trained here ({args.objective}, {args.train_steps} steps, lr {args.lr:g}" + (
             ", in-sample)" if args.in_sample else ")")
         negatives[label], seconds = train(family, reward, prompts, measured, args)
-    scores = {name: full_sample_rewards(family, reward, negative, measured, args.guidance_scale)
+    scores = {name: rewards_of(family, reward, negative, measured, args.guidance_scale)
               for name, negative in negatives.items()}
     null = scores["null"]
     for name, values in scores.items():

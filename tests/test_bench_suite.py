@@ -51,6 +51,10 @@ def test_world_leverage_measures_and_refuses_bad_input(tmp_path):
     """benchmarks/world_leverage.py on one batch of the world's training prompts, with a 2-step in-sample fit."""
     result = _run("benchmarks/world_leverage.py", "--negative", str(tmp_path / "none.safetensors"))
     assert result.returncode == 2 and "--negative: no file" in result.stderr
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_text("not safetensors")
+    result = _run("benchmarks/world_leverage.py", "--negative", str(corrupt))
+    assert result.returncode == 2 and "not a readable safetensors file" in result.stderr.strip().splitlines()[-1]
     result = _run("benchmarks/world_leverage.py", "--train-steps", "-1")
     assert result.returncode == 2 and "--train-steps must be >= 0" in result.stderr
     result = _run("benchmarks/world_leverage.py", "--batches", "1", "--train-steps", "2", "--objective", "full-chain",

@@ -174,10 +174,10 @@ def log_listeners(config) -> tuple:
     validation_path = out.with_suffix(".validation.jsonl")
     checks = ()
     if every:
-        from .validation import validation
+        from .validation import VALIDATION_PROMPTS, validation
 
-        checks = (validation(validation_path, every=every, count=getattr(config, "validate_prompts", 64),
-                             fresh=not config.resume),)
+        checks = (validation(validation_path, every=every, fresh=not config.resume,
+                             count=getattr(config, "validate_prompts", VALIDATION_PROMPTS)),)
     return (*checks, progress_bar(config.train_steps), log_lines(config.log_every),  # validation first: it fills
             jsonl_log(log_path, fresh=not config.resume),  # the record; the log before reward_plot, which reads it
             reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps,

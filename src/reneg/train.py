@@ -42,6 +42,7 @@ from .models import LoadedModel, load_model
 from .objective import RolloutSettings, draw_batch, reneg_objective
 from .prompts import Prompt
 from .rewards import Reward, build_reward, build_rewards_from_config
+from .validation import VALIDATION_PROMPTS
 
 
 @dataclass
@@ -88,7 +89,7 @@ class TrainConfig:
     validate_every: int | None = arg(None, "measure the validation reward (fully sampled images of fixed prompts "
                                            "and noise) every N steps (default: 5 times a run; 0: never)",
                                      metavar="N", min=0)
-    validate_prompts: int = arg(64, "how many fixed training prompts (each with its fixed x_T) the validation "
+    validate_prompts: int = arg(VALIDATION_PROMPTS, "how many fixed training prompts (each with its fixed x_T) the validation "
                                     "reward is measured on", metavar="N", min=1)
     max_nonfinite_steps: int = arg(5, "stop after this many non-finite steps in a row (each is skipped with a "
                                       "warning; the last good checkpoint is kept)", metavar="K", min=1)

@@ -29,21 +29,31 @@ from .video import frame_rewards
 
 #: mixed into the seed of the validation noise, so that it never equals a training draw
 VALIDATION_STREAM = 2**31 - 1
+#: default size of the fixed validation set (``--validate-prompts``)
+VALIDATION_PROMPTS = 64
 
 
 @torch.no_grad()
+def full_sample_rewards(family, reward, negative: TextConditioning, prompts: list[str], latents: torch.Tensor, *,
+                        guidance_scale: float, steps: int, resolution: int, batch_size: int) -> torch.Tensor:
+    """``reward`` of each fully sampled image of ``prompts`` from ``latents`` with ``negative`` (fp32, CPU)."""
+    scores = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        images = guided_images(family, batch, negative, latents[start:start + batch_size],
+                               guidance_scale=guidance_scale, steps=steps, resolution=resolution)
+        scores.append(frame_rewards(reward, images, batch).float().cpu())
+    return torch.cat(scores)
+
+
 def validation_reward(trainer, negative: TextConditioning, prompts: list[str], latents: torch.Tensor) -> float:
     """Mean training reward of fully sampled images of ``prompts`` from ``latents`` with ``negative``."""
-    family, size, scores = trainer.family, trainer.micro_batch_size, []
-    for start in range(0, len(prompts), size):
-        batch = prompts[start:start + size]
-        images = guided_images(family, batch, negative, latents[start:start + size], guidance_scale=float(
-            torch.as_tensor(trainer.params.scale())), steps=trainer.steps, resolution=trainer.resolution)
-        scores.append(frame_rewards(trainer.reward, images, batch).float().cpu())
-    return torch.cat(scores).mean().item()
+    return full_sample_rewards(trainer.family, trainer.reward, negative, prompts, latents,
+                               guidance_scale=float(torch.as_tensor(trainer.params.scale())), steps=trainer.steps,
+                               resolution=trainer.resolution, batch_size=trainer.micro_batch_size).mean().item()
 
 
-def validation(path: str | Path, *, every: int, count: int = 64, fresh: bool = True):
+def validation(path: str | Path, *, every: int, count: int = VALIDATION_PROMPTS, fresh: bool = True):
     """A listener that measures the validation reward every ``every`` steps on ``count`` fixed prompts."""
     path, state = Path(path), {}
 
