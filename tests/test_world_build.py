@@ -68,3 +68,21 @@ def test_default_guidance_is_the_most_adherent_scale_where_the_premise_holds():
     for s in (2.0, 3.0):
         rows[s] = (rows[s][0], rows[s][0] - 0.03, 0.8, 0.81)
     assert ship.choose_guidance_scale(table(rows))[0] == 7.5  # holds nowhere: the most adherent
+
+
+@pytest.mark.slow
+def test_sd_continuation_of_a_smoke_build_loads_and_moved(tmp_path):
+    """benchmarks/world_sd_continue.py (v3.1's warm restart) on a smoke build's work dir: 2 steps, a new pipeline."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    work, root = tmp_path / "work", __import__("pathlib").Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "reneg", "world-build", "--scale", "0.002", "--work-dir", str(work),
+                    "--out", str(tmp_path / "weights"), "--until", "sd"], check=True, capture_output=True)
+    script = root / "benchmarks" / "world_sd_continue.py"
+    subprocess.run([sys.executable, str(script), "--work-dir", str(work), "--out", str(tmp_path / "cont"),
+                    "--steps", "2", "--schedule-steps", "2", "--lr", "0.1"], check=True, capture_output=True)
+    before = UNet2DConditionModel.from_pretrained(work / "sd" / "unet").state_dict()
+    after = UNet2DConditionModel.from_pretrained(tmp_path / "cont" / "unet").state_dict()
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
