@@ -117,12 +117,14 @@ def main() -> None:
         negatives[label], seconds = train(family, reward, prompts, measured, args)
     scores = {name: rewards_of(family, reward, negative, measured, args.guidance_scale)
               for name, negative in negatives.items()}
-    null = scores["null"]
+    null, handcrafted = scores["null"], scores["handcrafted"]
     for name, values in scores.items():
-        print(f"{name}: {sum(values) / len(values):.4f} (win rate vs null {win_rate(values, null):.3f})")
+        print(f"{name}: {sum(values) / len(values):.4f} (win rate vs null {win_rate(values, null):.3f}, "
+              f"vs handcrafted {win_rate(values, handcrafted):.3f})")
     print(json.dumps({"guidance_scale": args.guidance_scale, "items": len(null), "train_seconds": seconds,
                       "mean": {k: sum(v) / len(v) for k, v in scores.items()},
-                      "win_rate_vs_null": {k: win_rate(v, null) for k, v in scores.items()}}))
+                      "win_rate_vs_null": {k: win_rate(v, null) for k, v in scores.items()},
+                      "win_rate_vs_handcrafted": {k: win_rate(v, handcrafted) for k, v in scores.items()}}))
 
 
 if __name__ == "__main__":

@@ -64,4 +64,5 @@ def test_world_leverage_measures_and_refuses_bad_input(tmp_path):
     trained = "trained here (full-chain, 2 steps, lr 0.01, in-sample)"
     assert record["items"] == 8 and set(record["mean"]) == {"null", "handcrafted", trained}
     assert record["win_rate_vs_null"]["null"] == 0.5 and 0 < record["mean"][trained] < 1
+    assert record["win_rate_vs_handcrafted"]["handcrafted"] == 0.5
     assert record["mean"]["handcrafted"] != record["mean"]["null"]  # another negative, other images
