@@ -17,6 +17,26 @@ def test_bad_scale_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not work.exists() and not (tmp_path / "o").exists()
 
 
+def test_restart_longer_than_its_schedule_is_one_line_and_writes_nothing(tmp_path, capsys):
+    work = tmp_path / "w"
+    assert main(["world-build", "--sd-restart-steps", "20", "--sd-restart-schedule", "10", "--work-dir", str(work),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sd-restart-schedule" in err[0]
+    assert not work.exists() and not (tmp_path / "o").exists()
+
+
+def test_sd_stage_refuses_a_directory_built_with_other_settings(tmp_path):
+    """A finished sd phase carries its settings (build.json); another build's settings do not reuse it."""
+    from reneg.errors import ReNegError
+    from reneg.world.build import BuildConfig, _stage_sd
+
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "build.json").write_text(json.dumps({"base": {"steps": 4500}, "restart": None}))
+    with pytest.raises(ReNegError, match="other sd settings"):
+        _stage_sd(BuildConfig(work_dir=str(tmp_path)), tmp_path, {})
+
+
 @pytest.mark.slow
 def test_smoke_build_ships_a_loadable_world(tmp_path):
     """Every stage at 0.2% of its size, the evaluators in a second process (about 3-6 min on 2 cores)."""
@@ -32,6 +52,9 @@ def test_smoke_build_ships_a_loadable_world(tmp_path):
                 "shapes-pick_pairwise_accuracy", "premise_at_default_guidance"):
         assert key in metrics
     assert (tmp_path / "work" / "evaluators.log").exists()  # the second process ran
+    marker = json.loads((tmp_path / "work" / "sd" / "build.json").read_text())  # both sd phases ran
+    assert marker["base"]["steps"] == 9 and marker["restart"]["steps"] == 6
+    assert json.loads((tmp_path / "work" / "sd-base" / "build.json").read_text()) == marker["base"]
     StableDiffusionPipeline.from_pretrained(out / "sd")
 
 
@@ -68,21 +91,3 @@ def test_default_guidance_is_the_most_adherent_scale_where_the_premise_holds():
     for s in (2.0, 3.0):
         rows[s] = (rows[s][0], rows[s][0] - 0.03, 0.8, 0.81)
     assert ship.choose_guidance_scale(table(rows))[0] == 7.5  # holds nowhere: the most adherent
-
-
-@pytest.mark.slow
-def test_sd_continuation_of_a_smoke_build_loads_and_moved(tmp_path):
-    """benchmarks/world_sd_continue.py (v3.1's warm restart) on a smoke build's work dir: 2 steps, a new pipeline."""
-    import torch
-    from diffusers import UNet2DConditionModel
-
-    work, root = tmp_path / "work", __import__("pathlib").Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "reneg", "world-build", "--scale", "0.002", "--work-dir", str(work),
-                    "--out", str(tmp_path / "weights"), "--until", "sd"], check=True, capture_output=True)
-    script = root / "benchmarks" / "world_sd_continue.py"
-    subprocess.run([sys.executable, str(script), "--work-dir", str(work), "--out", str(tmp_path / "cont"),
-                    "--steps", "2", "--schedule-steps", "2", "--lr", "0.1"], check=True, capture_output=True)
-    before = UNet2DConditionModel.from_pretrained(work / "sd" / "unet").state_dict()
-    after = UNet2DConditionModel.from_pretrained(tmp_path / "cont" / "unet").state_dict()
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -41,6 +41,35 @@ def test_sd_stage_refuses_a_checkpoint_of_another_recipe(tmp_path):
         raise AssertionError("a checkpoint of another recipe was resumed")
 
 
+def test_sd_warm_restart_trains_copies_and_resumes_exactly(tmp_path):
+    """The second sd phase (v3.1): copies of trained models, EMA from them, a cosine stopped part way."""
+    data = make_data(256, seed=0)
+    latents = torch.randn(len(data), 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    recipe = SDRecipe(batch_size=4, warmup=1, text_length=16)
+    text, unet, _ = train_sd(data, latents, steps=2, recipe=recipe)
+    before = [p.clone() for p in [*text.parameters(), *unet.parameters()]]
+    checkpoint = tmp_path / "restart.checkpoint.pt"
+    kwargs = dict(steps=4, seed=7, recipe=SDRecipe(batch_size=4, warmup=1, text_length=16, lr=0.1), start=(text, unet),
+                  schedule_steps=8)
+    new_text, new_unet, _ = train_sd(data, latents, checkpoint=checkpoint, checkpoint_every=2, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, [*text.parameters(), *unet.parameters()]))  # untouched
+    after = [*new_text.parameters(), *new_unet.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    # the EMA starts at the loaded weights at once: at lr 0.1 the live weights move by about 0.1 a step, the EMA
+    # (decay 0.999 from the first step) by a thousandth of that; from scratch it would copy them in the warm-up
+    assert max((a - b).abs().max() for a, b in zip(before, after)) < 0.01
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["step"] == 2 and saved["restart"] and saved["schedule_steps"] == 8
+    resumed = train_sd(data, latents, checkpoint=checkpoint, checkpoint_every=2, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(after, [*resumed[0].parameters(), *resumed[1].parameters()]))
+    try:  # a from-scratch run does not take the restart's checkpoint
+        train_sd(data, latents, steps=4, seed=7, recipe=kwargs["recipe"], checkpoint=checkpoint, schedule_steps=8)
+    except ValueError as error:
+        assert "another sd recipe" in str(error)
+    else:
+        raise AssertionError("a restart's checkpoint was resumed by a run from scratch")
+
+
 def test_template_judge_reads_clean_renders_exactly_and_catches_wrong_ones():
     rng = np.random.default_rng(0)
     drawn = [sample_scene(rng, degraded=False) for _ in range(120)]

@@ -126,17 +126,29 @@ def _loss_weight(snr: torch.Tensor, recipe: SDRecipe) -> torch.Tensor:
 
 
 def train_sd(data: WorldData, latents: torch.Tensor, *, steps: int, seed: int = 0, recipe: SDRecipe = SDRecipe(),
-             checkpoint: Path | None = None, checkpoint_every: int = 250):
+             checkpoint: Path | None = None, checkpoint_every: int = 250,
+             start: tuple[torch.nn.Module, torch.nn.Module] | None = None, schedule_steps: int | None = None):
     """Text encoder and UNet together on the scaled latents: min-SNR-weighted loss, caption dropout, EMA.
 
+    From scratch, or with ``start`` = (text_encoder, unet) a warm restart of trained models (the world's
+    second sd phase, v3.1): copies of them train under a fresh optimizer, and the EMA starts at them from
+    the first step (from scratch it follows the weights through the warm-up). The learning rate follows a
+    cosine over ``schedule_steps`` (default ``steps``; a longer one is stopped part way).
     With ``checkpoint``, the whole state (models, EMA copies, optimizer, schedule, random streams) is saved
     there every ``checkpoint_every`` steps, and a run that finds one resumes from it and draws what an
     uninterrupted run would. Returns the EMA copies of (text_encoder, unet) and the tokenizer.
     """
     torch.manual_seed(seed)
     tokenizer = build_clip_tokenizer(model_max_length=recipe.text_length)
-    text_encoder, unet = architectures.text_encoder(recipe.text_length), architectures.unet()
+    if start is None:
+        text_encoder, unet = architectures.text_encoder(recipe.text_length), architectures.unet()
+    else:
+        text_encoder, unet = (copy.deepcopy(module).train().requires_grad_(True) for module in start)
     ema_text, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
+    schedule_steps = schedule_steps or steps
+    ema_after = recipe.warmup if start is None else -1  # the EMA copies the weights until this step
+    settings = {"steps": steps, "schedule_steps": schedule_steps, "restart": start is not None,
+                "recipe": dataclasses.asdict(recipe)}
     noise_scheduler = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items()
                                        if k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")},
                                     prediction_type=recipe.prediction_type)
@@ -144,14 +156,14 @@ def train_sd(data: WorldData, latents: torch.Tensor, *, steps: int, seed: int = 
     snr = alphas_cumprod / (1 - alphas_cumprod)
     params = list(text_encoder.parameters()) + list(unet.parameters())
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, recipe.warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, schedule_steps, recipe.warmup))
     generator = torch.Generator().manual_seed(seed)
-    batches, first, start = loader(len(data), recipe.batch_size, seed=seed + 1), 0, time.time()
+    batches, first, began = loader(len(data), recipe.batch_size, seed=seed + 1), 0, time.time()
     modules = {"text_encoder": text_encoder, "unet": unet, "ema_text": ema_text, "ema_unet": ema_unet,
                "optimizer": optimizer, "schedule": schedule}
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
-        if state["steps"] != steps or state["recipe"] != dataclasses.asdict(recipe):
+        if {key: state.get(key) for key in settings} != settings:
             raise ValueError(f"{checkpoint} is of another sd recipe: delete it to start the stage again")
         for name, module in modules.items():
             module.load_state_dict(state[name])
@@ -176,13 +188,13 @@ def train_sd(data: WorldData, latents: torch.Tensor, *, steps: int, seed: int = 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad()
-        decay = recipe.ema_decay if step > recipe.warmup else 0.0
+        decay = recipe.ema_decay if step > ema_after else 0.0
         _ema_update(ema_text, text_encoder, decay)
         _ema_update(ema_unet, unet, decay)
-        _log_progress("sd", step, steps, start, loss=loss.item())
+        _log_progress("sd", step, steps, began, loss=loss.item())
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             state = {name: module.state_dict() for name, module in modules.items()}
-            state.update(step=step + 1, steps=steps, recipe=dataclasses.asdict(recipe), generator=generator.get_state())
+            state.update(step=step + 1, generator=generator.get_state(), **settings)
             torch.save(state, checkpoint.with_suffix(".tmp"))
             os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
     return ema_text.eval(), ema_unet.eval(), tokenizer
