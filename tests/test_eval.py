@@ -366,6 +366,12 @@ def test_short_labels_name_files_by_stem_and_keep_specs_unique():
     assert labels["per-sample=runs/g.safetensors"] == "per-sample:g"
     assert labels["negative-prompt=blurry, blotchy, low contrast, cropped, watermark"].startswith('"blurry, blotchy')
     assert len(labels["negative-prompt=blurry, blotchy, low contrast, cropped, watermark"]) <= 26
-    # two files of one stem: both keep their full spec
-    assert labels["embedding=a/x.safetensors"] == "embedding=a/x.safetensors"
+    # two files of one stem are told apart by their folders (world_table.sh's quick/ and long/ runs)
+    assert labels["embedding=a/x.safetensors"] == "a/x" and labels["embedding=b/x.safetensors"] == "b/x"
     assert len(set(labels.values())) == len(specs)
+    deep = short_labels(["embedding=runs/wt/quick/negative.safetensors", "embedding=runs/wt/long/negative.safetensors",
+                         "per-sample=runs/wt/quick/negative.safetensors"])
+    assert list(deep.values()) == ["quick/negative", "long/negative", "per-sample:negative"]
+    # the same file twice (no folder tells them apart): the full specs
+    same = ["embedding=x.safetensors", "embedding=./x.safetensors"]
+    assert short_labels(same) == {spec: spec for spec in same}
