@@ -66,3 +66,17 @@ def test_world_leverage_measures_and_refuses_bad_input(tmp_path):
     assert record["win_rate_vs_null"]["null"] == 0.5 and 0 < record["mean"][trained] < 1
     assert record["win_rate_vs_handcrafted"]["handcrafted"] == 0.5
     assert record["mean"]["handcrafted"] != record["mean"]["null"]  # another negative, other images
+
+
+def test_world_watermark_measures_every_design_and_refuses_too_few_scenes():
+    """benchmarks/world_watermark.py on 20 scenes: a survival share and a detector AUC per design."""
+    result = _run("benchmarks/world_watermark.py", "--scenes", "3")
+    assert result.returncode == 2 and "--scenes must be >= 10" in result.stderr
+    result = _run("benchmarks/world_watermark.py", "--scenes", "20")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("shipped")
+    for line in lines:
+        survival = float(line.split("survival ")[1].split(",")[0])
+        auc = float(line.rsplit("AUC ", 1)[1])
+        assert 0 < survival < 1 and 0 <= auc <= 1  # the VAE keeps part of a pattern; an AUC is a probability
