@@ -35,6 +35,9 @@ def test_sd_stage_refuses_a_directory_built_with_other_settings(tmp_path):
     (tmp_path / "sd" / "build.json").write_text(json.dumps({"base": {"steps": 4500}, "restart": None}))
     with pytest.raises(ReNegError, match="other sd settings"):
         _stage_sd(BuildConfig(work_dir=str(tmp_path)), tmp_path, {})
+    (tmp_path / "sd" / "build.json").write_text("{not json")  # a corrupt marker: one line, not a traceback
+    with pytest.raises(ReNegError, match="not readable JSON"):
+        _stage_sd(BuildConfig(work_dir=str(tmp_path)), tmp_path, {})
 
 
 @pytest.mark.slow

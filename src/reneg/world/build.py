@@ -167,7 +167,11 @@ def _built(path: Path, settings: dict) -> bool:
     marker = path / "build.json"
     if not marker.exists():
         return False  # never finished (a cut run rewrites it)
-    if json.loads(marker.read_text()) != settings:
+    try:
+        recorded = json.loads(marker.read_text())
+    except ValueError:
+        raise ReNegError(f"{marker} is not readable JSON (a corrupt marker); move {path} away and run again") from None
+    if recorded != settings:
         raise ReNegError(f"{path} was built with other sd settings than this build's; move it away (or pass the "
                          f"settings it was built with) and run again")
     return True
