@@ -58,13 +58,19 @@ def low_contrast(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return mean + (images - mean) * _uniform(len(images), 0.25, 0.4, generator)
 
 
-def watermark(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A faint stamped stripe pattern: white diagonal bands (period 16 px, one way or the other) at 30-45% opacity."""
+def watermark(images: torch.Tensor, generator: torch.Generator, *, period: float = 16,
+              diagonal: bool = True) -> torch.Tensor:
+    """A faint stamped stripe pattern: white diagonal bands (period 16 px, one way or the other) at 30-45% opacity.
+
+    ``period`` and ``diagonal=False`` (bands along one axis, either) draw other designs for measurements
+    (benchmarks/world_watermark.py); the world's data uses the defaults.
+    """
     b, _, h, w = images.shape
     y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     direction = torch.where(torch.rand(b, generator=generator) < 0.5, 1.0, -1.0).view(-1, 1, 1)
     phase = torch.rand(b, generator=generator).view(-1, 1, 1) * 2 * math.pi
-    bands = (torch.cos(2 * math.pi * (x + direction * y) / 16 + phase).clamp(min=0) ** 2).unsqueeze(1)
+    coordinate = x + direction * y if diagonal else torch.where(direction > 0, x, y)
+    bands = (torch.cos(2 * math.pi * coordinate / period + phase).clamp(min=0) ** 2).unsqueeze(1)
     opacity = _uniform(b, 0.3, 0.45, generator)
     return images * (1 - opacity * bands) + opacity * bands
 
