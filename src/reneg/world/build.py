@@ -25,7 +25,6 @@ import torch
 from ..config import arg, require
 from ..errors import ReNegError
 
-from . import WEIGHTS_DIR
 
 logger = logging.getLogger("reneg.world")
 
@@ -36,7 +35,9 @@ class BuildConfig:
 
     work_dir: str = arg("runs/world-build", "where stages cache their outputs and the log", metavar="DIR",
                         output="dir")
-    out: str = arg(str(WEIGHTS_DIR), "where the shipped fp16 weights go", metavar="DIR", output="dir")
+    out: str = arg("runs/world-build/world", "where the shipped fp16 weights go (replaced only if it is empty or a "
+                   "world reneg shipped; to install them as the embedded default, copy them to reneg/world/weights)",
+                   metavar="DIR", output="dir")
     seed: int = arg(0, "seed of every stage", min=0, max=2**32 - 1)
     scale: float = arg(1.0, "multiply every stage's steps and data size (e.g. 0.01 for a smoke test)", min_exclusive=0)
     images: int = arg(40000, "training renders", min=1)
@@ -50,6 +51,12 @@ class BuildConfig:
     sd_restart_lr: float = arg(2.5e-4, "the warm restart's peak learning rate", min_exclusive=0)
     sd_restart_schedule: int = arg(6000, "the warm restart's cosine length in steps (longer than "
                                    "--sd-restart-steps: stopped part way)", min=1)
+    vae_init: str | None = arg(None, "a warm-start build: fine-tune the VAE of this diffusers pipeline (or VAE "
+                               "directory) for --vae-steps instead of training one from scratch", metavar="DIR")
+    vae_lr: float | None = arg(None, "the VAE's peak learning rate (default 2e-3 from scratch, 5e-4 from --vae-init)",
+                               min_exclusive=0)
+    sd_init: str | None = arg(None, "a warm-start build: skip the from-scratch sd phase and start the restart phase "
+                              "from this pipeline's text encoder and UNet (a gate run: docs/world.md)", metavar="DIR")
     vae_width: int = arg(16, "the VAE's channels at its first level (then x2, x4, x4: 8x downsampling)", min=4,
                          multiple_of=4)
     hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)", min=1)
@@ -93,7 +100,13 @@ def _stage_vae(config, work, state):
 
     path = work / "vae"
     if not (path / "config.json").exists():
-        vae = train_vae(state["data"], steps=config.steps("vae"), seed=config.seed,
+        start = None
+        if config.vae_init:
+            source = Path(config.vae_init)
+            start = AutoencoderKL.from_pretrained(source / "vae" if (source / "vae").is_dir() else source,
+                                                  torch_dtype=torch.float32)
+        vae = train_vae(state["data"], steps=config.steps("vae"), seed=config.seed, start=start,
+                        lr=config.vae_lr or (5e-4 if start is not None else 2e-3),
                         channels=(config.vae_width, 2 * config.vae_width, 4 * config.vae_width,
                                   4 * config.vae_width))
         vae.save_pretrained(path)
@@ -146,8 +159,20 @@ def _stage_sd(config, work, state):
                                           "schedule_steps": max(config.steps("sd_restart"),
                                                                 round(config.sd_restart_schedule * config.scale)),
                                           "recipe": dataclasses.asdict(restart)}}
+    if config.sd_init:
+        base = {"init": str(Path(config.sd_init).resolve())}
+        settings["base"] = base
     path = work / "sd"
     if _built(path, settings):
+        return path
+    if config.sd_init and not settings["restart"]["steps"]:
+        raise ReNegError("--sd-init needs a restart phase to train: pass --sd-restart-steps > 0")
+    if config.sd_init:
+        from diffusers import StableDiffusionPipeline
+
+        start = StableDiffusionPipeline.from_pretrained(config.sd_init, dtype=torch.float32)
+        _train_sd_phase(state, path, settings["restart"], restart, work / "sd-restart.checkpoint.pt",
+                        start=(start.text_encoder, start.unet), marker=settings)
         return path
     if not _built(work / "sd-base", base):
         _train_sd_phase(state, work / "sd-base", base, recipe, work / "sd.checkpoint.pt", marker=base)
@@ -234,7 +259,8 @@ def _start_evaluators(config: BuildConfig, work: Path) -> subprocess.Popen:
     for name in ["sd"] + [s for s in config.skip if s in EVALUATOR_STAGES]:
         argv += ["--skip", name]
     for name, value in fields.items():
-        argv += [f"--{name.replace('_', '-')}", str(value)]
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(work / "evaluators.log", "w") as errors:  # the child keeps its own copy of the handle
         return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors)
@@ -257,6 +283,10 @@ def build(config: BuildConfig) -> Path:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    if config.until in (None, "ship") and "ship" not in config.skip:
+        from .ship import check_replaceable
+
+        check_replaceable(Path(config.out))  # before hours of training, not after
     state, start, threads = {}, time.time(), torch.get_num_threads()
     parallel = (config.jobs == 2 and "sd" not in config.skip
                 and STAGES.index(config.until or "ship") >= STAGES.index("pick"))

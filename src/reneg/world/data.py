@@ -29,14 +29,18 @@ class WorldData:
         return len(self.captions)
 
 
-def render_scenes(scenes: list[Scene], generator: torch.Generator, *, chunk: int = 2048) -> torch.Tensor:
-    """uint8 (N, 3, 64, 64): the renders of ``scenes`` with their degradations applied."""
+def render_scenes(scenes: list[Scene], generator: torch.Generator, *, chunk: int = 2048,
+                  draw: bool = True) -> torch.Tensor:
+    """uint8 (N, 3, 64, 64): the renders of ``scenes`` with their degradations applied.
+
+    ``draw=False``: the scenes' scene defects are already drawn (their things are what is drawn); only the
+    image defects are applied."""
     out = []
     # scene degradations (cropped, extra object) draw from a numpy generator seeded by ``generator``
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
     for start in range(0, len(scenes), chunk):
         part = scenes[start:start + chunk]
-        drawn = [degrade.drawn(s, rng) if s.degradations else s for s in part]
+        drawn = [degrade.drawn(s, rng) if s.degradations and draw else s for s in part]
         images = torch.from_numpy(np.stack([render(s) for s in drawn])).permute(0, 3, 1, 2).float() / 255
         images = degrade.apply(images, [s.degradations for s in part], generator)
         out.append((images * 255).round().to(torch.uint8).contiguous())

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..tiny import CLIP_MEAN, CLIP_STD
 from .data import WorldData, loader, render_scenes
+from .degrade import STAGE, drawn
 from .render import Scene
 from .scenes import caption as make_caption
 from .scenes import sample_scene
@@ -49,11 +50,29 @@ class DualEncoder:
         return (image * text).sum(-1), image, text
 
 
-def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> Scene:
-    """The scene with one attribute changed: a shape, an object colour or the background."""
-    kind = rng.choice(["shape", "colour", "background"])
+#: the flaws of the stated score, and how often each is the one added to a pair's loser: the three attributes
+#: take half the draws (a wrong shape is seen), the flaws (named defects and the unnamed smudge) the other half
+ATTRIBUTE_FLAWS = ("shape", "colour", "background")
+FLAW_KINDS = ATTRIBUTE_FLAWS + DEGRADATIONS
+FLAW_WEIGHTS = np.array([1 / 6] * 3 + [0.5 / len(DEGRADATIONS)] * len(DEGRADATIONS))
+#: how many flaws the pair's winner already has (a pair is k flaws vs k + 1)
+BASE_FLAWS = {0: 0.6, 1: 0.3, 2: 0.1}
+
+
+def stated_score(flaws: int) -> float:
+    """The score the preference models are trained to order by (v4): 1 - 0.25 per flaw, every flaw alike.
+
+    A flaw is a wrong attribute (a shape, an object colour, the background) or a defect (named or not)."""
+    return 1 - 0.25 * flaws
+
+
+def _wrong_attribute(scene: Scene, rng: np.random.Generator, kind: str | None = None, *,
+                     requested: int | None = None) -> Scene:
+    """The scene with one attribute changed: a shape, an object colour or the background (``kind``), of one
+    of its first ``requested`` things (a drawn scene's extra object comes after the requested ones)."""
+    kind = kind or str(rng.choice(ATTRIBUTE_FLAWS))
     things = list(scene.things)
-    index = int(rng.integers(len(things)))
+    index = int(rng.integers(requested or len(things)))
     thing = things[index]
     if kind == "shape":
         things[index] = replace(thing, shape=str(rng.choice([s for s in SHAPES if s != thing.shape])))
@@ -62,24 +81,48 @@ def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> Scene:
         things[index] = replace(thing, colour=str(rng.choice(options)))
     else:
         options = [c for c in COLOUR_NAMES if c != scene.background and all(t.colour != c for t in things)]
-        return Scene(tuple(things), str(rng.choice(options)), ())
-    return Scene(tuple(things), scene.background, ())
+        return replace(scene, things=tuple(things), background=str(rng.choice(options)))
+    return replace(scene, things=tuple(things))
+
+
+def add_flaw(scene: Scene, kind: str, rng: np.random.Generator, *, requested: int | None = None,
+             draw: bool = False) -> Scene:
+    """``scene`` with one more flaw of ``kind`` (an attribute or a degradation it does not have yet); with
+    ``draw`` (a scene already drawn) a scene defect is drawn at once, so that nothing else changes."""
+    if kind in ATTRIBUTE_FLAWS:
+        return _wrong_attribute(scene, rng, kind, requested=requested)
+    flawed = replace(scene, degradations=tuple(d for d in DEGRADATIONS if d in {*scene.degradations, kind}))
+    return STAGE[kind](flawed, rng) if draw and kind in STAGE else flawed
+
+
+def _draw_kinds(rng: np.random.Generator, count: int, exclude: set[str] = frozenset()) -> list[str]:
+    weights = np.array([0 if k in exclude else w for k, w in zip(FLAW_KINDS, FLAW_WEIGHTS)])
+    chosen = rng.choice(len(FLAW_KINDS), size=count, replace=False, p=weights / weights.sum())
+    return [FLAW_KINDS[i] for i in chosen]
 
 
 def preference_pairs(count: int, rng: np.random.Generator, generator: torch.Generator, vae=None):
-    """(prompts, winners, losers, loser kinds): clean correct images vs degraded or wrong ones, in [0, 1]."""
+    """(prompts, winners, losers, loser kinds) in [0, 1]: an image with k flaws against the same with one more.
+
+    The prompt is the clean, complete caption of the flawless scene; the winner has k flaws (k from
+    :data:`BASE_FLAWS`), the loser the winner's and one more of the kind reported (:data:`FLAW_WEIGHTS`), so
+    that every flaw costs the same in the stated score (:func:`stated_score`). The scene defects of both
+    images are drawn once, so the two differ only by the added flaw (and image defects' random strengths)."""
     prompts, winner_scenes, loser_scenes, kinds = [], [], [], []
     for _ in range(count):
         scene, category = sample_scene(rng, degraded=False)
         prompts.append(make_caption(scene, category, rng, mention=False))
-        if rng.random() < 0.5:
-            loser, kind = Scene(scene.things, scene.background, (str(rng.choice(DEGRADATIONS)),)), "degraded"
-        else:
-            loser, kind = _wrong_attribute(scene, rng), "wrong attribute"
-        winner_scenes.append(scene)
-        loser_scenes.append(loser)
-        kinds.append(kind)
-    winners, losers = render_scenes(winner_scenes, generator), render_scenes(loser_scenes, generator)
+        base_count = int(rng.choice(list(BASE_FLAWS), p=list(BASE_FLAWS.values())))
+        *base, added = _draw_kinds(rng, base_count + 1)
+        winner = scene
+        for kind in base:
+            winner = add_flaw(winner, kind, rng)
+        winner = drawn(winner, rng)
+        winner_scenes.append(winner)
+        loser_scenes.append(add_flaw(winner, added, rng, requested=len(scene.things), draw=True))
+        kinds.append(added)
+    winners = render_scenes(winner_scenes, generator, draw=False)
+    losers = render_scenes(loser_scenes, generator, draw=False)
     if vae is not None:
         winners, losers = reconstruct(vae, winners), reconstruct(vae, losers)
     return prompts, winners.float() / 255, losers.float() / 255, kinds
@@ -121,7 +164,7 @@ def train_preference(encoder: DualEncoder, data: WorldData, recon: torch.Tensor,
 
 @torch.no_grad()
 def pairwise_accuracy(score: Callable, vae, *, count: int = 400, seed: int = 4242) -> dict[str, float]:
-    """Held-out share of pairs (VAE-reconstructed) in which the preferred image scores higher, by loser kind."""
+    """Held-out share of pairs (VAE-reconstructed) in which the preferred image scores higher, by added flaw."""
     prompts, winners, losers, kinds = preference_pairs(count, np.random.default_rng(seed),
                                                        torch.Generator().manual_seed(seed), vae)
     right = (score(winners, prompts) > score(losers, prompts)).float()

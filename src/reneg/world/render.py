@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from .vocab import COLOURS, EXTRA_RADIUS, POSITIONS, SIZES
 
 RESOLUTION = 64
 SUPERSAMPLE = 2
+COLOUR_JITTER = 16.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ class Thing:
     position: str | None = None  # None: placed at random (or side by side for two objects)
     center: tuple[float, float] = (0.5, 0.5)
     angle: float = 0.0
+    #: added to the palette colour (per channel, 0-255 scale): v4's colour jitter
+    tint: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: the "deformed" defect: amplitude of a wavy warp of the silhouette (a share of the radius), and its phases
+    warp: float = 0.0
+    warp_phase: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class Scene:
     things: tuple[Thing, ...]
     background: str
     degradations: tuple[str, ...] = field(default_factory=tuple)
+    background_tint: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @lru_cache(maxsize=2)
@@ -43,6 +50,10 @@ def _mask(thing: Thing, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     cx, cy = thing.center
     c, s = math.cos(thing.angle), math.sin(thing.angle)
     dx, dy = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
+    if thing.warp:  # two crossed sine displacements, one wave across the object
+        wave = 2 * math.pi / (2.0 * r)
+        dx, dy = (dx + thing.warp * r * np.sin(wave * dy + thing.warp_phase[0]),
+                  dy + thing.warp * r * np.sin(wave * dx + thing.warp_phase[1]))
     if thing.shape == "circle":
         return dx**2 + dy**2 <= r**2
     if thing.shape == "square":
@@ -65,14 +76,18 @@ def _mask(thing: Thing, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {thing.shape}")
 
 
+def _colour(name: str, tint: tuple[float, float, float]) -> np.ndarray:
+    return np.clip(np.asarray(COLOURS[name], np.float32) + np.asarray(tint, np.float32), 0, 255)
+
+
 def render(scene: Scene) -> np.ndarray:
     """The clean render of ``scene`` (degradations are applied separately), uint8 (64, 64, 3)."""
     n = RESOLUTION * SUPERSAMPLE
     x, y = _grid(n)
     image = np.empty((n, n, 3), np.float32)
-    image[:] = COLOURS[scene.background]
+    image[:] = _colour(scene.background, scene.background_tint)
     for thing in scene.things:
-        image[_mask(thing, x, y)] = COLOURS[thing.colour]
+        image[_mask(thing, x, y)] = _colour(thing.colour, thing.tint)
     image = image.reshape(RESOLUTION, SUPERSAMPLE, RESOLUTION, SUPERSAMPLE, 3).mean(axis=(1, 3))
     return image.round().astype(np.uint8)
 
@@ -90,7 +105,7 @@ def place(things: list[Thing], rng: np.random.Generator) -> tuple[Thing, ...]:
         jitter = 0.03 if len(things) == 2 else 0.04 if thing.position else 0.1
         center = tuple(float(np.clip(b + rng.uniform(-jitter, jitter), 0.2, 0.8)) for b in base)
         angle = float(rng.uniform(-0.25, 0.25)) if thing.shape != "circle" else 0.0
-        placed.append(Thing(thing.shape, thing.colour, thing.size, thing.position, center, angle))
+        placed.append(replace(thing, center=center, angle=angle, tint=jitter_tint(rng)))
     return tuple(placed)
 
 
@@ -98,5 +113,12 @@ def two_sizes_fit(things: list[Thing]) -> list[Thing]:
     """Two objects side by side are small, so that they never overlap (their centres stay 0.4 apart)."""
     if len(things) < 2:
         return things
-    return [Thing(t.shape, t.colour, "small", t.position) for t in things]
+    return [replace(t, size="small") for t in things]
+
+
+def jitter_tint(rng: np.random.Generator) -> tuple[float, float, float]:
+    """v4's colour jitter: a brightness shift of +-COLOUR_JITTER plus a per-channel one of half that, so that a
+    named colour is a neighbourhood of its palette entry (the palette's hues are 60 degrees apart)."""
+    shift = rng.uniform(-COLOUR_JITTER, COLOUR_JITTER)
+    return tuple(float(round(shift + rng.uniform(-COLOUR_JITTER / 2, COLOUR_JITTER / 2), 1)) for _ in range(3))
 

@@ -7,28 +7,47 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import Scene, Thing, place, two_sizes_fit
-from .vocab import CATEGORIES, COLOUR_NAMES, DEGRADATIONS, POSITIONS, SHAPES, SIZES
+from .render import Scene, Thing, jitter_tint, place, two_sizes_fit
+from .vocab import (ALL_COLOUR_NAMES, ALL_FLAWS, CATEGORIES, COLOUR_NAMES, CURRENT, DEFECTS, DEGRADATIONS, POSITIONS,
+                    SHAPES, SIZES)
 
-DEGRADED_SHARE = 1 / 3  # share of training images that carry a degradation
-MENTIONED_SHARE = 1 / 2  # share of degraded images whose caption says so (like web alt-text)
+UNNAMED = CURRENT.unnamed
+
 PAIR_SHARE = 0.35
-DOUBLE_SHARE = 1 / 4  # share of degraded images that carry two degradations (so that N*'s word lists are in distribution)
-WORDS_ONLY_SHARE = 0.15  # share of mentioning captions that name only the degradations ("a blurry picture")
+#: quality tiers of the training images (v4): share, number of named defects (with its probabilities), and the
+#: chance of the unnamed "smudge". About half the images are degraded, the worst fifth heavily, as in web data.
+TIERS = {
+    "high": (0.5, {0: 1.0}, 0.0),
+    "medium": (0.3, {1: 0.6, 2: 0.4}, 0.25),
+    "low": (0.2, {3: 0.5, 4: 0.35, 5: 0.15}, 1.0),
+}
+#: share of degraded images whose caption names its defects (like web alt-text, rarely; v3: one half)
+MENTIONED_SHARE = 1 / 8
+#: share of mentioning captions that name only the defects ("a watermark, cropped picture")
+WORDS_ONLY_SHARE = 0.3
+#: caption noise (v4): each named attribute of a training caption is wrong this often, and left out this often
+WRONG_SHARE, OMITTED_SHARE = 0.25, 0.15
+#: caption style by tier: how often a caption opens with a prefix, and which (the low tier's are its own; a
+#: learned negative may find that direction, a handcrafted one cannot name it)
+PREFIXES = {"high": (0.25, ("a picture of ", "an image of ")), "medium": (0.25, ("a picture of ", "an image of ")),
+            "low": (0.6, ("pic of ", "img of ", "a pic of "))}
 
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _phrase(thing: Thing, *, with_size: bool, with_position: bool) -> str:
-    words = ([thing.size] if with_size else []) + [thing.colour, thing.shape]
+def _phrase(shape: str | None, colour: str | None, thing: Thing, *, with_size: bool, with_position: bool) -> str:
+    words = ([thing.size] if with_size else []) + ([colour] if colour else []) + [shape or "shape"]
     text = f"{_article(words[0])} {' '.join(words)}"
     return f"{text} {thing.position}" if with_position and thing.position else text
 
 
 def sample_scene(rng: np.random.Generator, *, category: str | None = None, degraded: bool | None = None) -> Scene:
-    """A random scene; ``category`` forces a benchmark style, ``degraded`` forces (no) degradation."""
+    """A random scene and its style; ``category`` forces a benchmark style, ``degraded`` forces (no) defects.
+
+    The quality tier is drawn from :data:`TIERS` (``degraded=True`` draws among the degraded tiers);
+    ``scene.degradations`` lists its flaws in vocabulary order."""
     category = category or rng.choice(["plain", "placed", "tags", "pair"], p=[0.3, 0.2, 0.15, PAIR_SHARE])
     background = str(rng.choice(COLOUR_NAMES))
     others = [c for c in COLOUR_NAMES if c != background]
@@ -40,31 +59,68 @@ def sample_scene(rng: np.random.Generator, *, category: str | None = None, degra
     if position and position != "in the center" and size == "large":
         size = "medium"
     things = two_sizes_fit([Thing(str(s), str(c), size, position) for s, c in zip(shapes, colours)])
-    if degraded is None:
-        degraded = rng.random() < DEGRADED_SHARE
-    degradations = ()
+    flaws = _draw_flaws(rng, degraded)
+    return Scene(place(things, rng), background, flaws, jitter_tint(rng)), category
+
+
+def _draw_flaws(rng: np.random.Generator, degraded: bool | None) -> tuple[str, ...]:
+    names = list(TIERS)
+    shares = np.array([TIERS[t][0] for t in names])
+    if degraded is False:
+        return ()
     if degraded:
-        count = 2 if rng.random() < DOUBLE_SHARE else 1
-        chosen = set(rng.choice(DEGRADATIONS, size=count, replace=False).tolist())
-        degradations = tuple(d for d in DEGRADATIONS if d in chosen)
-    return Scene(place(things, rng), background, degradations), category
+        shares[names.index("high")] = 0
+    tier = names[int(rng.choice(len(names), p=shares / shares.sum()))]
+    _, counts, smudge_share = TIERS[tier]
+    count = int(rng.choice(list(counts), p=list(counts.values())))
+    chosen = set(rng.choice(DEFECTS, size=count, replace=False).tolist()) if count else set()
+    if rng.random() < smudge_share:
+        chosen |= set(UNNAMED)
+    return tuple(d for d in DEGRADATIONS if d in chosen)
 
 
-def caption(scene: Scene, category: str, rng: np.random.Generator, *, mention: bool) -> str:
-    """A templated caption in the style of ``category``; ``mention`` names the degradation."""
-    things, bg = scene.things, scene.background
+def tier(scene: Scene) -> str:
+    """The quality tier a scene's flaws belong to (by its number of named defects)."""
+    count = sum(d in DEFECTS for d in scene.degradations)
+    return "high" if count == 0 and not scene.degradations else "medium" if count <= 2 else "low"
+
+
+def _noisy(value: str, options: list[str], rng: np.random.Generator, noisy: bool) -> str | None:
+    """``value`` as an alt-text caption gives it: wrong (another option), left out (None), or right."""
+    if not noisy:
+        return value
+    draw = rng.random()
+    if draw < WRONG_SHARE:
+        return str(rng.choice([o for o in options if o != value]))
+    return None if draw < WRONG_SHARE + OMITTED_SHARE else value
+
+
+def caption(scene: Scene, category: str, rng: np.random.Generator, *, mention: bool, noisy: bool = False) -> str:
+    """A templated caption in the style of ``category``; ``mention`` names the scene's defects (never "smudge").
+
+    ``noisy`` makes it web alt-text (v4): each named attribute (each object's shape and colour, the background)
+    is wrong with probability ``WRONG_SHARE`` and left out with ``OMITTED_SHARE``. Benchmark prompts are clean
+    and complete."""
+    things = scene.things[:2 if category == "pair" else 1]
+    named = [(_noisy(t.shape, list(SHAPES), rng, noisy), _noisy(t.colour, list(COLOUR_NAMES), rng, noisy))
+             for t in things]
+    bg = _noisy(scene.background, list(COLOUR_NAMES), rng, noisy)
+    on_bg = f" on {_article(bg)} {bg} background" if bg else ""
     if category == "tags":
-        text = f"{things[0].colour} {things[0].shape}, {bg} background"
+        shape, colour = named[0]
+        text = f"{colour + ' ' if colour else ''}{shape or 'shape'}" + (f", {bg} background" if bg else "")
     elif category == "pair":
-        text = (f"{_phrase(things[0], with_size=False, with_position=False)} and "
-                f"{_phrase(things[1], with_size=False, with_position=False)} on {_article(bg)} {bg} background")
+        text = " and ".join(_phrase(s, c, t, with_size=False, with_position=False)
+                            for (s, c), t in zip(named, things)) + on_bg
     else:
         placed = category == "placed"
-        text = f"{_phrase(things[0], with_size=placed, with_position=placed)} on {_article(bg)} {bg} background"
-    if category != "tags" and rng.random() < 0.25:
-        text = str(rng.choice(["a picture of ", "an image of "])) + text
-    if mention and scene.degradations:
-        words = ", ".join(scene.degradations)
+        text = _phrase(*named[0], things[0], with_size=placed, with_position=placed) + on_bg
+    share, prefixes = PREFIXES[tier(scene)]
+    if category != "tags" and rng.random() < share:
+        text = str(rng.choice(prefixes)) + text
+    defects = [d for d in scene.degradations if d in DEFECTS]
+    if mention and defects:
+        words = ", ".join(defects)
         if rng.random() < WORDS_ONLY_SHARE:
             return f"a {words} picture"
         text = f"{text}, {words}" if rng.random() < 0.5 or category == "tags" else f"{words}: {text}"
@@ -89,22 +145,23 @@ def parse_prompt(prompt: str) -> Truth:
     text = prompt.lower()
     background = None
     match = re.search(r"(\w+) background", text)
-    if match and match.group(1) in COLOUR_NAMES:
+    if match and match.group(1) in ALL_COLOUR_NAMES:
         background = match.group(1)
     objects = re.findall(r"(\w+) (" + "|".join(SHAPES) + r")(?![a-z])", text)
     shapes = tuple(s for _, s in objects)
-    colours = tuple(c for c, _ in objects if c in COLOUR_NAMES)
-    degradations = tuple(d for d in DEGRADATIONS if re.search(_WORD.format(d), text))
+    colours = tuple(c for c, _ in objects if c in ALL_COLOUR_NAMES)
+    degradations = tuple(d for d in ALL_FLAWS if re.search(_WORD.format(d), text))
     return Truth(shapes, colours, background, degradations)
 
 
 def training_captions(count: int, *, seed: int, exclude: set[str] = frozenset()) -> list[tuple[Scene, str]]:
-    """(scene, caption) pairs for training the world's models, skipping held-out prompt texts."""
+    """(scene, caption) pairs for training the world's models (noisy alt-text), skipping held-out prompt texts."""
     rng = np.random.default_rng(seed)
     pairs = []
     while len(pairs) < count:
         scene, category = sample_scene(rng)
-        text = caption(scene, category, rng, mention=bool(scene.degradations) and rng.random() < MENTIONED_SHARE)
+        mention = bool(scene.degradations) and rng.random() < MENTIONED_SHARE
+        text = caption(scene, category, rng, mention=mention, noisy=True)
         if text not in exclude:
             pairs.append((scene, text))
     return pairs

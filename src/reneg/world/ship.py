@@ -6,18 +6,24 @@ import functools
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
+from ..errors import ReNegError
+
 from .scenes import benchmark_prompts, reneg_training_prompts
-from .vocab import DEGRADATIONS, HANDCRAFTED_NEGATIVE
+from .vocab import CURRENT, DEFECTS, HANDCRAFTED_NEGATIVE
 
 logger = logging.getLogger("reneg.world")
-GUIDANCE_CANDIDATES = (1.5, 2.0, 3.0, 4.0, 5.0, 7.5)
+#: v4 adds 1 (the conditional model alone): how poorly it follows prompts is a gate of the world
+GUIDANCE_CANDIDATES = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5)
 NUM_INFERENCE_STEPS = 20
 #: training prompts of the guidance sweep (v3's first build: 67 benchmark prompts, a flaw; see sweep_prompts)
 SWEEP_PROMPTS = 240
+#: what the sweep reports of each method at each scale (flagged: share of images with a flaw detected)
+PREMISE_KEYS = ("adherence", "cleanliness", "flagged", "reward")
 #: the adherence the handcrafted negative may cost (issue 21)
 ADHERENCE_TOLERANCE = 0.02
 #: largest weight file shipped (diffusers shards bigger models; every file in git stays under 8 MB)
@@ -62,8 +68,9 @@ def _ship_models(work: Path, out: Path) -> None:
     CLIPProcessor.from_pretrained(work / "shapes-pick").save_pretrained(out / "shapes-pick")
 
 
-def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int):
-    """A function (negative text, guidance scale) -> the ground truth's verdict on the world's generations."""
+def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int, reward_dir: Path | None = None):
+    """A function (negative text, guidance scale) -> the ground truth's verdict on the world's generations, with
+    their shapes-hps under "reward" when ``reward_dir`` is given."""
     from ..generate import generate_images
     from ..models import LoadedModel, _prepare, encode_prompts
     from .truth import judge, load_truth
@@ -73,13 +80,23 @@ def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], se
     pipe = _prepare(StableDiffusionPipeline.from_pretrained(sd_dir, dtype=torch.float32), device=torch.device("cpu"),
                     dtype=torch.float32)
     model, truth = LoadedModel(pipe, "shapes"), load_truth(truth_dir)
+    reward = None
+    if reward_dir is not None:
+        from ..rewards import build_reward
+
+        reward = build_reward("shapes-hps", model=str(reward_dir))
 
     @functools.cache
     def judged(negative: str, scale: float) -> dict[str, torch.Tensor]:
         images = torch.cat(list(generate_images(model, prompts, encode_prompts(pipe, [negative])[0],
                                                 guidance_scale=scale, steps=NUM_INFERENCE_STEPS, resolution=64,
                                                 generator=torch.Generator().manual_seed(seed), batch_size=64)))
-        return judge(truth, images, prompts)
+        verdict = judge(truth, images, prompts)
+        if reward is not None:
+            with torch.no_grad():
+                verdict["reward"] = torch.cat([reward(images[i:i + 64], prompts[i:i + 64])
+                                               for i in range(0, len(prompts), 64)]).float()
+        return verdict
 
     return judged
 
@@ -97,7 +114,7 @@ def premise(judged, scale: float) -> dict[str, dict[str, float]]:
     result = {}
     for name, negative in (("null", ""), ("handcrafted", HANDCRAFTED_NEGATIVE)):
         verdict = judged(negative, scale)
-        result[name] = {k: round(float(verdict[k].nanmean()), 4) for k in ("adherence", "cleanliness")}
+        result[name] = {k: round(float(verdict[k].nanmean()), 4) for k in PREMISE_KEYS if k in verdict}
     logger.info("[ship] guidance %.1f, null vs handcrafted: %s", scale, result)
     return result
 
@@ -113,17 +130,18 @@ def premise_holds(result: dict[str, dict[str, float]], *, tolerance: float = ADH
 def choose_guidance_scale(judged) -> tuple[float, dict[str, dict]]:
     """The default guidance scale and the table it was chosen from (null and handcrafted at every candidate).
 
-    The most adherent scale (null negative) among those at which the premise holds; where it holds at none, the
-    most adherent scale. Measured on training prompts (:func:`sweep_prompts`).
+    v4's rule, declared before its build (docs/world.md): the candidate at which the null text's mean
+    shapes-hps is highest, as a user of SD picks the scale that looks best without a negative. The premise
+    (handcrafted cleaner at a small adherence cost) is then measured there, not chosen for. Measured on
+    training prompts (:func:`sweep_prompts`).
     """
     table = {}
     for scale in GUIDANCE_CANDIDATES:
         row = premise(judged, scale)
         table[scale] = {**row, "premise_holds": premise_holds(row)}
-    adherence = {scale: row["null"]["adherence"] for scale, row in table.items()}
-    holding = [scale for scale, row in table.items() if row["premise_holds"]]
-    chosen = max(holding or adherence, key=adherence.get)
-    logger.info("[ship] premise holds at %s; default guidance %.1f", holding or "no scale", chosen)
+    reward = {scale: row["null"]["reward"] for scale, row in table.items()}
+    chosen = max(reward, key=reward.get)
+    logger.info("[ship] null shapes-hps by scale %s; default guidance %.1f", reward, chosen)
     return chosen, {str(scale): row for scale, row in table.items()}
 
 
@@ -133,18 +151,52 @@ def negative_words(judged, scale: float) -> dict[str, dict[str, float]]:
     The build's per-word diagnostic: a word that hurts adherence would make the handcrafted negative a
     strawman (v2's "dark" and "washed out" did)."""
     result = {}
-    for word in DEGRADATIONS:
+    for word in DEFECTS:
         verdict = judged(word, scale)
-        result[word] = {k: round(float(verdict[k].nanmean()), 4) for k in ("adherence", "cleanliness")}
+        result[word] = {k: round(float(verdict[k].nanmean()), 4) for k in PREMISE_KEYS if k in verdict}
     logger.info("[ship] guidance %.1f, each degradation word as the negative: %s", scale, result)
     return result
 
 
+def check_replaceable(out: Path) -> None:
+    """Refuse (one line) to replace ``out`` unless it is absent, empty, or a world this stage shipped."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ReNegError(f"--out {out} is not a directory; pass a new or empty directory")
+    if any(out.iterdir()) and not _is_shipped_world(out):
+        raise ReNegError(f"--out {out} holds files that are not a world reneg shipped (no world.json of the "
+                         f"shapes world); pass a new or empty directory")
+
+
+def _is_shipped_world(directory: Path) -> bool:
+    try:
+        return json.loads((directory / "world.json").read_text()).get("name") == "shapes"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
-    """Write the shipped world into ``out`` (replacing it whole)."""
-    staging = out.with_name(out.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    """Write the shipped world into ``out``, replacing it whole only if it is empty or a shipped world.
+
+    The world is written into a fresh staging directory beside ``out`` (created here, never one that exists)
+    and renamed into place at the end."""
+    check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _ship_into(work, staging, metrics=metrics, seed=seed)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    check_replaceable(out)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def _ship_into(work: Path, staging: Path, *, metrics: dict, seed: int) -> None:
     _ship_models(work, staging)
     benchmark = benchmark_prompts()
     (staging / "prompts").mkdir()
@@ -153,20 +205,17 @@ def ship(work: Path, out: Path, *, metrics: dict, seed: int) -> Path:
     held_out = {p for p, _ in benchmark}
     train = reneg_training_prompts(exclude=held_out)
     (staging / "prompts" / "train.txt").write_text("\n".join(train) + "\n")
-    judged = _judged_generations(staging / "sd", staging / "truth", prompts=sweep_prompts(train), seed=seed)
+    judged = _judged_generations(staging / "sd", staging / "truth", prompts=sweep_prompts(train), seed=seed,
+                                 reward_dir=staging / "shapes-hps")
     guidance_scale, by_scale = choose_guidance_scale(judged)
     metrics = {**metrics, "premise_at_default_guidance": premise(judged, guidance_scale),
                "negative_words_at_default_guidance": negative_words(judged, guidance_scale)}
     sizes = {d.name: _size_mb(d) for d in staging.iterdir() if d.is_dir() and d.name != "prompts"}
     world = {
         "name": "shapes", "guidance_scale": guidance_scale, "num_inference_steps": NUM_INFERENCE_STEPS,
-        "handcrafted_negative": HANDCRAFTED_NEGATIVE, "reward": "shapes-hps",
+        "handcrafted_negative": HANDCRAFTED_NEGATIVE, "reward": "shapes-hps", "vocabulary": CURRENT.version,
         "guidance_sweep": {"prompts": f"{SWEEP_PROMPTS} training prompts", "by_scale": by_scale},
         "metrics": metrics, "weights_mb": sizes, "weights_mb_total": round(sum(sizes.values()), 2),
     }
     (staging / "world.json").write_text(json.dumps(world, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    logger.info("[ship] %s: %.1f MB of fp16 weights, default guidance %.1f", out, world["weights_mb_total"],
-                guidance_scale)
-    return out
+    logger.info("[ship] %.1f MB of fp16 weights, default guidance %.1f", world["weights_mb_total"], guidance_scale)

@@ -48,13 +48,14 @@ def _edge_l1(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 def train_vae(data: WorldData, *, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
-              channels: tuple[int, ...] = (16, 32, 64, 64)):
+              channels: tuple[int, ...] = (16, 32, 64, 64), start=None):
     """AutoencoderKL on the renders: MSE + L1 + edge reconstruction, a tiny KL term; sets ``scaling_factor``.
 
     Small batches and many steps: at 900 steps of 32 the VAE (22.6 dB) turned every shape into a blob.
+    With ``start`` (a trained AutoencoderKL) a copy of it is fine-tuned instead (a warm-start build).
     """
     torch.manual_seed(seed)
-    vae = architectures.vae(channels)
+    vae = architectures.vae(channels) if start is None else copy.deepcopy(start).float().train().requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, 100))
     batches, start = loader(len(data), batch_size, seed=seed), time.time()

@@ -18,7 +18,7 @@ import numpy as np
 
 from .render import Thing, _grid, _mask
 from .scenes import parse_prompt
-from .vocab import COLOUR_NAMES, COLOURS, SHAPES
+from .vocab import COLOUR_NAMES, COLOURS, EXTRA_RADIUS, SHAPES
 
 _PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES], dtype=np.float32)
 _ANGLES = (-0.2, -0.1, 0.0, 0.1, 0.2)
@@ -32,7 +32,7 @@ def _nearest_colour(rgb: np.ndarray) -> str:
 def _unit_area(shape: str) -> float:
     """Area of ``shape`` at radius 1, as a share of the unit square (from a fine render at radius 0.25)."""
     x, y = _grid(512)
-    return float(_mask(Thing(shape, "white", "extra", None, (0.5, 0.5)), x, y).mean()) / 0.11**2
+    return float(_mask(Thing(shape, "white", "extra", None, (0.5, 0.5)), x, y).mean()) / EXTRA_RADIUS**2
 
 
 def _silhouette(shape: str, center: tuple[float, float], area: float, angle: float) -> np.ndarray:
@@ -40,8 +40,8 @@ def _silhouette(shape: str, center: tuple[float, float], area: float, angle: flo
     radius = math.sqrt(area / 64**2 / _unit_area(shape))
     x, y = _grid(64)
     scaled = Thing(shape, "white", "extra", None, (0.5, 0.5), angle)
-    # _mask draws at EXTRA_RADIUS: map the grid so that radius 0.11 becomes ``radius``
-    factor = 0.11 / radius
+    # _mask draws at EXTRA_RADIUS: map the grid so that EXTRA_RADIUS becomes ``radius``
+    factor = EXTRA_RADIUS / radius
     return _mask(scaled, 0.5 + (x - center[0]) * factor, 0.5 + (y - center[1]) * factor)
 
 
@@ -69,7 +69,9 @@ def _read_object(image: np.ndarray, far: np.ndarray, background: np.ndarray) -> 
 
 def read_image(image: np.ndarray, objects: int) -> tuple[str, list[tuple[str, str]]]:
     """(background, [(shape, colour), ...]) of a uint8 (64, 64, 3) image with 1 or 2 objects."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
+    # a ring 9 px inside the border: v4's "frame" and "text" defects cover the outermost pixels
+    ring = 9
+    border = np.concatenate([image[ring], image[-ring - 1], image[:, ring], image[:, -ring - 1]]).astype(np.float32)
     seen = np.median(border, axis=0)
     background = _nearest_colour(seen)
     far = np.abs(image.astype(np.float32) - seen).sum(axis=-1) > 90

@@ -22,26 +22,32 @@ from .data import WorldData, loader, render_scenes
 from .render import Scene
 from .scenes import Truth, parse_prompt, sample_scene
 from .scenes import caption as scene_caption
-from .vocab import COLOUR_NAMES, DEGRADATIONS, SHAPES
+from .vocab import COLOUR_NAMES, CURRENT, DEGRADATIONS, SHAPES, V3, Vocabulary
 
 logger = logging.getLogger("reneg.world")
-HEADS = {"shapes": len(SHAPES), "colours": len(COLOUR_NAMES), "background": len(COLOUR_NAMES),
-         "degradations": len(DEGRADATIONS)}
+HEADS = ("shapes", "colours", "background", "degradations")
+
+
+def label_names(vocabulary: Vocabulary) -> dict[str, tuple[str, ...]]:
+    """The names behind each head's outputs (the background head reads the colour names)."""
+    return {"shapes": vocabulary.shapes, "colours": vocabulary.colour_names, "background": vocabulary.colour_names,
+            "degradations": vocabulary.flaws}
 
 
 class TruthScorer(nn.Module):
     """A small CNN on 64x64 images (3x3 convolutions, 64 -> 4 px, receptive field > 64 px), one head per attribute."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, labels: dict[str, tuple[str, ...]] | None = None):
         super().__init__()
+        self.labels = {k: tuple(v) for k, v in (labels or label_names(CURRENT)).items()}
         layers, channels = [], 3
         for out, stride in ((width, 1), (width, 2), (2 * width, 1), (2 * width, 2), (4 * width, 1), (4 * width, 2),
                             (8 * width, 2)):
             layers += [nn.Conv2d(channels, out, 3, stride, 1), nn.GroupNorm(8, out), nn.SiLU()]
             channels = out
         self.features = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict({name: nn.Linear(channels * 2, size) for name, size in HEADS.items()})
-        self.config = {"width": width}
+        self.heads = nn.ModuleDict({name: nn.Linear(channels * 2, len(self.labels[name])) for name in HEADS})
+        self.config = {"width": width, "labels": self.labels}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per head for images in [0, 1], (B, 3, H, W) (resized to 64x64)."""
@@ -63,7 +69,8 @@ def load_truth(directory: str | Path) -> TruthScorer:
     """A saved :class:`TruthScorer` (fp16 or fp32 file), in fp32 eval mode, frozen."""
     directory = Path(directory)
     config = json.loads((directory / "config.json").read_text())
-    model = TruthScorer(width=config["width"])
+    # v3.1's scorer predates recorded labels: its heads are v3's vocabulary
+    model = TruthScorer(width=config["width"], labels=config.get("labels") or label_names(V3))
     model.load_state_dict({k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()})
     return model.eval().requires_grad_(False)
 
@@ -173,21 +180,24 @@ def judge(model: TruthScorer, images: torch.Tensor, prompts: list[str]) -> dict[
     logits = model(images.float())
     shapes_p, colours_p = torch.sigmoid(logits["shapes"]), torch.sigmoid(logits["colours"])
     background = logits["background"].argmax(dim=1)
-    cleanliness = 1 - torch.sigmoid(logits["degradations"]).amax(dim=1)
+    flaws = torch.sigmoid(logits["degradations"])
+    cleanliness = 1 - flaws.amax(dim=1)
+    shape_names, colour_names = model.labels["shapes"], model.labels["colours"]
     result = {"shape": [], "colour": [], "background": []}
     for i, prompt in enumerate(prompts):
         truth: Truth = parse_prompt(prompt)
         # the k most likely shapes (colours), k as many as the prompt names: a thresholded multi-label
         # set failed mostly by naming nothing on a clean render
-        predicted_shapes = _top(shapes_p[i], SHAPES, len(set(truth.shapes)))
-        predicted_colours = _top(colours_p[i], COLOUR_NAMES, len(set(truth.colours)))
+        predicted_shapes = _top(shapes_p[i], shape_names, len(set(truth.shapes)))
+        predicted_colours = _top(colours_p[i], colour_names, len(set(truth.colours)))
         result["shape"].append(float(predicted_shapes == set(truth.shapes)) if truth.shapes else float("nan"))
         result["colour"].append(float(predicted_colours == set(truth.colours)) if truth.colours else float("nan"))
-        result["background"].append(float(COLOUR_NAMES[background[i]] == truth.background)
+        result["background"].append(float(model.labels["background"][background[i]] == truth.background)
                                     if truth.background else float("nan"))
     judged = {k: torch.tensor(v) for k, v in result.items()}
     judged["adherence"] = torch.stack(list(judged.values())).nanmean(dim=0)
     judged["cleanliness"] = cleanliness
+    judged["flagged"] = (flaws > 0.5).any(dim=1).float()
     return judged
 
 
@@ -195,18 +205,21 @@ def judge(model: TruthScorer, images: torch.Tensor, prompts: list[str]) -> dict[
 def caption(model: TruthScorer, images: torch.Tensor) -> list[str]:
     """Describe each image in world words (the captioner of auto-DNP): objects, background, degradations."""
     logits = model(images.float())
+    shape_names, colour_names = model.labels["shapes"], model.labels["colours"]
+    flaw_names, named = model.labels["degradations"], set(model.labels["degradations"]) - {"smudge"}
     captions = []
     for i in range(len(images)):
         shape_p, colour_p = torch.sigmoid(logits["shapes"][i]), torch.sigmoid(logits["colours"][i])
         count = 2 if (shape_p > 0.5).sum() >= 2 else 1
-        shapes = [SHAPES[j] for j in shape_p.argsort(descending=True)[:count].tolist()]
-        colours = [COLOUR_NAMES[j] for j in colour_p.argsort(descending=True)[:count].tolist()]
+        shapes = [shape_names[j] for j in shape_p.argsort(descending=True)[:count].tolist()]
+        colours = [colour_names[j] for j in colour_p.argsort(descending=True)[:count].tolist()]
         if count == 2 and colour_p.sort(descending=True).values[1] < 0.5:
             colours = colours[:1] * 2
         objects = " and ".join(f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c, s in zip(colours, shapes))
-        background = COLOUR_NAMES[int(logits["background"][i].argmax())]
+        background = model.labels["background"][int(logits["background"][i].argmax())]
         text = f"{objects} on {'an' if background[0] in 'aeiou' else 'a'} {background} background"
-        degradations = [DEGRADATIONS[j] for j in range(len(DEGRADATIONS))
-                        if torch.sigmoid(logits["degradations"][i, j]) > 0.5]
+        # the captioner speaks the captions' language: the unnamed flaw has no word
+        degradations = [name for j, name in enumerate(flaw_names)
+                        if name in named and torch.sigmoid(logits["degradations"][i, j]) > 0.5]
         captions.append(text + (", " + ", ".join(degradations) if degradations else ""))
     return captions
