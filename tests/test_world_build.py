@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_smoke_build_ships_a_loadable_world(tmp_path):
     subprocess.run([sys.executable, "-m", "reneg", "world-build", "--scale", "0.002", "--work-dir",
                     str(tmp_path / "work"), "--out", str(out)], check=True, capture_output=True)
     world = json.loads((out / "world.json").read_text())
-    assert world["guidance_scale"] in (1.5, 2.0, 3.0, 4.0, 5.0, 7.5)
+    assert world["guidance_scale"] in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5) and world["vocabulary"] == "4"
     metrics = world["metrics"]
     for key in ("vae_psnr_db", "degradation_auc_after_vae", "truth_accuracy", "shapes-hps_pairwise_accuracy",
                 "shapes-pick_pairwise_accuracy", "premise_at_default_guidance"):
@@ -72,25 +73,53 @@ def test_the_guidance_sweep_never_sees_the_benchmark():
     assert not set(chosen) & held_out
 
 
-def test_default_guidance_is_the_most_adherent_scale_where_the_premise_holds():
-    """The handcrafted negative must be cleaner than null and cost <= 0.02 adherence; else the most adherent scale."""
+def test_default_guidance_is_the_scale_where_the_null_texts_reward_is_highest():
+    """v4's declared rule: the candidate maximising the null text's mean shapes-hps; the premise is only measured."""
     import torch
 
     from reneg.world import ship
 
-    def table(rows):  # scale -> (null adherence, handcrafted adherence, null cleanliness, handcrafted cleanliness)
-        def judged(negative, scale):
-            null_a, hand_a, null_c, hand_c = rows[scale]
-            a, c = (null_a, null_c) if negative == "" else (hand_a, hand_c)
-            return {"adherence": torch.tensor([a]), "cleanliness": torch.tensor([c])}
-        return judged
+    def judged(negative, scale):
+        reward = 0.5 + (0.1 if scale == 4.0 else 0.0) + (0.2 if negative else 0.0)  # handcrafted never chooses
+        return {"adherence": torch.tensor([0.8]), "cleanliness": torch.tensor([0.9]),
+                "flagged": torch.tensor([0.0]), "reward": torch.tensor([reward])}
 
-    rows = {s: (0.70 + s / 100, 0.70 + s / 100 - 0.05, 0.8, 0.9) for s in ship.GUIDANCE_CANDIDATES}
-    rows[2.0] = (0.72, 0.71, 0.8, 0.81)  # holds
-    rows[3.0] = (0.73, 0.715, 0.8, 0.81)  # holds, more adherent
-    rows[4.0] = (0.74, 0.735, 0.8, 0.79)  # not cleaner
-    chosen, by_scale = ship.choose_guidance_scale(table(rows))
-    assert chosen == 3.0 and by_scale["3.0"]["premise_holds"] and not by_scale["7.5"]["premise_holds"]
-    for s in (2.0, 3.0):
-        rows[s] = (rows[s][0], rows[s][0] - 0.03, 0.8, 0.81)
-    assert ship.choose_guidance_scale(table(rows))[0] == 7.5  # holds nowhere: the most adherent
+    chosen, by_scale = ship.choose_guidance_scale(judged)
+    assert chosen == 4.0 and set(by_scale) == {str(s) for s in ship.GUIDANCE_CANDIDATES}
+    assert by_scale["4.0"]["null"]["reward"] == 0.6 and "premise_holds" in by_scale["4.0"]
+
+
+def test_out_holding_a_user_file_is_refused_and_kept(tmp_path, capsys):
+    """world-build replaces --out only when it is empty or a world reneg shipped: a user's folder is refused in one
+    line before any stage runs, and its file stays."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    assert main(["world-build", "--work-dir", str(tmp_path / "w"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a world reneg shipped" in err[0]
+    assert (out / "thesis.tex").read_text() == "years of work" and not (tmp_path / "w" / "data").exists()
+    assert not any(p.name.startswith(".mine") for p in tmp_path.iterdir())  # no sibling made or removed
+
+
+def test_out_defaults_outside_the_installed_package():
+    from reneg import world
+    from reneg.world.build import BuildConfig
+
+    assert world.WEIGHTS_DIR.resolve() not in (Path(BuildConfig().out).resolve(), *Path(BuildConfig().out).resolve().parents)
+
+
+def test_data_stage_keeps_no_pickle_and_refuses_data_of_other_settings(tmp_path):
+    """The data cache is safetensors + JSON: a crafted pickle named like the old cache is never loaded, and data
+    made with other settings is refused in one line, not silently reused."""
+    from reneg.errors import ReNegError
+    from reneg.world.build import BuildConfig, _stage_data
+
+    (tmp_path / "data.pt").write_bytes(b"crafted")  # v3's cache name: ignored
+    config = BuildConfig(work_dir=str(tmp_path), images=256, scale=1.0)
+    data = _stage_data(config, tmp_path, {})
+    assert len(data) == 256 and (tmp_path / "data" / "images.safetensors").exists()
+    again = _stage_data(config, tmp_path, {})
+    assert again.images.equal(data.images) and again.captions == data.captions and again.scenes == data.scenes
+    with pytest.raises(ReNegError, match="other settings"):
+        _stage_data(BuildConfig(work_dir=str(tmp_path), images=300), tmp_path, {})

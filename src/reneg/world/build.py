@@ -83,13 +83,20 @@ EVALUATOR_STAGES = ("truth", "hps", "pick")  # what the second process trains wh
 
 
 def _stage_data(config, work, state):
-    from .data import make_data
+    from .data import WorldData, make_data
+    from .vocab import CURRENT
 
-    path = work / "data.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
-    data = make_data(max(256, round(config.images * config.scale)), seed=config.seed)
-    torch.save(data, path)
+    path = work / "data"
+    settings = {"images": max(256, round(config.images * config.scale)), "seed": config.seed,
+                "vocabulary": CURRENT.version}
+    if (path / "data.json").exists():
+        try:
+            return WorldData.load(path, settings)
+        except ValueError:
+            raise ReNegError(f"{path} holds data made with other settings than this build's; move it away (or "
+                             f"pass the settings it was made with) and run again") from None
+    data = make_data(settings["images"], seed=config.seed)
+    data.save(path, settings)
     return data
 
 
@@ -122,11 +129,15 @@ def _stage_vae(config, work, state):
 def _stage_recon(config, work, state):
     from .truth import reconstruct
 
-    path = work / "recon.pt"
+    from safetensors.torch import load_file, save_file
+
+    path = work / "recon.safetensors"
     if not path.exists():
         count = min(len(state["data"]), max(256, round(12000 * config.scale)))
-        torch.save(reconstruct(state["vae"], state["data"].images[:count]), path)
-    return torch.load(path)
+        save_file({"recon": reconstruct(state["vae"], state["data"].images[:count]).contiguous()},
+                  str(path.with_suffix(".partial")))
+        os.replace(path.with_suffix(".partial"), path)
+    return load_file(str(path))["recon"]
 
 
 def _stage_truth(config, work, state):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from . import degrade
-from .render import Scene, render
+from .render import Scene, Thing, render
 from .scenes import benchmark_prompts, training_captions
 
 
@@ -27,6 +31,34 @@ class WorldData:
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    def save(self, directory: Path, settings: dict) -> None:
+        """Images as safetensors, captions, scenes and the ``settings`` that made them as JSON (nothing pickled);
+        written into a temporary directory and renamed, so a cut run leaves no half-written data."""
+        directory = Path(directory)
+        staging = directory.with_name(directory.name + ".partial")
+        staging.mkdir(parents=True, exist_ok=True)
+        save_file({"images": self.images.contiguous()}, str(staging / "images.safetensors"))
+        (staging / "data.json").write_text(json.dumps({"settings": settings, "captions": self.captions,
+                                                       "scenes": [asdict(s) for s in self.scenes]}))
+        os.replace(staging, directory)
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict) -> "WorldData":
+        """The data saved in ``directory``; ValueError if it was made with other ``settings``."""
+        directory = Path(directory)
+        record = json.loads((directory / "data.json").read_text())
+        if record["settings"] != settings:
+            raise ValueError(f"{directory} was made with {record['settings']}, not {settings}")
+        scenes = [_scene(s) for s in record["scenes"]]
+        return cls(load_file(str(directory / "images.safetensors"))["images"], record["captions"], scenes)
+
+
+def _scene(fields: dict) -> Scene:
+    """A :class:`Scene` from its ``asdict`` form (lists back to tuples)."""
+    things = tuple(Thing(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
+                   for t in fields["things"])
+    return Scene(things, fields["background"], tuple(fields["degradations"]), tuple(fields["background_tint"]))
 
 
 def render_scenes(scenes: list[Scene], generator: torch.Generator, *, chunk: int = 2048,

@@ -163,7 +163,7 @@ def train_sd(data: WorldData, latents: torch.Tensor, *, steps: int, seed: int = 
     modules = {"text_encoder": text_encoder, "unet": unet, "ema_text": ema_text, "ema_unet": ema_unet,
                "optimizer": optimizer, "schedule": schedule}
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=True)  # tensors, numbers and strings: nothing is unpickled
         if {key: state.get(key) for key in settings} != settings:
             raise ValueError(f"{checkpoint} is of another sd recipe: delete it to start the stage again")
         for name, module in modules.items():

@@ -63,9 +63,10 @@ COLOUR_NAMES = CURRENT.colour_names
 DEGRADATIONS = CURRENT.flaws
 DEFECTS = CURRENT.defects
 HANDCRAFTED_NEGATIVE = CURRENT.handcrafted
-#: every colour and flaw word of every version: prompts are parsed with these
-ALL_COLOUR_NAMES = tuple(dict.fromkeys(c for v in VOCABULARIES.values() for c in v.colour_names))
-ALL_FLAWS = tuple(dict.fromkeys(f for v in VOCABULARIES.values() for f in v.flaws))
+#: every colour and flaw word of every version, the current version's first and in its order: prompts are
+#: parsed with these
+ALL_COLOUR_NAMES = tuple(dict.fromkeys(c for v in (CURRENT, *VOCABULARIES.values()) for c in v.colour_names))
+ALL_FLAWS = tuple(dict.fromkeys(f for v in (CURRENT, *VOCABULARIES.values()) for f in v.flaws))
 
 #: radius as a share of the image side (v3: larger than v2's 0.16-0.32, which left a small star and a circle
 #: less than one latent pixel apart)

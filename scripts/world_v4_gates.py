@@ -1,0 +1,121 @@
+"""World v4's gates (docs/world-v4.md), measured on what a build made; never on the held-out benchmark.
+
+    python scripts/world_v4_gates.py data                      # G0: statistics of the 40 000 training captions
+    python scripts/world_v4_gates.py rewards --work-dir W      # G3: each flaw's cost in shapes-hps (and pick)
+
+Prints one JSON line per gate with the measured values and whether each declared threshold is met.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+import numpy as np
+import torch
+
+from reneg.world.scenes import benchmark_prompts, parse_prompt, training_captions
+from reneg.world.vocab import COLOUR_NAMES, DEFECTS, DEGRADATIONS, SHAPES
+
+_OBJECT = re.compile(r"(?:(" + "|".join(COLOUR_NAMES) + r") )?(" + "|".join(SHAPES) + r"|shape)(?![a-z])")
+_BACKGROUND = re.compile(r"(\w+) background")
+
+
+def _attribute_noise(pairs) -> dict[str, dict[str, float]]:
+    """Share of wrong and left-out attributes in captions of one object that name their object."""
+    counts = {k: {"right": 0, "wrong": 0, "omitted": 0} for k in ("shape", "colour", "background")}
+    for scene, text in pairs:
+        objects = _OBJECT.findall(text)
+        if len(scene.things) != 1 or len(objects) != 1 or "picture" in text.split(",")[-1]:
+            continue  # pairs and defect-only captions are left out of this count
+        colour, shape = objects[0]
+        thing = scene.things[0]
+        background = _BACKGROUND.search(text)
+        for key, said, truth in (("shape", None if shape == "shape" else shape, thing.shape),
+                                 ("colour", colour or None, thing.colour),
+                                 ("background", background.group(1) if background else None, scene.background)):
+            counts[key]["omitted" if said is None else "right" if said == truth else "wrong"] += 1
+    return {k: {kind: round(n / sum(c.values()), 4) for kind, n in c.items()} for k, c in counts.items()}
+
+
+def gate_data(count: int = 40000, seed: int = 0) -> dict:
+    held_out = [p for p, _ in benchmark_prompts()]
+    pairs = training_captions(count, seed=seed, exclude=set(held_out))
+    degraded = [(s, t) for s, t in pairs if s.degradations]
+    mentioning = [(s, t) for s, t in degraded if any(re.search(rf"(?<![a-z]){d}(?![a-z])", t) for d in DEFECTS)]
+    words = [sum(bool(re.search(rf"(?<![a-z]){d}(?![a-z])", t)) for d in DEFECTS) for _, t in mentioning]
+    noise = _attribute_noise(pairs)
+    complete = [len(parse_prompt(p).shapes) >= 1 and parse_prompt(p).background is not None
+                and len(parse_prompt(p).colours) == len(parse_prompt(p).shapes) for p in held_out]
+    measured = {
+        "degraded_share": round(len(degraded) / len(pairs), 4),
+        "mentioned_share_of_degraded": round(len(mentioning) / len(degraded), 4),
+        "defect_words_per_mention": [min(words), max(words), round(float(np.mean(words)), 2)],
+        "attribute_noise": noise,
+        "benchmark_in_training": len(set(held_out) & {t for _, t in pairs}),
+        "benchmark_complete": round(float(np.mean(complete)), 4),
+        "flaw_share": {d: round(sum(d in s.degradations for s, _ in pairs) / len(pairs), 4) for d in DEGRADATIONS},
+    }
+    met = {
+        "degraded_share": 0.45 <= measured["degraded_share"] <= 0.55,
+        "mentioned_share": 0.10 <= measured["mentioned_share_of_degraded"] <= 0.15,
+        "defect_words": 1 <= min(words) and max(words) <= 5,
+        "wrong": all(0.22 <= v["wrong"] <= 0.28 for v in noise.values()),
+        "omitted": all(0.12 <= v["omitted"] <= 0.18 for v in noise.values()),
+        "benchmark": measured["benchmark_in_training"] == 0 and measured["benchmark_complete"] == 1.0,
+    }
+    return {"gate": "G0 data", "measured": measured, "met": met}
+
+
+@torch.no_grad()
+def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
+    """Each flaw alone against the clean scene (VAE-reconstructed): the mean drop of shapes-hps and shapes-pick."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from reneg.rewards import build_reward
+    from reneg.world.data import render_scenes
+    from reneg.world.preference import ATTRIBUTE_FLAWS, add_flaw
+    from reneg.world.degrade import drawn
+    from reneg.world.scenes import caption, sample_scene
+    from reneg.world.truth import reconstruct
+
+    work = Path(work_dir)
+    vae = AutoencoderKL.from_pretrained(work / "vae").eval()
+    rewards = {name: build_reward(name, model=str(work / name)) for name in ("shapes-hps", "shapes-pick")}
+    rng = np.random.default_rng(seed)
+    drawn_scenes = [sample_scene(rng, degraded=False) for _ in range(count)]
+    prompts = [caption(s, c, rng, mention=False) for s, c in drawn_scenes]
+    scenes = [s for s, _ in drawn_scenes]
+
+    def scores(batch):
+        images = reconstruct(vae, render_scenes(batch, torch.Generator().manual_seed(seed), draw=False)).float() / 255
+        return {n: r(images, prompts).float() for n, r in rewards.items()}
+
+    clean = scores(scenes)
+    cost = {}
+    for kind in ATTRIBUTE_FLAWS + DEGRADATIONS:
+        flawed = scores([add_flaw(s, kind, rng, requested=len(s.things), draw=True) for s in scenes])
+        cost[kind] = {n: round(float((clean[n] - flawed[n]).mean()), 4) for n in rewards}
+        cost[kind]["hps_win"] = round(float((clean["shapes-hps"] > flawed["shapes-hps"]).float().mean()), 4)
+    accuracy = {n: json.loads((work / f"{n}.accuracy.json").read_text()) for n in rewards}
+    met = {"each_flaw_costs_0.08": all(v["shapes-hps"] >= 0.08 for v in cost.values()),
+           "hps_pairwise_0.8": all(v >= 0.8 for k, v in accuracy["shapes-hps"].items()),
+           "pick_shape_0.6": accuracy["shapes-pick"].get("shape", 0) > 0.6}
+    return {"gate": "G3 rewards", "measured": {"cost": cost, "pairwise_accuracy": accuracy}, "met": met}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("gate", choices=["data", "rewards"])
+    parser.add_argument("--work-dir", default="runs/v4-probe")
+    args = parser.parse_args(argv)
+    result = gate_data() if args.gate == "data" else gate_rewards(args.work_dir)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
