@@ -2,6 +2,9 @@
 
     python scripts/world_v4_gates.py data                      # G0: statistics of the 40 000 training captions
     python scripts/world_v4_gates.py rewards --work-dir W      # G3: each flaw's cost in shapes-hps (and pick)
+    python scripts/world_v4_gates.py build --world W/world     # G1, G2, G4 (less the ceiling): from its world.json
+    # G4's ceiling: RENEG_WORLD_WEIGHTS=W/world python benchmarks/world_leverage.py --guidance-scale G \
+    #     --in-sample --objective full-chain
 
 Prints one JSON line per gate with the measured values and whether each declared threshold is met.
 """
@@ -107,12 +110,39 @@ def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
     return {"gate": "G3 rewards", "measured": {"cost": cost, "pairwise_accuracy": accuracy}, "met": met}
 
 
+def gate_build(world_dir: str) -> dict:
+    """What a build's ``world.json`` says of G1, G2 and G4 (the ceiling is world_leverage's to measure)."""
+    from pathlib import Path
+
+    world = json.loads((Path(world_dir) / "world.json").read_text())
+    metrics, sweep = world["metrics"], world["guidance_sweep"]["by_scale"]
+    default = world["guidance_scale"]
+    null_at = {scale: row["null"] for scale, row in sweep.items()}
+    measured = {
+        "vae_psnr_db": metrics["vae_psnr_db"], "auc_after_vae": metrics["degradation_auc_after_vae"],
+        "truth_accuracy_reconstructions": metrics["truth_accuracy"]["reconstructions"],
+        "default_guidance": default, "null_by_scale": null_at,
+        "handcrafted_by_scale": {scale: row["handcrafted"] for scale, row in sweep.items()},
+        "negative_words": metrics["negative_words_at_default_guidance"],
+    }
+    at_default = null_at[str(float(default))]
+    met = {"G1_psnr_25": metrics["vae_psnr_db"] >= 25,
+           "G2_auc_0.9": all(v >= 0.9 for v in metrics["degradation_auc_after_vae"].values()),
+           "G2_accuracy_0.95": all(v >= 0.95 for v in metrics["truth_accuracy"]["reconstructions"].values()),
+           "G4_adherence_at_1_le_0.6": null_at["1.0"]["adherence"] <= 0.6,
+           "G4_default_ge_3": default >= 3,
+           "G4_flagged_ge_0.2": at_default["flagged"] >= 0.2}
+    return {"gate": "G1 G2 G4 (from world.json)", "measured": measured, "met": met}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("gate", choices=["data", "rewards"])
+    parser.add_argument("gate", choices=["data", "rewards", "build"])
     parser.add_argument("--work-dir", default="runs/v4-probe")
+    parser.add_argument("--world", default="runs/v4-probe/world", help="a world directory the build shipped")
     args = parser.parse_args(argv)
-    result = gate_data() if args.gate == "data" else gate_rewards(args.work_dir)
+    result = {"data": gate_data, "rewards": lambda: gate_rewards(args.work_dir),
+              "build": lambda: gate_build(args.world)}[args.gate]()
     print(json.dumps(result))
     return 0
 
