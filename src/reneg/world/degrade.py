@@ -6,9 +6,8 @@ over-steer into (v3's tonal ones, blurry and low contrast, drifted hues when ste
 - image defects take a batch (B, 3, H, W) in [0, 1] and draw their per-image strengths from a torch
   ``generator``: watermark (coarse diagonal stripes), text (a caption bar), frame (a neutral border), and
   smudge (soft grey blobs: the unnamed flaw of the low-quality tier, which no caption mentions);
-- scene defects change what is drawn, from a numpy ``rng``: deformed (wavy silhouettes), cropped (the first
-  object cut by the border), extra object (an unrequested shape in the emptiest corner). The scene's own
-  ``things`` stay the ground truth.
+- scene defects change what is drawn, from a numpy ``rng``: cropped (the first object cut by the border),
+  extra object (an unrequested shape in the emptiest corner). The scene's own ``things`` stay the ground truth.
 """
 
 from __future__ import annotations
@@ -120,18 +119,10 @@ def extra_object(scene: Scene, rng: np.random.Generator) -> Scene:
     return replace(scene, things=scene.things + (extra,))
 
 
-def deformed(scene: Scene, rng: np.random.Generator) -> Scene:
-    """Every requested object drawn wavy (a warp of 8-12% of its radius): still its shape, badly drawn."""
-    things = tuple(replace(t, warp=float(rng.uniform(0.08, 0.12)),
-                           warp_phase=(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi))))
-                   for t in scene.things)
-    return replace(scene, things=things)
-
-
 #: image degradations, applied to renders in this order
 DEGRADE = {"smudge": smudge, "watermark": watermark, "frame": frame, "text": text}
-#: scene degradations, applied to what is drawn before rendering (deformed first: it warps the requested objects)
-STAGE = {"deformed": deformed, "cropped": cropped, "extra object": extra_object}
+#: scene degradations, applied to what is drawn before rendering
+STAGE = {"cropped": cropped, "extra object": extra_object}
 
 
 def drawn(scene: Scene, rng: np.random.Generator) -> Scene:

@@ -25,9 +25,6 @@ class Thing:
     angle: float = 0.0
     #: added to the palette colour (per channel, 0-255 scale): v4's colour jitter
     tint: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    #: the "deformed" defect: amplitude of a wavy warp of the silhouette (a share of the radius), and its phases
-    warp: float = 0.0
-    warp_phase: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -50,10 +47,6 @@ def _mask(thing: Thing, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     cx, cy = thing.center
     c, s = math.cos(thing.angle), math.sin(thing.angle)
     dx, dy = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
-    if thing.warp:  # two crossed sine displacements, one wave across the object
-        wave = 2 * math.pi / (2.0 * r)
-        dx, dy = (dx + thing.warp * r * np.sin(wave * dy + thing.warp_phase[0]),
-                  dy + thing.warp * r * np.sin(wave * dx + thing.warp_phase[1]))
     if thing.shape == "circle":
         return dx**2 + dy**2 <= r**2
     if thing.shape == "square":
