@@ -19,9 +19,9 @@ from family_checks import mean_reward, train_args  # noqa: E402
 
 from reneg.cli import main as reneg_main  # noqa: E402
 from reneg.embedding import NegativeEmbedding  # noqa: E402
-from reneg.models import load_model  # noqa: E402
+from reneg.models.loading import load_model  # noqa: E402
+from reneg.models.tiny import tiny_clip  # noqa: E402
 from reneg.rewards import build_reward  # noqa: E402
-from reneg.tiny import tiny_clip  # noqa: E402
 
 
 def main() -> None:

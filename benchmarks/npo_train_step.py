@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from reneg.npo import NPOConfig, NPOTrainer
-from reneg.train import TrainConfig, Trainer
+from reneg.methods.npo.train import NPOConfig, NPOTrainer
+from reneg.methods.reneg.train import TrainConfig, Trainer
 from reneg.world.pairs import write_world_pairs
 
 

@@ -91,7 +91,7 @@ def peak_mib() -> float:
 
 
 def _trainer(batch: int, steps: int, grad_window: int, device: str = "cpu"):
-    from reneg.train import TrainConfig, Trainer
+    from reneg.methods.reneg.train import TrainConfig, Trainer
 
     out = Path(tempfile.mkdtemp(prefix="reneg-bench-")) / "negative.safetensors"
     config = TrainConfig(batch_size=batch, steps=steps, grad_window=grad_window, device=device, out=str(out),
@@ -106,9 +106,9 @@ def step_parts(trainer, k: int) -> dict[str, float]:
     """Seconds of each part of a training step at step index k, each timed alone (synchronised on CUDA)."""
     import torch
 
-    from reneg.denoiser import GuidedDenoiser
-    from reneg.objective import draw_batch
-    from reneg.rollout import text_branches
+    from reneg.core.denoiser import GuidedDenoiser
+    from reneg.core.rollout import text_branches
+    from reneg.methods.randomness import draw_batch
 
     family, device = trainer.family, trainer.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -232,7 +232,7 @@ def naive_step(trainer, *, detach: bool):
     ``negative_prompt_embeds``; ``detach``: a ``callback_on_step_end`` cuts the chain before the last step."""
     import torch
 
-    from reneg.objective import draw_batch
+    from reneg.methods.randomness import draw_batch
 
     pipe, family = trainer.model.pipe, trainer.family
     call = type(pipe).__call__.__wrapped__  # diffusers wraps __call__ in torch.no_grad()
@@ -289,10 +289,10 @@ def naive(rounds: int, device: str) -> str:
 def generation(rounds: int, device: str, batch: int = 8, prompts_count: int = 16) -> str:
     import torch
 
-    from reneg.benchmarks import load_benchmark
     from reneg.generate import GenerateConfig, generate, generate_images, method_for
     from reneg.io import to_pil
-    from reneg.models import load_model
+    from reneg.models.loading import load_model
+    from reneg.prompts import load_benchmark
 
     model = load_model(None, device=device)
     pipe, defaults = model.pipe, model.defaults

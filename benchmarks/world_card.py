@@ -7,7 +7,7 @@ learned embedding.   python benchmarks/world_card.py runs/wt/quick/negative.safe
 import sys
 
 from reneg.embedding import NegativeEmbedding, null_text_embedding
-from reneg.models import encode_prompts, load_model
+from reneg.models.loading import encode_prompts, load_model
 from reneg.world.card import card_grid
 
 

@@ -8,7 +8,7 @@ full-sample reward (DDIM 20, CFG at G, the training reward) of fixed batches (``
 prompt and x_T drawn as training draws them, from seed 777) with the null text, the handcrafted negative,
 each --negative file, and an embedding it trains itself from the null text (AdamW, cosine lr, batch 8):
 
-- ``--objective one-step``: ReNeg's objective (``reneg.objective.reneg_objective``: x_T -> x_t without
+- ``--objective one-step``: ReNeg's objective (``reneg.methods.reneg.objective.reneg_objective``: x_T -> x_t without
   gradient, x0_pred (Eq. 6) with gradient, t in the last third), as ``reneg train`` runs it;
 - ``--objective full-chain``: the exact gradient of the full-sample reward, through every step (ReNeg
   Sec. 4.1's Jacobian);
@@ -27,15 +27,16 @@ from pathlib import Path
 import torch
 from diffusers.optimization import get_scheduler
 
+from reneg.core.rollout import rollout, text_branches
 from reneg.embedding import NegativeEmbedding
 from reneg.errors import ReNegError
 from reneg.evaluate.metrics import win_rate
 from reneg.families import TextConditioning
-from reneg.models import load_model
-from reneg.objective import draw_batch, reneg_objective
+from reneg.methods.randomness import draw_batch
+from reneg.methods.reneg.objective import reneg_objective
+from reneg.methods.reneg.validation import full_sample_rewards
+from reneg.models.loading import load_model
 from reneg.rewards import build_reward
-from reneg.rollout import rollout, text_branches
-from reneg.validation import full_sample_rewards
 from reneg.world import path
 
 MEASURE_SEED, BATCH, STEPS, RESOLUTION = 777, 8, 20, 64
@@ -47,7 +48,7 @@ def batches(family, prompts, *, seed, first_step, count, grad_window):
 
 
 def rewards_of(family, reward, negative, measured, scale) -> list[float]:
-    """Per-item full-sample rewards of the measured batches (reneg.validation's scoring, as the curve users read)."""
+    """Per-item full-sample rewards of the measured batches (reneg.methods.reneg.validation's scoring, as the curve users read)."""
     return full_sample_rewards(family, reward, negative, [p for b in measured for p in b.prompts],
                                torch.cat([b.latents for b in measured]), guidance_scale=scale, steps=STEPS,
                                resolution=RESOLUTION, batch_size=BATCH).tolist()

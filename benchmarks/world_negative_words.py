@@ -7,7 +7,7 @@ truth's adherence and cleanliness and the shapes-hps reward per negative.   pyth
 import torch
 
 from reneg.generate import generate_images
-from reneg.models import encode_prompts, load_model
+from reneg.models.loading import encode_prompts, load_model
 from reneg.rewards import build_reward
 from reneg.world import path as world_path
 from reneg.world.scenes import reneg_training_prompts

@@ -11,11 +11,12 @@ import sys
 
 import torch
 from diffusers import AutoencoderKL
+
+from reneg.models.tokenizers import build_clip_tokenizer
 from reneg.world import architectures
 from reneg.world.pipeline import assemble_pipeline
 from reneg.world.scenes import benchmark_prompts
 from reneg.world.templates import judge_pipeline
-from reneg.tokenizers import build_clip_tokenizer
 
 work = sys.argv[1] if len(sys.argv) > 1 else "runs/world-build"
 state = torch.load(f"{work}/sd.checkpoint.pt", weights_only=False)

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from reneg.cli import main
-from reneg.denoiser import GuidedDenoiser
+from reneg.core.denoiser import GuidedDenoiser
+from reneg.core.rollout import rollout, text_branches
 from reneg.embedding import NegativeEmbedding
 from reneg.families import TextConditioning, family_for
 from reneg.generate import generate_images
-from reneg.rollout import rollout, text_branches
 
 PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
 TRAIN_PROMPTS = ["a red circle on a blue background", "a green square on a white background",

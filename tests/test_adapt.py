@@ -6,11 +6,11 @@ import shutil
 import pytest
 import torch
 
-from reneg.adapt import AdaptSettings, _selection_pass, adapt_negatives, selection_draws
 from reneg.cli import main
+from reneg.core.fingerprint import text_encoder_fingerprint
 from reneg.embedding import NegativeEmbedding
-from reneg.fingerprint import text_encoder_fingerprint
-from reneg.models import load_model
+from reneg.methods.reneg.adapt import AdaptSettings, _selection_pass, adapt_negatives, selection_draws
+from reneg.models.loading import load_model
 from reneg.rewards import build_reward
 
 PROMPTS = ["a red circle on a blue background", "a green square on a white background", "a yellow star"]
@@ -174,7 +174,7 @@ def test_eval_per_sample_saves_and_reuses_embeddings(global_file, tmp_path, monk
     def no_adaptation(*args, **kwargs):
         raise AssertionError("adapted again")
 
-    monkeypatch.setattr("reneg.adapt.adapt_negatives", no_adaptation)
+    monkeypatch.setattr("reneg.methods.reneg.adapt.adapt_negatives", no_adaptation)
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["methods"] == results["methods"]
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from reneg import benchmarks
-from reneg.benchmarks import available_benchmarks, load_benchmark, register_benchmark
+from reneg import prompts as benchmarks
 from reneg.config import read_config_file
 from reneg.errors import ReNegError
-from reneg.prompts import Prompt
-from reneg.train import TrainConfig
+from reneg.methods.reneg.train import TrainConfig
+from reneg.prompts import Prompt, available_benchmarks, load_benchmark, register_benchmark
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -145,7 +144,7 @@ def test_unknown_name_missing_path_and_directory(tmp_path):
 
 def test_a_count_other_than_the_published_one_is_logged(tmp_path, caplog):
     _write_hpsv2(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="reneg.benchmarks"):
+    with caplog.at_level(logging.WARNING, logger="reneg.prompts"):
         load_benchmark("hpsv2", data_dir=tmp_path)
     assert "8 prompts where the published set has 3200" in caplog.text
 

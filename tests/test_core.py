@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from reneg.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser, ModuleWeights, _concat
+from reneg.core.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser, ModuleWeights, _concat
+from reneg.core.guidance import CFG, DNS, THREE_TERM, cfg, dns, three_term
+from reneg.core.rollout import rollout, text_branches
 from reneg.errors import ReNegError
 from reneg.families import TextConditioning, family_for
-from reneg.guidance import CFG, DNS, THREE_TERM, cfg, dns, three_term
-from reneg.models import load_model
-from reneg.rollout import rollout, text_branches
+from reneg.models.loading import load_model
 
 PROMPTS = ["a red circle on a blue background", "a green star"]
 
@@ -112,7 +112,7 @@ def test_text_conditioning_of_a_negative_embedding_keeps_one_row():
 
 def test_fp16_training_uses_loss_scaling(tmp_path):
     """fp16 frozen models train with a gradient scaler (the embedding stays fp32 and finite)."""
-    from reneg.train import TrainConfig, Trainer
+    from reneg.methods.reneg.train import TrainConfig, Trainer
 
     config = TrainConfig(model="tiny", reward="contrast", precision="fp16", train_steps=2, batch_size=2, steps=3,
                          device="cpu", out=str(tmp_path / "n.safetensors"))
@@ -130,7 +130,7 @@ def test_negative_branch_with_a_peft_adapter_on_the_same_model():
     """theta for the prompt, theta + beta * delta for the negative: equal to two separate calls."""
     from peft import LoraConfig
 
-    from reneg.tiny import tiny_sd_pipeline
+    from reneg.models.tiny import tiny_sd_pipeline
 
     unet = tiny_sd_pipeline().unet.eval()
     torch.manual_seed(0)

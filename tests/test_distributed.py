@@ -147,7 +147,7 @@ def test_a_kill_while_checkpointing_keeps_the_previous_checkpoint(checkpointed, 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_non_finite_loss_skips_steps_then_stops_keeping_the_checkpoint(tmp_path, capsys, precision):
-    from reneg.train import TrainConfig, Trainer
+    from reneg.methods.reneg.train import TrainConfig, Trainer
 
     class NaNReward:
         def __call__(self, images, prompts):

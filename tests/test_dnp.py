@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from reneg.captioners import DEFAULT_BLIP2, available_captioners, load_captioner
 from reneg.cli import main
-from reneg.dnp import dnp_images, dns_images
-from reneg.guidance import THREE_TERM
-from reneg.models import load_model
-from reneg.rollout import guided_images
+from reneg.core.guidance import THREE_TERM
+from reneg.core.rollout import guided_images
+from reneg.methods.dnp.captioners import DEFAULT_BLIP2, available_captioners, load_captioner
+from reneg.methods.dnp.images import dnp_images, dns_images
+from reneg.models.loading import load_model
 
 PROMPTS = ["a red circle on a blue background", "a green square on a white background"]
 WORLD_PROMPT = "a red circle and a blue square on a white background"
@@ -169,8 +169,16 @@ def test_bad_dnp_input_exits_2_with_one_line(args, needle, tmp_path, capsys):
 def _tiny_blip2(directory):
     """A random-weight BLIP-2 (ViT, Q-Former, OPT of width 16) and its processor, saved; built offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig,
-                              Blip2VisionConfig, BlipImageProcessor, OPTConfig, PreTrainedTokenizerFast)
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        BlipImageProcessor,
+        OPTConfig,
+        PreTrainedTokenizerFast,
+    )
 
     words = ["</s>", "<pad>", "<unk>", *"a red blue circle square on background and the of".split()]
     word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))

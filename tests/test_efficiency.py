@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from reneg.cli import main
-from reneg.efficiency import (ParameterSet, basis_probes, denoised_latents, efficiency_of, gaussian_probes, measure,
-                              mean_interval, projected_norms, worst_case_interval)
+from reneg.evaluate.efficiency import (
+    ParameterSet,
+    basis_probes,
+    denoised_latents,
+    efficiency_of,
+    gaussian_probes,
+    mean_interval,
+    measure,
+    projected_norms,
+    worst_case_interval,
+)
 
 STEPS, RESOLUTION = 2, 16  # latents 4 x 2 x 2: D = 16
 
@@ -31,7 +40,7 @@ def test_basis_probes_give_the_exact_norm_and_gaussian_probes_cover_it():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from reneg.models import load_model
+    from reneg.models.loading import load_model
 
     return load_model("tiny")
 

@@ -6,16 +6,16 @@ import shutil
 import pytest
 import torch
 
-import reneg.evaluate.methods as methods_module
+import reneg.methods.base as methods_module
 from reneg.cli import main
+from reneg.core.fingerprint import text_encoder_fingerprint
 from reneg.embedding import NegativeEmbedding
 from reneg.errors import ReNegError
 from reneg.evaluate import EvalConfig, evaluate, parse_method_spec, parse_method_specs, win_rate
-from reneg.evaluate.methods import split_method_list
 from reneg.evaluate.metrics import MetricSpec
 from reneg.evaluate.runner import item_latents, make_plan
-from reneg.fingerprint import text_encoder_fingerprint
-from reneg.models import load_model
+from reneg.methods.spec import split_method_list
+from reneg.models.loading import load_model
 from reneg.rewards import DIAGNOSTICS, available_rewards
 
 PROMPTS = {"shapes": ["a red circle on a blue background", "a green square on a white background"],

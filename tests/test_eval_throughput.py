@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from reneg.evaluate import EvalConfig, evaluate
-from reneg.evaluate.methods import guided_images
 from reneg.evaluate.runner import item_latents, make_plan, score_batches
 from reneg.evaluate.store import ScoreCache
 from reneg.io import to_pil
-from reneg.models import load_model
+from reneg.methods.base import guided_images
+from reneg.models.loading import load_model
 
 PROMPTS = ["a red circle on a blue background", "a green square on a white background",
            "a yellow star above a purple house", "an orange triangle in a gray room", "a blue circle"]

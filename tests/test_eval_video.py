@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from reneg.cli import main
+from reneg.core.fingerprint import text_encoder_fingerprint
 from reneg.embedding import NegativeEmbedding
 from reneg.evaluate import EvalConfig, evaluate
 from reneg.evaluate.store import read_rgb
-from reneg.fingerprint import text_encoder_fingerprint
-from reneg.models import load_model
+from reneg.models.loading import load_model
 from reneg.rewards import build_reward
-from reneg.video import frame_rewards, load_interpolator, motion_smoothness
+from reneg.rewards.video import frame_rewards, load_interpolator, motion_smoothness
 
 PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
 FRAMES = 3
@@ -33,7 +33,7 @@ class TinyInterpolator(torch.nn.Module):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, animatediff_dir):
     """The prompts file, a learned-embedding file, a TorchScript interpolator and a tiny CLIP, all by path."""
-    from reneg.tiny import tiny_clip
+    from reneg.models.tiny import tiny_clip
 
     directory = tmp_path_factory.mktemp("video-eval-inputs")
     (directory / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
@@ -85,7 +85,7 @@ def test_eval_on_animatediff_end_to_end_and_resumable(animatediff_dir, inputs, t
     assert by_metric[VBENCH[2]]["p00000-i00"] == pytest.approx(float(smoothness[0]), abs=1e-6)
     assert all(0 <= value <= 1 for metric in VBENCH for value in by_metric[metric].values())
     # a rerun makes no video and computes no score
-    import reneg.evaluate.methods as methods_module
+    import reneg.methods.base as methods_module
 
     monkeypatch.setattr(methods_module, "rollout_images", lambda *a, **k: pytest.fail("generated again"))
     before = (out / "scores.jsonl").read_text()

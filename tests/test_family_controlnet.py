@@ -10,7 +10,7 @@ from PIL import Image
 
 from reneg.cli import main
 from reneg.embedding import NegativeEmbedding
-from reneg.tiny import tiny_sd_pipeline
+from reneg.models.tiny import tiny_sd_pipeline
 
 PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
 

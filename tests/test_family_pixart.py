@@ -13,8 +13,8 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from reneg.embedding import NegativeEmbedding
 from reneg.errors import ReNegError
 from reneg.generate import GenerateConfig, generate
-from reneg.models import LoadedModel, _prepare
-from reneg.tiny import SD_SCHEDULER
+from reneg.models.loading import LoadedModel, _prepare
+from reneg.models.tiny import SD_SCHEDULER
 
 PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
 WORDS = ["<pad>", "</s>", "<unk>", "a", "red", "circle", "on", "blue", "background", "yellow", "star", "black"]
@@ -111,8 +111,7 @@ def test_released_layout_is_refused_by_sd_in_one_line(tiny_pipe, released):
 
 def test_train_end_to_end_on_pixart(pixart, tmp_path):
     """reneg train learns a (120, 4096) PixArt negative (no mask: all 120 tokens), which then generates."""
-    from reneg.listeners import log_listeners
-    from reneg.train import TrainConfig, train
+    from reneg.methods.reneg.train import TrainConfig, log_listeners, train
 
     out = tmp_path / "neg.safetensors"
     config = TrainConfig(model="tiny-pixart", prompt=PROMPTS, reward="contrast", train_steps=2, batch_size=2, steps=3,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from reneg.cli import main
 from reneg.embedding import NegativeEmbedding
-from reneg.video import frame_rewards
+from reneg.rewards.video import frame_rewards
 
 PROMPTS = ["a red circle on a blue background", "a yellow star on a black background"]
 FRAMES = 3
@@ -92,7 +92,7 @@ def test_frames_on_an_image_pipeline_is_one_line(tmp_path, capsys):
 
 
 def test_temporal_flickering_as_vbench_defines_it():
-    from reneg.video import temporal_flickering
+    from reneg.rewards.video import temporal_flickering
 
     still = torch.full((1, 4, 3, 8, 8), 0.5)
     assert float(temporal_flickering(still)[0]) == 1.0
@@ -105,8 +105,8 @@ def test_temporal_flickering_as_vbench_defines_it():
 
 
 def test_background_consistency_as_vbench_defines_it():
-    from reneg.tiny import tiny_clip
-    from reneg.video import background_consistency
+    from reneg.models.tiny import tiny_clip
+    from reneg.rewards.video import background_consistency
 
     model, processor = tiny_clip(image_size=32)
     generator = torch.Generator().manual_seed(0)
@@ -132,7 +132,7 @@ def _midpoint(img0, img1, embt):
 
 
 def test_motion_smoothness_is_one_for_linear_motion():
-    from reneg.video import motion_smoothness
+    from reneg.rewards.video import motion_smoothness
 
     ramp = torch.arange(7).view(1, 7, 1, 1, 1) * 9 + torch.arange(20).view(1, 1, 1, 1, 20) % 5  # brightness ramp
     videos = ramp.expand(2, 7, 3, 13, 20) / 255  # 13 x 20: padded to 16 x 32 and back
@@ -142,7 +142,7 @@ def test_motion_smoothness_is_one_for_linear_motion():
 def test_motion_smoothness_as_vbench_defines_it():
     """By hand for 6 frames: even frames 0, 2, 4; midpoints of (0, 2) and (2, 4) against frames 1 and 3 (frame 5
     has no midpoint), each truncated to uint8 as AMT's tensor2img; score (255 - mean MAE) / 255."""
-    from reneg.video import motion_smoothness
+    from reneg.rewards.video import motion_smoothness
 
     levels = torch.randint(0, 256, (1, 6, 3, 5, 7), generator=torch.Generator().manual_seed(0)).double()
     score = motion_smoothness(levels.float() / 255, lambda a, b, t: (a + b) / 2 + 0.3 / 255)
@@ -157,7 +157,7 @@ def test_motion_smoothness_as_vbench_defines_it():
 
 def test_motion_smoothness_needs_three_frames_and_a_loadable_interpolator(tmp_path):
     from reneg.errors import ReNegError
-    from reneg.video import load_interpolator, motion_smoothness
+    from reneg.rewards.video import load_interpolator, motion_smoothness
 
     with pytest.raises(ReNegError, match="at least 3 frames"):
         motion_smoothness(torch.rand(1, 2, 3, 8, 8), _midpoint)

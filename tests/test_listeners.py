@@ -7,11 +7,11 @@ import sys
 import pytest
 from PIL import Image
 
-from reneg import listeners
 from reneg.cli import main
 from reneg.errors import ReNegError
-from reneg.listeners import jsonl_log, log_listeners, read_jsonl_log, reward_plot, tensorboard_log
-from reneg.train import StepRecord, TrainConfig
+from reneg.methods import listeners
+from reneg.methods.listeners import jsonl_log, read_jsonl_log, reward_plot, tensorboard_log
+from reneg.methods.reneg.train import StepRecord, TrainConfig, log_listeners
 
 
 def _record(step: int) -> StepRecord:
@@ -99,7 +99,7 @@ def test_report_to_is_a_flag_and_a_config_key(tmp_path, capsys):
 
 def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch):
     """Step 0 (the null text) and every N steps, on fixed prompts and noise; drawn in the reward plot."""
-    from reneg.train import Trainer
+    from reneg.methods.reneg.train import Trainer
 
     config = TrainConfig(model="tiny", reward="contrast", train_steps=4, batch_size=2, steps=3, device="cpu",
                          validate_every=2, validate_prompts=3, log_every=0, lr=0.5,

@@ -4,9 +4,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from benchmarks.memory_estimate import LiveBytes
-from reneg.families.base import decode_per_sample
-from reneg.sampling import decode
-from reneg.tiny import tiny_sd_pipeline
+from reneg.core.family import decode_per_sample
+from reneg.core.sampling import decode
+from reneg.models.tiny import tiny_sd_pipeline
 
 
 def _vae():

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from reneg.cli import main
-from reneg.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser
-from reneg.dpo import diffusion_dpo_loss, npo_dpo_loss
-from reneg.evaluate.methods import build_methods, parse_method_spec
-from reneg.models import load_model
-from reneg.npo_weights import apply_npo, install_npo, save_adapter
+from reneg.core.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser
+from reneg.methods.npo.dpo import diffusion_dpo_loss, npo_dpo_loss
+from reneg.methods.npo.weights import apply_npo, install_npo, save_adapter
+from reneg.methods.spec import build_methods, parse_method_spec
+from reneg.models.loading import load_model
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
@@ -107,7 +107,7 @@ def test_adapter_round_trip_through_diffusers_load_lora_weights(model, tmp_path)
     from diffusers import StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
 
-    from reneg.tiny import tiny_sd_pipeline
+    from reneg.models.tiny import tiny_sd_pipeline
 
     directory = _random_lora(model.pipe, tmp_path / "delta", seed=4)
     metadata = json.loads((directory / "npo.json").read_text())

@@ -9,7 +9,7 @@ from PIL import Image
 
 from reneg.evaluate import EvalConfig, evaluate
 from reneg.evaluate.html import chromium_path, image_status, screenshot
-from reneg.models import load_model
+from reneg.models.loading import load_model
 
 pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="Chromium is not installed (Debian: apt-get install chromium); "

@@ -12,9 +12,9 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from reneg.errors import ReNegError
+from reneg.models.tiny import tiny_clip
 from reneg.rewards import Reward, available_rewards, build_reward, combine, register_reward
 from reneg.rewards.clip import PICKSCORE_PROCESSOR, projected_features, shortest_edge_size
-from reneg.tiny import tiny_clip
 
 #: PIL sizes (width, height): upscaled square, landscape and portrait, downscaled odd-sized landscape.
 PIL_SIZES = [(64, 64), (300, 200), (200, 300), (513, 250)]

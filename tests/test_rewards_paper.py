@@ -22,13 +22,13 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Norma
 from transformers import BertTokenizer, CLIPModel, CLIPProcessor
 
 from reneg.errors import ReNegError
+from reneg.models.tiny import tiny_clip
 from reneg.rewards import DIAGNOSTICS, available_rewards, build_reward, build_rewards_from_config, diagnostic_rewards
 from reneg.rewards.aesthetic import load_aesthetic
 from reneg.rewards.clip import projected_features
 from reneg.rewards.hps import load_hps, resize_longest_and_pad
 from reneg.rewards.imagereward import SCORE_MEAN, SCORE_STD, ImageRewardModel, load_imagereward
 from reneg.rewards.min_object import fill_templates, object_phrases
-from reneg.tiny import tiny_clip
 
 #: PIL sizes (width, height): upscaled square, landscape, portrait, odd-sized downscale.
 PIL_SIZES = [(64, 64), (300, 200), (200, 300), (513, 250)]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from reneg.guidance import cfg, predict_x0
-from reneg.models import encode_prompts
-from reneg.sampling import CFGDenoiser, decode, initial_latents, sample
+from reneg.core.guidance import cfg, predict_x0
+from reneg.core.sampling import CFGDenoiser, decode, initial_latents, sample
+from reneg.models.loading import encode_prompts
 
 PROMPTS = ["a red circle on a blue background", "a green star"]
 
@@ -47,7 +47,7 @@ def _denoiser(pipe, negative):
 @pytest.fixture(scope="module")
 def pipe64():
     """The tiny pipeline in float64, for finite differences."""
-    from reneg.models import load_model
+    from reneg.models.loading import load_model
 
     return load_model("tiny", dtype=torch.float64).pipe
 

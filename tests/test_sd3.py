@@ -4,16 +4,23 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+from family_checks import (
+    check_gradient_matches_finite_differences,
+    diffusers_images,
+    mean_reward,
+    random_negative,
+    refusal_line,
+    reneg_generate,
+    train_args,
+)
 
-from family_checks import (check_gradient_matches_finite_differences, diffusers_images, mean_reward, random_negative,
-                           refusal_line, reneg_generate, train_args)
 from reneg.cli import main
+from reneg.core.guidance import predict_x0_flow
 from reneg.embedding import NegativeEmbedding
 from reneg.families import family_for
-from reneg.guidance import predict_x0_flow
-from reneg.models import load_model
+from reneg.models.loading import load_model
+from reneg.models.tiny import tiny_clip, tiny_sd3_pipeline, tiny_sdxl_pipeline
 from reneg.rewards import build_reward
-from reneg.tiny import tiny_clip, tiny_sd3_pipeline, tiny_sdxl_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,22 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+from family_checks import (
+    check_gradient_matches_finite_differences,
+    diffusers_images,
+    mean_reward,
+    random_negative,
+    refusal_line,
+    reneg_generate,
+    train_args,
+)
 
-from family_checks import (check_gradient_matches_finite_differences, diffusers_images, mean_reward, random_negative,
-                           refusal_line, reneg_generate, train_args)
 from reneg.cli import main
 from reneg.embedding import NegativeEmbedding
 from reneg.families import family_for
-from reneg.models import load_model
+from reneg.models.loading import load_model
+from reneg.models.tiny import tiny_clip, tiny_sd_pipeline, tiny_sdxl_pipeline
 from reneg.rewards import build_reward
-from reneg.tiny import tiny_clip, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +133,7 @@ def test_presets_parse_into_train_config(name):
     from pathlib import Path
 
     from reneg.config import read_config_file
-    from reneg.train import TrainConfig
+    from reneg.methods.reneg.train import TrainConfig
 
     values = read_config_file(Path(__file__).resolve().parents[1] / "configs" / name)
     assert set(values) <= {f.name for f in dataclasses.fields(TrainConfig)}
@@ -138,7 +145,8 @@ def test_presets_parse_into_train_config(name):
 @pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-sd3"])
 def test_gradient_checkpointing_gives_the_same_gradient(name):
     """--gradient-checkpointing recomputes activations (UNet/transformer and VAE): same loss, same gradient."""
-    from reneg.objective import draw_batch, reneg_objective
+    from reneg.methods.randomness import draw_batch
+    from reneg.methods.reneg.objective import reneg_objective
 
     model = load_model(name)
     family = model.family

@@ -9,10 +9,10 @@ from safetensors import safe_open
 from reneg.cli import main
 from reneg.embedding import NegativeEmbedding, null_text_embedding
 from reneg.generate import generate_images
-from reneg.models import load_model
+from reneg.methods.reneg.train import TrainConfig, Trainer
+from reneg.models.loading import load_model
+from reneg.models.tiny import tiny_clip
 from reneg.rewards import build_reward
-from reneg.tiny import tiny_clip
-from reneg.train import TrainConfig, Trainer
 
 PROMPTS = ["a red circle on a blue background", "a green square on a white background",
            "a yellow star on a black background", "a purple triangle on an orange background"]

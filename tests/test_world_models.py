@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not world.is_built(), reason="the shapes world i
 def test_the_world_is_the_default_model_and_loads_as_a_diffusers_pipeline():
     from diffusers import StableDiffusionPipeline
 
-    from reneg.models import default_model, load_model
+    from reneg.models.loading import default_model, load_model
 
     assert default_model() == "shapes"
     pipe = StableDiffusionPipeline.from_pretrained(world.path("sd"))

@@ -81,7 +81,7 @@ def test_template_judge_reads_clean_renders_exactly_and_catches_wrong_ones():
 
 
 def test_judge_pipeline_reads_the_shipped_worlds_generations():
-    from reneg.models import load_model
+    from reneg.models.loading import load_model
     from reneg.world.templates import judge_pipeline
 
     pipe = load_model("shapes").pipe

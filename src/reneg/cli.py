@@ -25,8 +25,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _train(args):
-    from .train import TrainConfig, train
-    from .listeners import log_listeners
+    from .methods.reneg.train import TrainConfig, log_listeners, train
 
     config = build_config(TrainConfig, args, config_file=args.config)
     if train(config, listeners=log_listeners(config)) is not None:  # the main process prints the path
@@ -41,19 +40,19 @@ def _generate(args):
 
 
 def _dnp(args):
-    from .dnp import DnpConfig, dnp
+    from .methods.dnp.images import DnpConfig, dnp
 
     print(dnp(build_config(DnpConfig, args, config_file=args.config)))
 
 
 def _adapt(args):
-    from .adapt import AdaptConfig, adapt
+    from .methods.reneg.adapt import AdaptConfig, adapt
 
     print(adapt(build_config(AdaptConfig, args, config_file=args.config)))
 
 
 def _npo(args):
-    from .npo import NPOConfig, train_npo
+    from .methods.npo.train import NPOConfig, train_npo
 
     print(train_npo(build_config(NPOConfig, args, config_file=args.config)))
 
@@ -66,14 +65,14 @@ def _eval(args):
 
 
 def _compare(args):
-    from .compare import CompareConfig, compare
+    from .evaluate.compare import CompareConfig, compare
 
     config = build_config(CompareConfig, args, config_file=args.config)
     print(compare(config))
 
 
 def _efficiency(args):
-    from .efficiency import EfficiencyConfig, efficiency
+    from .evaluate.efficiency import EfficiencyConfig, efficiency
 
     print(efficiency(build_config(EfficiencyConfig, args, config_file=args.config)))
 
@@ -86,7 +85,7 @@ def _rewards(args):
 
 
 def _models(args):
-    from .models import builtin_models, default_model
+    from .models.loading import builtin_models, default_model
 
     default = default_model()
     for name, builtin in builtin_models().items():
@@ -94,15 +93,14 @@ def _models(args):
 
 
 def _config_classes():
-    from .adapt import AdaptConfig
-    from .dnp import DnpConfig
     from .evaluate import EvalConfig
+    from .evaluate.compare import CompareConfig
+    from .evaluate.efficiency import EfficiencyConfig
     from .generate import GenerateConfig
-    from .train import TrainConfig
-    from .npo import NPOConfig
-
-    from .compare import CompareConfig
-    from .efficiency import EfficiencyConfig
+    from .methods.dnp.images import DnpConfig
+    from .methods.npo.train import NPOConfig
+    from .methods.reneg.adapt import AdaptConfig
+    from .methods.reneg.train import TrainConfig
 
     return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
             "dnp": DnpConfig, "adapt": AdaptConfig, "npo": NPOConfig, "efficiency": EfficiencyConfig,

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import ReNegError
 
 HELP = "help"
-#: The help of every command's ``--model`` (what :func:`reneg.models.load_model` accepts).
+#: The help of every command's ``--model`` (what :func:`reneg.models.loading.load_model` accepts).
 MODEL_HELP = "diffusers pipeline directory, cached hub id or built-in name (none: the embedded default)"
 
 

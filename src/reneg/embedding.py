@@ -29,9 +29,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .core.fingerprint import combined_fingerprint, fingerprints_match
 from .errors import ReNegError
 from .io import atomic_path
-from .fingerprint import combined_fingerprint, fingerprints_match
 
 FORMAT = "reneg.negative_embedding"
 VERSION = "1"

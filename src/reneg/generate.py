@@ -11,13 +11,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import MODEL_HELP, arg, require
-from .device import dtype_of, resolve_device
-from .benchmarks import gather_prompts
-from .evaluate.methods import FixedNegative, Method, build_methods, parse_method_spec
 from .families import TextConditioning
-from .io import write_json
-from .models import LoadedModel, load_model
-from .video import save_output
+from .io import save_output, write_json
+from .methods.base import FixedNegative, Method
+from .methods.spec import build_methods, parse_method_spec
+from .models.device import dtype_of, resolve_device
+from .models.loading import LoadedModel, load_model
+from .prompts import gather_prompts
 
 
 @dataclass

@@ -30,15 +30,14 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import MODEL_HELP, arg, require
-from ..benchmarks import load_benchmark
-from ..device import dtype_of, resolve_device
 from ..errors import ReNegError
 from ..identity import file_digest, model_identity
 from ..io import write_json
-from ..models import LoadedModel, load_model
-from ..prompts import Prompt
+from ..methods.spec import build_methods, parse_method_specs
+from ..models.device import dtype_of, resolve_device
+from ..models.loading import LoadedModel, load_model
+from ..prompts import Prompt, load_benchmark
 from .html import write_html
-from .methods import build_methods, parse_method_specs
 from .metrics import MetricSpec, parse_metric_specs
 from .plan import Item, Plan, chunks, item_seed, make_items
 from .report import build_results, scores_by_method, write_markdown

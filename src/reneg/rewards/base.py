@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ReNegError
-from ..plugins import load_plugins
+from ..registry import load_plugins
 
 #: The dtype of every reward's scores (a loss in fp16 would lose the small reward differences).
 SCORE_DTYPE = torch.float32

@@ -12,7 +12,7 @@ WORLD_METRICS = ("shapes-hps", "shapes-pick", "truth-adherence", "truth-shape", 
 
 
 def _defaults():
-    from ..models import ModelDefaults
+    from ..models.loading import ModelDefaults
     from . import path, world_config
 
     config = world_config()
@@ -32,11 +32,14 @@ def _benchmark(paths):
 
 def register() -> None:
     """Register the world's rewards and, when its weights ship, its model (as the default) and benchmark."""
-    from ..benchmarks import register_benchmark
-    from ..models import BuiltinModel, register_model
-    from . import is_built, path
-    from . import rewards  # noqa: F401  - registers shapes-hps, shapes-pick, truth-*
-    from . import captioner  # noqa: F401  - registers the shapes-truth captioner (auto-DNP)
+    from ..models.loading import BuiltinModel, register_model
+    from ..prompts import register_benchmark
+    from . import (
+        captioner,  # noqa: F401  - registers the shapes-truth captioner (auto-DNP)
+        is_built,
+        path,
+        rewards,  # noqa: F401  - registers shapes-hps, shapes-pick, truth-*
+    )
 
     if not is_built():
         return
