@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {"reneg": ROOT / "src" / "reneg"}
+SOURCES = {"reneg": ROOT / "src" / "reneg", "benchmarks": ROOT / "benchmarks", "scripts": ROOT / "scripts"}
 
 #: The layers of ``src/reneg``, bottom up: a module imports only from its own layer or below.
 LAYERS = (

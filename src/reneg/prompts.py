@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ReNegError
-from .registry import load_plugins
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ class Benchmark:
         return self.source.format(file=file)
 
 
-_REGISTRY: dict[str, Benchmark] = {}
+#: The registered prompt sets (benchmarks), plugins' included once read.
+PROMPT_SETS: Registry[Benchmark] = Registry("benchmark")
 
 
 def register_benchmark(name: str, *, files: tuple[str, ...] | list[str], description: str, source: str,
@@ -124,24 +125,18 @@ def register_benchmark(name: str, *, files: tuple[str, ...] | list[str], descrip
         expected: the published prompt count; a file with another count is loaded with a warning.
     """
 
-    def decorator(reader: Reader) -> Reader:
-        _REGISTRY[name] = Benchmark(name, tuple(files), description, source, reader, any_of, expected)
-        return reader
-
-    return decorator
+    return PROMPT_SETS.register(name, lambda reader: Benchmark(name, tuple(files), description, source, reader,
+                                                                any_of, expected))
 
 
 def available_benchmarks() -> dict[str, str]:
     """Registered benchmark names and their descriptions."""
-    load_plugins()
-    return {name: spec.description for name, spec in _REGISTRY.items()}
+    return PROMPT_SETS.descriptions()
 
 
 def benchmark_spec(name: str) -> Benchmark:
-    load_plugins()
-    if name not in _REGISTRY:
-        raise ReNegError(f"unknown benchmark '{name}': choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    """The registered prompt set ``name``; an unknown name is a one-line ReNegError listing the choices."""
+    return PROMPT_SETS[name]
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
@@ -175,10 +170,9 @@ def load_benchmark(name_or_path: str | Path, *, data_dir: str | Path | None = No
         name_or_path: a registered name (see :func:`available_benchmarks`) or a prompts file.
         data_dir: the data root (default ``$RENEG_DATA``, else ``~/.cache/reneg/benchmarks``).
     """
-    load_plugins()
     name = str(name_or_path)
-    if name in _REGISTRY:
-        spec = _REGISTRY[name]
+    if name in PROMPT_SETS:
+        spec = PROMPT_SETS[name]
         prompts = _checked(spec.reader(benchmark_files(name, data_dir=data_dir)), f"benchmark '{name}'")
         if spec.expected is not None and len(prompts) != spec.expected and not spec.any_of:
             logger.warning("benchmark '%s' has %d prompts where the published set has %d: check its files",
@@ -186,14 +180,14 @@ def load_benchmark(name_or_path: str | Path, *, data_dir: str | Path | None = No
         return prompts
     path = Path(name).expanduser()
     if path.is_file():
-        spec = next((s for s in _REGISTRY.values() if path.name in s.files), None)
+        spec = next((s for s in PROMPT_SETS.values() if path.name in s.files), None)
         return _checked(spec.reader([path]), f"prompts file '{path}'") if spec else load_prompts(path)
     if path.exists():
-        raise ReNegError(f"'{path}' is a directory: pass a benchmark name ({', '.join(_REGISTRY)}) "
+        raise ReNegError(f"'{path}' is a directory: pass a benchmark name ({', '.join(PROMPT_SETS)}) "
                          "or a prompts file, and --data-dir for where a benchmark's files are")
     if path.suffix or "/" in name or os.sep in name:
         raise ReNegError(f"prompts file '{path}' does not exist: pass a .txt (one prompt a line), .json or .tsv file")
-    raise ReNegError(f"unknown benchmark '{name}': choose one of {', '.join(_REGISTRY)} "
+    raise ReNegError(f"unknown benchmark '{name}': choose one of {', '.join(PROMPT_SETS)} "
                      "or pass a prompts file (.txt one a line, .json, .tsv, .csv)")
 
 

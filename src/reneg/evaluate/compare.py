@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..config import MODEL_HELP, arg, require
+from ..config import BATCH_SIZE, PRECISION, PROMPTS, SEED, Command, SamplingSettings, arg, require
 from ..io import atomic_path, to_pil, write_json
 from ..methods.spec import build_methods, parse_method_spec
 from ..models.device import dtype_of, resolve_device
@@ -27,24 +27,21 @@ from .plan import item_seed
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(SamplingSettings):
     """Settings of ``reneg compare``; None means the model's default."""
 
     negative: str = arg(None, "the learned negative embedding file to show", metavar="FILE")
-    model: str | None = arg(None, MODEL_HELP)
-    prompts: str | None = arg(None, "prompts file (default: the model's held-out benchmark)", metavar="FILE")
+    prompts: str | None = PROMPTS(help="prompts file (default: the model's held-out benchmark)")
     limit: int = arg(64, "prompts measured, spread evenly over the benchmark", metavar="N", min=1)
     columns: int = arg(8, "prompts shown in the picture", metavar="N", min=1, max=64)
     metric: str | None = arg(None, "reward to report (default: the model's training reward)", metavar="NAME")
-    seed: int = arg(0, "base seed of the items' x_T (as reneg eval)", min=0, max=2**63 - 1)
-    steps: int | None = arg(None, "DDIM sampling steps", min=1)
-    guidance_scale: float | None = arg(None, "CFG scale", min=0)
-    batch_size: int = arg(16, "images per forward pass", min=1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the diffusion model", choices=["fp32", "fp16", "bf16"])
+    seed: int = SEED(help="base seed of the items' x_T (as reneg eval)")
+    batch_size: int = BATCH_SIZE(16, "images per forward pass")
+    precision: str = PRECISION(help="dtype of the diffusion model")
     out: str = arg("compare.png", "the picture; the numbers go beside it as .json", metavar="FILE", output="file")
 
     def __post_init__(self):
+        super().__post_init__()
         require(self.negative is not None, "--negative FILE is required: the embedding that `reneg train` wrote")
         require(self.out.endswith(".png"), f"--out must end in .png, got '{self.out}'")
 
@@ -72,15 +69,15 @@ def compare(config: CompareConfig) -> str:
     metric = parse_metric_spec(config.metric or defaults.reward)
     reward = metric.build(device=model.pipe.device, dtype=torch.float32)
     prompts = _spread(load_benchmark(config.prompts or defaults.benchmark), config.limit)
-    steps = config.steps or defaults.num_inference_steps
-    scale = config.guidance_scale if config.guidance_scale is not None else defaults.guidance_scale
+    sampling = model.sampling(config)
+    steps, scale = sampling.steps, sampling.guidance_scale
     family = model.family
     scores, shown = {}, {}
     for label, spec in specs.items():
         values, images_shown = [], []
         for start in range(0, len(prompts), config.batch_size):
             batch = prompts[start:start + config.batch_size]
-            latents = torch.cat([family.initial_latents(1, resolution=model.resolution, generator=torch.Generator()
+            latents = torch.cat([family.initial_latents(1, resolution=sampling.resolution, generator=torch.Generator()
                                                         .manual_seed(item_seed(config.seed, start + i, 0)))
                                  for i in range(len(batch))])
             images = methods[spec].images(model, [p.text for p in batch], latents, guidance_scale=scale, steps=steps)
@@ -106,3 +103,7 @@ def compare(config: CompareConfig) -> str:
     return (f"{metric.text} on {len(prompts)} {which}: null {means['null']:.4f}, handcrafted "
             f"{means['handcrafted']:.4f}, learned {means['learned']:.4f} (win rate vs null "
             f"{wins['learned vs null']:.2f}, vs handcrafted {wins['learned vs handcrafted']:.2f})")
+
+
+COMMAND = Command("compare", "a learned negative beside null text and the handcrafted prompt: picture and one line",
+                  CompareConfig, compare)

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import torch
 
 from .. import __version__
-from ..config import MODEL_HELP, arg, require
+from ..config import PRECISION, PROMPT, PROMPTS, SEED, STEPS, Command, PromptSettings, SamplingSettings, arg, require
 from ..core.denoiser import BASE, Weights
 from ..core.rollout import rollout, text_branches
 from ..embedding import NegativeEmbedding
@@ -50,31 +50,25 @@ MUCH_GREATER = 10.0
 
 
 @dataclass
-class EfficiencyConfig:
+class EfficiencyConfig(PromptSettings, SamplingSettings):
     """Settings of ``reneg efficiency``; None means the model's default."""
 
-    model: str | None = arg(None, MODEL_HELP)
-    prompt: list[str] = arg([], "a prompt (repeatable); default: N drawn from the model's training prompts")
-    prompts: str | None = arg(None, "prompts file to draw the N prompts from", metavar="FILE")
+    prompt: list[str] = PROMPT(help="a prompt (repeatable); default: N drawn from the model's training prompts")
+    prompts: str | None = PROMPTS(help="prompts file to draw the N prompts from")
     negative: str | None = arg(None, "measure at this learned negative embedding instead of the null text",
                                metavar="FILE")
     num_samples: int = arg(8, "N: prompts (one x_T each) sampled to the denoised latents X", metavar="N", min=1)
     probes: int = arg(32, "K: random projections v ~ N(0, I) (one backward pass each)", metavar="K", min=2)
     lora_ranks: list[int] = arg([8, 16], "LoRA ranks to measure (repeatable)", metavar="R", min=1)
     exact: bool = arg(False, "also form J exactly, one backward pass per entry of X (N*D passes; small models)")
-    steps: int | None = arg(None, "DDIM sampling steps (gradient through all of them)", min=1)
-    guidance_scale: float | None = arg(None, "CFG scale", min=0)
-    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
-                                 multiple_of=8)
     confidence: float = arg(0.95, "level of the confidence intervals", min_exclusive=0, max_exclusive=1)
-    seed: int = arg(0, "seed of the prompts, x_T and the probes", min=0, max=2**63 - 1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
     out: str = arg("efficiency", "output directory (efficiency.json, efficiency.png)", metavar="DIR", output="dir")
+    steps: int | None = STEPS(help="DDIM sampling steps (gradient through all of them)")
+    seed: int = SEED(help="seed of the prompts, x_T and the probes")
+    precision: str = PRECISION(help="dtype of the frozen models (fp32 measures E as the paper does)")
 
     def __post_init__(self):
-        require(self.probes >= 2, f"--probes must be >= 2 for an interval, got {self.probes}")
-        require(self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}")
-        require(all(r >= 1 for r in self.lora_ranks), f"--lora-ranks must be >= 1, got {self.lora_ranks}")
+        super().__post_init__()
         require(len(set(self.lora_ranks)) == len(self.lora_ranks), f"--lora-ranks repeats a rank: {self.lora_ranks}")
 
 
@@ -328,12 +322,11 @@ def efficiency(config: EfficiencyConfig, *, model: LoadedModel | None = None) ->
     # 1. Inputs, checked before anything runs
     if config.negative is not None and not Path(config.negative).is_file():
         raise ReNegError(f"--negative {config.negative} does not exist: pass the .safetensors file `reneg train` wrote")
-    model = model or load_model(config.model, device=resolve_device(config.device), dtype=dtype_of("fp32"))
+    model = model or load_model(config.model, device=resolve_device(config.device), dtype=dtype_of(config.precision))
     prompts = _choose_prompts(config, model)
     negative = _negative(config, model)
-    steps = config.steps or model.defaults.num_inference_steps
-    guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
-    resolution = config.resolution or model.resolution
+    sampling = model.sampling(config)
+    steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
     latents = model.family.initial_latents(len(prompts), resolution=resolution,
                                            generator=torch.Generator().manual_seed(config.seed))
     # 2. The measurement
@@ -349,3 +342,7 @@ def efficiency(config: EfficiencyConfig, *, model: LoadedModel | None = None) ->
                       "X": "denoised latents x_0 (N x D), gradient through every DDIM step",
                       "paper_table_1": PAPER_TABLE_1, "reneg_version": __version__, **record})
     return path
+
+
+COMMAND = Command("efficiency", "parameter efficiency E(theta) of the negative embedding, the UNet and LoRA "
+                                "(ReNeg Sec. 4.1, Table 1), by random projections", EfficiencyConfig, efficiency)

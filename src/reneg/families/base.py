@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from ..core.family import Family
 from ..errors import ReNegError
+from ..registry import Registry
 
-_FAMILIES: dict[str, type[Family]] = {}
+#: Pipeline class name -> the family that serves it (plugins' included once read).
+FAMILIES: Registry[type[Family]] = Registry("pipeline class")
 
 
 def register_family(cls: type[Family]) -> type[Family]:
     """Class decorator: ``family_for`` gives ``cls`` for pipelines whose class is one of ``cls.pipeline_classes``."""
     for name in cls.pipeline_classes:
-        if name in _FAMILIES:
-            raise ValueError(f"pipeline class '{name}' already has a family")
-        _FAMILIES[name] = cls
+        FAMILIES.add(name, cls)
     return cls
 
 
 def supported_pipelines() -> dict[str, str]:
     """Pipeline class name -> its family's description."""
-    return {name: cls.description for name, cls in _FAMILIES.items()}
+    return {name: cls.description for name, cls in FAMILIES.items()}
 
 
 def family_for(pipe) -> Family:
@@ -27,9 +27,9 @@ def family_for(pipe) -> Family:
     cached = getattr(pipe, "_reneg_family", None)
     if cached is not None:
         return cached
-    cls = _FAMILIES.get(type(pipe).__name__)
+    cls = FAMILIES.get(type(pipe).__name__)
     if cls is None:
-        supported = ", ".join(f"{name} ({cls.description})" for name, cls in _FAMILIES.items())
+        supported = ", ".join(f"{name} ({description})" for name, description in supported_pipelines().items())
         raise ReNegError(f"pipeline {type(pipe).__name__} is not supported yet: reneg supports {supported}")
     family = cls(pipe)
     try:

@@ -17,6 +17,7 @@ import torch
 from ..core.rollout import guided_images as rollout_images
 from ..families import TextConditioning
 from ..models.loading import LoadedModel
+from ..registry import Registry
 
 # ---------------------------------------------------------------- the protocol and the shared image path
 
@@ -91,7 +92,8 @@ class MethodEntry:
         return f"{self.name}[={self.argument}]" if self.optional else f"{self.name}={self.argument}"
 
 
-METHODS: dict[str, MethodEntry] = {}
+#: The registered methods (plugins' included once read).
+METHODS: Registry[MethodEntry] = Registry("method", hint="(any may end in @GS, e.g. null@12)")
 
 
 def register_method(name: str, *, argument: str | None = None, baseline: bool = False, description: str = "",
@@ -99,13 +101,8 @@ def register_method(name: str, *, argument: str | None = None, baseline: bool = 
                     optional: bool = False) -> Callable[[MethodFactory], MethodFactory]:
     """Decorator registering ``factory(argument, model) -> Method`` as the method ``name``."""
 
-    def decorator(factory: MethodFactory) -> MethodFactory:
-        if name in METHODS:
-            raise ValueError(f"method '{name}' is already registered")
-        METHODS[name] = MethodEntry(name, factory, argument, baseline, description, check, optional)
-        return factory
-
-    return decorator
+    return METHODS.register(name, lambda factory: MethodEntry(name, factory, argument, baseline, description, check,
+                                                              optional))
 
 
 def available_methods() -> dict[str, str]:

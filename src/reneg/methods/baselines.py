@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..config import arg
 from ..embedding import NegativeEmbedding
 from ..errors import ReNegError
 from ..families import TextConditioning
@@ -46,3 +48,22 @@ def _check_embedding_file(argument: str) -> None:
 def _embedding(argument: str | None, model: LoadedModel) -> Method:
     negative = NegativeEmbedding.load(argument).for_pipeline(model.pipe)
     return FixedNegative(TextConditioning.of(negative), file_identity(argument))
+
+
+@dataclass
+class BaselineFlags:
+    """``reneg generate``'s flags for the baselines and a learned embedding: aliases of ``--method`` specs."""
+
+    negative_prompt: str | None = arg(None, "a negative prompt in place of the null text (--method "
+                                            "negative-prompt=TEXT)", metavar="TEXT")
+    negative: str | None = arg(None, "a learned negative embedding file, .safetensors, .pt or .bin (--method "
+                                     "embedding=FILE)", metavar="FILE")
+    handcrafted: bool = arg(False, "use the model's handcrafted negative prompt (--method handcrafted)")
+
+    def alias_spec(self) -> str | None:
+        """The spec these flags stand for, or None when none is given."""
+        if self.negative is not None:
+            return f"embedding={self.negative}"
+        if self.negative_prompt is not None:
+            return f"negative-prompt={self.negative_prompt}"
+        return "handcrafted" if self.handcrafted else None

@@ -43,14 +43,14 @@ class RolloutSettings:
 
     @classmethod
     def of(cls, config, model) -> RolloutSettings:
-        """From ``config.steps``, ``grad_window``, ``guidance_scale`` and ``resolution`` (None: the model's own;
-        the grad window defaults to the last third of the steps, ReNeg's 10 of 30)."""
-        defaults = model.defaults
-        steps = config.steps or defaults.num_inference_steps
-        grad_window = config.grad_window or max(1, math.ceil(steps / 3))
-        require(1 <= grad_window <= steps, f"--grad-window must be between 1 and --steps ({steps}), got {grad_window}")
-        guidance_scale = config.guidance_scale if config.guidance_scale is not None else defaults.guidance_scale
-        return cls(steps, grad_window, guidance_scale, config.resolution or model.resolution)
+        """From ``config.steps``, ``grad_window``, ``guidance_scale`` and ``resolution`` (None: the model's own,
+        :meth:`~reneg.models.LoadedModel.sampling`; the grad window defaults to the last third of the steps,
+        ReNeg's 10 of 30)."""
+        sampling = model.sampling(config)
+        grad_window = config.grad_window or max(1, math.ceil(sampling.steps / 3))
+        require(1 <= grad_window <= sampling.steps,
+                f"--grad-window must be between 1 and --steps ({sampling.steps}), got {grad_window}")
+        return cls(sampling.steps, grad_window, sampling.guidance_scale, sampling.resolution)
 
 
 @dataclass

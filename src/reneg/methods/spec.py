@@ -45,18 +45,13 @@ def _guidance_suffix(text: str) -> tuple[str, float | None]:
     return body, guidance_scale
 
 
-def _unknown(name: str) -> ReNegError:
-    choices = ", ".join(entry.usage for entry in METHODS.values())
-    return ReNegError(f"unknown method '{name}': choose one of {choices} (any may end in @GS, e.g. null@12)")
-
-
 def parse_method_spec(text: str) -> MethodSpec:
     """Parse ``name``, ``name=ARG``, ``name@GS`` or ``name=ARG@GS``; unknown names and bad arguments are ReNegError."""
     text = text.strip()
     body, guidance_scale = _guidance_suffix(text)
     name, equals, argument = body.partition("=")
     if name not in METHODS:
-        raise _unknown(name or text)
+        raise METHODS.unknown(name or text, [entry.usage for entry in METHODS.values()])
     entry = METHODS[name]
     if entry.argument is None and equals:
         raise ReNegError(f"method '{text}': '{name}' takes no argument; write it as {entry.usage}")

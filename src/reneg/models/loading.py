@@ -9,9 +9,10 @@ from typing import Callable
 
 import torch
 
+from ..config import Command
 from ..errors import ReNegError
 from ..families import family_for
-from ..registry import load_plugins
+from ..registry import Registry
 from .hub import resolve
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,15 @@ class ModelDefaults:
     captioner: str | None = "blip2"  # auto-DNP's captioner (reneg.methods.dnp.captioners); None: only --caption
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings resolved against a model: what a flag gave, else the model's default."""
+
+    steps: int
+    guidance_scale: float
+    resolution: int
+
+
 @dataclass
 class LoadedModel:
     """A diffusers pipeline (DDIM scheduler, frozen, on its device and dtype) with the name it was loaded by."""
@@ -54,6 +64,20 @@ class LoadedModel:
     @property
     def resolution(self) -> int:
         return self.family.default_resolution
+
+    def sampling(self, settings=None, **overrides) -> Sampling:
+        """The one place that falls back to the model's defaults: ``steps``, ``guidance_scale`` and
+        ``resolution`` from ``overrides``, else from ``settings`` (a config, where it has the field), else the
+        model's own (None or 0 means unset, as the flags' defaults)."""
+
+        def given(name):
+            value = overrides[name] if name in overrides else getattr(settings, name, None)
+            return value
+
+        guidance_scale = given("guidance_scale")
+        return Sampling(steps=given("steps") or self.defaults.num_inference_steps,
+                        guidance_scale=self.defaults.guidance_scale if guidance_scale is None else guidance_scale,
+                        resolution=given("resolution") or self.resolution)
 
 
 @dataclass(frozen=True)
@@ -72,23 +96,14 @@ TINY_PROMPTS = (
 )
 
 
+_TINY_DEFAULTS = dict(guidance_scale=7.5, num_inference_steps=10, handcrafted_negative="blurry, low contrast",
+                      reward="contrast", train_prompts=TINY_PROMPTS, benchmark="tiny")
+
+
 def _tiny():
     from .tiny import tiny_sd_pipeline
 
     return tiny_sd_pipeline()
-
-
-_BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "tiny": BuiltinModel(
-        build=_tiny,
-        defaults=lambda: ModelDefaults(guidance_scale=7.5, num_inference_steps=10,
-                                       handcrafted_negative="blurry, low contrast", reward="contrast",
-                                       train_prompts=TINY_PROMPTS, benchmark="tiny"),
-        description="random-weight 64x64 Stable Diffusion (2 M parameters), for smoke tests",
-    ),
-}
-_TINY_DEFAULTS = dict(guidance_scale=7.5, num_inference_steps=10, handcrafted_negative="blurry, low contrast",
-                      reward="contrast", train_prompts=TINY_PROMPTS, benchmark="tiny")
 
 
 def _tiny_sdxl():
@@ -103,33 +118,35 @@ def _tiny_sd3():
     return tiny_sd3_pipeline()
 
 
-_BUILTIN_MODELS["tiny-sdxl"] = BuiltinModel(
+#: The built-in models (plugins' included once read; the shapes world registers ``shapes`` as the default).
+MODELS: Registry[BuiltinModel] = Registry("model")
+MODELS.add("tiny", BuiltinModel(
+    build=_tiny, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
+    description="random-weight 64x64 Stable Diffusion (2 M parameters), for smoke tests"))
+MODELS.add("tiny-sdxl", BuiltinModel(
     build=_tiny_sdxl, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
-    description="random-weight 64x64 SDXL (two CLIP text encoders, text_time conditioning), for smoke tests")
-_BUILTIN_MODELS["tiny-sd3"] = BuiltinModel(
+    description="random-weight 64x64 SDXL (two CLIP text encoders, text_time conditioning), for smoke tests"))
+MODELS.add("tiny-sd3", BuiltinModel(
     build=_tiny_sd3, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
-    description="random-weight 64x64 SD3 (CLIP-L/G-like and T5 encoders, MM-DiT, flow matching), for smoke tests")
+    description="random-weight 64x64 SD3 (CLIP-L/G-like and T5 encoders, MM-DiT, flow matching), for smoke tests"))
 _DEFAULT = {"name": "tiny"}
 
 
 def register_model(name: str, model: BuiltinModel, *, default: bool = False) -> None:
     """Register a built-in model (a plugin's); ``default=True`` makes it what runs with no ``--model``."""
-    if name in _BUILTIN_MODELS:
-        raise ValueError(f"model '{name}' is already registered")
-    _BUILTIN_MODELS[name] = model
+    MODELS.add(name, model)
     if default:
         _DEFAULT["name"] = name
 
 
 def builtin_models() -> dict[str, BuiltinModel]:
     """Name -> :class:`BuiltinModel`, plugins' included."""
-    load_plugins()
-    return dict(_BUILTIN_MODELS)
+    return dict(MODELS.items())
 
 
 def default_model() -> str:
     """What runs when no --model is given: a plugin's default (the shapes world), else the tiny random model."""
-    load_plugins()
+    MODELS.names()  # plugins load on the first read
     return _DEFAULT["name"]
 
 
@@ -170,9 +187,8 @@ def load_model(model: str | None = None, *, device: torch.device | str = "cpu",
     """
     name = model or default_model()
     device = torch.device(device)
-    builtins = builtin_models()
-    if name in builtins:
-        builtin = builtins[name]
+    if name in MODELS:
+        builtin = MODELS[name]
         pipe = builtin.build() if builtin.build else _from_pretrained(builtin.directory(), dtype=dtype)
         return LoadedModel(_prepare(pipe, device=device, dtype=dtype), name, builtin.defaults())
     directory = resolve(name, what="model")
@@ -183,3 +199,12 @@ def load_model(model: str | None = None, *, device: torch.device | str = "cpu",
 def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
     """Text-encoder outputs of ``prompts``, (B, L, D), exactly as the pipeline's own ``encode_prompt``."""
     return family_for(pipe).encode(prompts).embeds
+
+
+def _listing(config=None) -> str:
+    default = default_model()
+    return "\n".join(f"{name:16s} {builtin.description}{' (default)' if name == default else ''}"
+                     for name, builtin in builtin_models().items())
+
+
+COMMAND = Command("models", "list the built-in models", None, _listing)

@@ -63,7 +63,7 @@ def watermark(images: torch.Tensor, generator: torch.Generator, *, period: float
     """A faint stamped stripe pattern: white diagonal bands (period 16 px, one way or the other) at 30-45% opacity.
 
     ``period`` and ``diagonal=False`` (bands along one axis, either) draw other designs for measurements
-    (benchmarks/world_watermark.py); the world's data uses the defaults.
+    (scripts/world_watermark.py); the world's data uses the defaults.
     """
     b, _, h, w = images.shape
     y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")

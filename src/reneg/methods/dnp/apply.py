@@ -1,4 +1,5 @@
-"""DNP's methods for ``reneg eval`` and ``reneg generate`` (DNP Sec. 3.5): ``dnp``, ``dnp=CAPTION_FILE``, ``dnp-caption=TEXT``.
+"""DNP's methods for ``reneg eval`` and ``reneg generate`` (DNP Sec. 3.5): ``dnp``, ``dnp=CAPTION_FILE``,
+``dnp-caption=TEXT``, and ``reneg generate``'s DNP flags.
 
 - ``dnp`` (auto-DNP): per item, the DNS image from the item's own x_T, captioned by the model's captioner
   (``shapes-truth`` in the world, ``blip2`` otherwise), then (p, n*) from the same x_T.
@@ -19,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from ...config import arg, require
 from ...errors import ReNegError
 from ...identity import file_identity
 from ...io import to_pil
 from ...models.loading import LoadedModel
 from ..base import Method, register_method
-from .images import DEFAULT_DNP_RULE, dnp_images, dns_images, model_captioner
+from .images import DEFAULT_DNP_RULE, DNP_RULES, dnp_images, dns_images, model_captioner
 
 
 @dataclass
@@ -137,3 +139,44 @@ def _dnp_caption(argument: str | None, model: LoadedModel) -> Method:
     return DnpMethod(_identity(f"dnp-text:{text_hash}", DEFAULT_DNP_RULE, None, None, None, auto=False),
                      caption=argument)
 
+
+
+@dataclass
+class DnpFlags:
+    """``reneg generate``'s DNP flags: ``--dnp`` and ``--caption`` are aliases of ``--method dnp`` and
+    ``--method dnp-caption=TEXT``; the others tune any DNP spec."""
+
+    dnp: bool = arg(False, "auto-DNP (DNP Sec. 3.5): sample each image's DNS image from its x_T, caption it, "
+                           "and use the caption n* as its negative prompt (--method dnp)")
+    caption: str | None = arg(None, "DNP with this negative prompt n* for every prompt, manual DNP (--method "
+                                    "dnp-caption=TEXT)", metavar="TEXT")
+    dnp_rule: str = arg(DEFAULT_DNP_RULE, "how n* guides: two-term (CFG with n* as the negative) or three-term "
+                                          "(DNP Eq. 4: null text, n* and p)", choices=list(DNP_RULES))
+    dns_guidance_scale: float | None = arg(None, "auto-DNP: guidance scale of the DNS image, s of DNP Eq. 19 "
+                                                 "(default: the model's guidance scale)", min=0)
+    captioner: str | None = arg(None, "auto-DNP: captioner (default: the model's; blip2 for real checkpoints)",
+                                metavar="NAME")
+    captioner_model: str | None = arg(None, "auto-DNP: the captioner's model, a directory or cached hub id",
+                                      metavar="PATH_OR_ID")
+
+    def alias_spec(self) -> str | None:
+        """The spec these flags stand for, or None when neither --dnp nor --caption is given."""
+        if self.dnp:
+            return "dnp"
+        return None if self.caption is None else f"dnp-caption={self.caption}"
+
+    def check_flags(self, spec: str) -> None:
+        """The DNP flags' own rules, once ``spec`` (the method generated with) is known."""
+        require(not (self.dnp and self.caption is not None), "--dnp captions the DNS image and --caption gives the "
+                "caption: choose one")
+        require(self.caption is None or self.caption.strip() != "", "--caption is empty: give the negative prompt")
+        auto = spec.split("@")[0] == "dnp"
+        require(auto or (self.dns_guidance_scale is None and self.captioner is None and self.captioner_model is None),
+                "--dns-guidance-scale, --captioner and --captioner-model apply to --dnp only: add --dnp")
+
+    def configure(self, method: Method) -> Method:
+        """A DNP method with these flags' rule and auto-DNP settings; any other method as it is."""
+        if not isinstance(method, DnpMethod):
+            return method
+        return method.with_options(rule=self.dnp_rule, dns_guidance_scale=self.dns_guidance_scale,
+                                   captioner=self.captioner, captioner_model=self.captioner_model)

@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 import torch
 
 from ...errors import ReNegError
-from ...registry import load_plugins
+from ...registry import Registry
 
 #: The BLIP-2 checkpoint auto-DNP used (DNP Sec. 3.5 cites BLIP-2; OPT-2.7B is its common captioning release).
 DEFAULT_BLIP2 = "Salesforce/blip2-opt-2.7b"
@@ -42,34 +42,24 @@ class CaptionerEntry:
     default_model: str | None = None
 
 
-CAPTIONERS: dict[str, CaptionerEntry] = {}
+#: The registered captioners (plugins' included once read).
+CAPTIONERS: Registry[CaptionerEntry] = Registry("captioner")
 
 
 def register_captioner(name: str, *, description: str = "",
                        default_model: str | None = None) -> Callable[[CaptionerFactory], CaptionerFactory]:
     """Decorator registering ``factory(model_path, device, dtype, **options) -> Captioner`` as ``name``."""
-
-    def decorator(factory: CaptionerFactory) -> CaptionerFactory:
-        if name in CAPTIONERS:
-            raise ValueError(f"captioner '{name}' is already registered")
-        CAPTIONERS[name] = CaptionerEntry(name, factory, description, default_model)
-        return factory
-
-    return decorator
+    return CAPTIONERS.register(name, lambda factory: CaptionerEntry(name, factory, description, default_model))
 
 
 def available_captioners() -> dict[str, str]:
     """Name -> description of the registered captioners, plugins' included."""
-    load_plugins()
-    return {name: entry.description for name, entry in CAPTIONERS.items()}
+    return CAPTIONERS.descriptions()
 
 
 def load_captioner(name: str, model_path: str | None = None, *, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32, **options) -> Captioner:
     """The captioner ``name`` with its model (``model_path``, else the captioner's default); unknown is ReNegError."""
-    load_plugins()
-    if name not in CAPTIONERS:
-        raise ReNegError(f"unknown captioner '{name}': choose one of {', '.join(CAPTIONERS)}")
     return CAPTIONERS[name].factory(model_path, device=torch.device(device), dtype=dtype, **options)
 
 

@@ -21,7 +21,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ... import __version__
-from ...config import MODEL_HELP, arg, require
+from ...config import (
+    BATCH_SIZE,
+    GUIDANCE_SCALE,
+    NUM_IMAGES,
+    SEED,
+    Command,
+    PromptSettings,
+    SamplingSettings,
+    arg,
+    require,
+)
 from ...core.guidance import CFG, DNS, THREE_TERM, Rule
 from ...core.rollout import guided_images, rollout, text_branches
 from ...errors import ReNegError
@@ -71,12 +81,9 @@ def model_captioner(model: LoadedModel, name: str | None = None, model_path: str
 
 
 @dataclass
-class DnpConfig:
+class DnpConfig(PromptSettings, SamplingSettings):
     """Settings of ``reneg dnp``; None means the model's default."""
 
-    model: str | None = arg(None, MODEL_HELP)
-    prompt: list[str] = arg([], "a prompt (repeatable)")
-    prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
     caption: str | None = arg(None, "the negative prompt n* for every prompt, as the user would write it for the "
                                     "DNS image (the paper's manual DNP; skips the captioner)", metavar="TEXT")
     captioner: str | None = arg(None, "captioner of auto-DNP (default: the model's; blip2 for real checkpoints)",
@@ -87,27 +94,22 @@ class DnpConfig:
     dnp_rule: str = arg(DEFAULT_DNP_RULE, "how n* guides: two-term (CFG with n* as the negative, as diffusers' "
                                           "negative prompts) or three-term (DNP Eq. 4: null text, n* and p)",
                         choices=list(DNP_RULES))
-    num_images: int = arg(1, "images (initial noises) per prompt", min=1)
-    steps: int | None = arg(None, "DDIM sampling steps", min=1)
-    guidance_scale: float | None = arg(None, "guidance scale of the DNP image", min=0)
-    dns_guidance_scale: float | None = arg(None, "guidance scale of the DNS image, s of DNP Eq. 19 (default: the "
-                                                 "model's guidance scale)", min=0)
-    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
-                                 multiple_of=8)
-    seed: int = arg(0, "seed of a CPU generator drawing the initial latents as diffusers does (`reneg generate "
-                       "--dnp` with the same seed and batch size starts from the same noise)", min=0, max=2**63 - 1)
-    batch_size: int = arg(4, "images per forward pass", min=1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the models", choices=["fp32", "fp16", "bf16"])
+    num_images: int = NUM_IMAGES(help="images (initial noises) per prompt")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="guidance scale of the DNP image")
+    dns_guidance_scale: float | None = GUIDANCE_SCALE(help="guidance scale of the DNS image, s of DNP Eq. 19 "
+                                                           "(default: the model's guidance scale)")
+    seed: int = SEED(help="seed of a CPU generator drawing the initial latents as diffusers does (`reneg generate "
+                          "--dnp` with the same seed and batch size starts from the same noise)")
+    batch_size: int = BATCH_SIZE(4, "images per forward pass")
     out: str = arg("dnp", "output directory: dns.png, caption.txt, dnp.png (a subfolder per prompt and image when "
                           "there are several) and index.json", metavar="DIR", output="dir")
 
     def __post_init__(self):
+        super().__post_init__()
         require(self.caption is None or self.caption.strip() != "",
                 "--caption is empty: give the negative prompt n* (or leave it out for auto-DNP)")
         require(self.caption is None or (self.captioner is None and self.captioner_model is None),
                 "--caption replaces the captioner: give --caption or --captioner/--captioner-model, not both")
-        require(self.dnp_rule in DNP_RULES, f"--dnp-rule must be one of {', '.join(DNP_RULES)}, got {self.dnp_rule}")
 
 
 def _slug(text: str) -> str:
@@ -126,11 +128,9 @@ def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
     model = model or load_model(config.model, device=resolve_device(config.device), dtype=dtype_of(config.precision))
     captioner = None if config.caption is not None else model_captioner(
         model, config.captioner, config.captioner_model, max_new_tokens=config.max_new_tokens)
-    family, defaults = model.family, model.defaults
-    steps = config.steps or defaults.num_inference_steps
-    guidance_scale = config.guidance_scale if config.guidance_scale is not None else defaults.guidance_scale
-    dns_scale = config.dns_guidance_scale if config.dns_guidance_scale is not None else defaults.guidance_scale
-    resolution = config.resolution or model.resolution
+    family, sampling = model.family, model.sampling(config)
+    steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
+    dns_scale = model.sampling(guidance_scale=config.dns_guidance_scale).guidance_scale
     # 2. Items in diffusers' order (each prompt's images together), x_T drawn batch after batch from one generator
     items = [(p, i) for p in prompts for i in range(config.num_images)]
     generator = torch.Generator().manual_seed(config.seed)
@@ -159,8 +159,12 @@ def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
     write_json(path, {
         "model": model.name, "seed": config.seed, "steps": steps, "guidance_scale": guidance_scale,
         "dns_guidance_scale": dns_scale, "dnp_rule": config.dnp_rule, "resolution": resolution,
-        "captioner": "manual (--caption)" if captioner is None else (config.captioner or defaults.captioner),
+        "captioner": "manual (--caption)" if captioner is None else (config.captioner or model.defaults.captioner),
         "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
         "items": records,
     })
     return path
+
+
+COMMAND = Command("dnp", "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)",
+                  DnpConfig, dnp)

@@ -70,8 +70,8 @@ def load_pairs(path: str | Path, *, resolution: int) -> Pairs:
     """Read a pairs JSONL (see the module doc); every bad line is a one-line :class:`ReNegError`."""
     path = Path(path)
     if not path.is_file():
-        raise ReNegError(f"pairs file {path} does not exist: make one with benchmarks/world_pairs.py or pass "
-                         'a JSONL of {"prompt", "preferred", "rejected"} lines')
+        raise ReNegError(f"pairs file {path} does not exist: pass a JSONL of {{\"prompt\", \"preferred\", "
+                         '"rejected"} lines (the shapes world makes one: reneg world-pairs --out DIR)')
     prompts, preferred, rejected = [], [], []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

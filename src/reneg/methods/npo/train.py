@@ -30,7 +30,22 @@ from pathlib import Path
 import torch
 
 from ... import __version__
-from ...config import MODEL_HELP, arg, require
+from ...config import (
+    BATCH_SIZE,
+    GUIDANCE_SCALE,
+    LOG_EVERY,
+    LR,
+    REWARD,
+    STEPS,
+    TRAIN_STEPS,
+    TRAINING_SEED,
+    Command,
+    PromptSettings,
+    RewardSettings,
+    TrainingSettings,
+    arg,
+    require,
+)
 from ...core.denoiser import BASE, BASE_ROWS, RowAdapter
 from ...core.fingerprint import pipeline_fingerprint
 from ...core.rollout import rollout, text_branches
@@ -53,20 +68,16 @@ ROUTES = ("reward", "reward-cfg", "positive", "dpo")
 
 
 @dataclass
-class NPOConfig:
+class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
     """Settings of ``reneg npo``; None means the model's default."""
 
-    model: str | None = arg(None, MODEL_HELP)
     route: str = arg("reward", "reward: theta+delta sampled with R_NPO = 1 - R (NPO Eq. 7); reward-cfg: delta on "
                                "the negative branch only, trained through CFG; dpo: Diffusion-DPO on reversed pairs "
-                               "(NPO Eq. 8); positive: a positive offset eta (theta+eta maximising R) to pair with delta",
-                     choices=list(ROUTES))
-    prompt: list[str] = arg([], "a training prompt (repeatable; reward routes)")
-    prompts: str | None = arg(None, "training prompts file (reward routes)", metavar="FILE")
+                               "(NPO Eq. 8); positive: a positive offset eta (theta+eta maximising R) to pair with "
+                               "delta", choices=list(ROUTES))
     pairs: str | None = arg(None, "--route dpo: JSONL of {\"prompt\", \"preferred\", \"rejected\"} (image paths "
                                   "relative to the file)", metavar="FILE")
-    reward: str | None = arg(None, "reward name (reward routes; see `reneg rewards`)")
-    reward_model: str | None = arg(None, "reward checkpoint: path or cached hub id", metavar="PATH_OR_ID")
+    reward: str | None = REWARD(help="reward name (reward routes; see `reneg rewards`)")
     negative: str | None = arg(None, "--route reward-cfg: a ReNeg embedding on the negative branch while training "
                                      "(ReNeg + NPO)", metavar="FILE")
     joint: bool = arg(False, "--route reward-cfg: learn a negative embedding (from --negative or the null text) "
@@ -76,25 +87,19 @@ class NPOConfig:
     lora_alpha: float | None = arg(None, "LoRA alpha (default: the rank, as the authors' release)", min_exclusive=0)
     target_modules: list[str] = arg(["to_k", "to_q", "to_v", "to_out.0"], "UNet modules delta adapts (repeatable)",
                                     metavar="NAME")
-    train_steps: int = arg(60, "optimizer steps (paper: 2000)", metavar="N", min=1)
-    batch_size: int = arg(4, "prompts (or pairs) per step (paper: 64)", min=1)
-    lr: float = arg(1e-3, "AdamW learning rate (LoRA and, with --joint, the embedding)", min_exclusive=0)
+    train_steps: int = TRAIN_STEPS(60, "optimizer steps (paper: 2000)")
+    batch_size: int = BATCH_SIZE(4, "prompts (or pairs) per step (paper: 64)")
+    lr: float = LR(1e-3, "AdamW learning rate (LoRA and, with --joint, the embedding)")
     dpo_beta: float = arg(500.0, "--route dpo: Diffusion-DPO's beta (authors' SD1.5 run: 500)", min_exclusive=0)
-    steps: int | None = arg(None, "DDIM sampling steps T of the reward routes", min=1)
-    grad_window: int | None = arg(None, "t drawn from the last K sampling steps (default: a third of --steps)",
-                                  metavar="K", min=1)
-    guidance_scale: float | None = arg(None, "CFG scale in the reward routes' rollout", min=0)
-    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
-                                 multiple_of=8)
-    seed: int = arg(0, "seed of prompts/pairs, timesteps and noise", min=0, max=2**32 - 1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the frozen models; delta stays fp32", choices=["fp32", "fp16", "bf16"])
-    log_every: int = arg(10, "log a line every N steps (0: never)", metavar="N", min=0)
+    steps: int | None = STEPS(help="DDIM sampling steps T of the reward routes")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale in the reward routes' rollout")
+    seed: int = TRAINING_SEED(help="seed of prompts/pairs, timesteps and noise")
+    log_every: int = LOG_EVERY()
 
     def __post_init__(self):
-        require(self.route in ROUTES, f"--route must be one of {', '.join(ROUTES)}, got {self.route!r}")
+        super().__post_init__()
         require(self.route != "dpo" or self.pairs is not None,
-                "--route dpo needs --pairs FILE (make one with benchmarks/world_pairs.py)")
+                "--route dpo needs --pairs FILE (the shapes world makes one: reneg world-pairs --out DIR)")
         require(self.route == "dpo" or self.pairs is None, "--pairs applies to --route dpo only")
         require(self.route == "reward-cfg" or (self.negative is None and not self.joint),
                 "--negative and --joint apply to --route reward-cfg only (the embedding sits on the negative branch)")
@@ -206,7 +211,8 @@ class NPOTrainer:
         latents = torch.cat([preferred, rejected])
         noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
         noisy = scheduler.add_noise(latents, noise2, t2)
-        target = noise2 if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise2, t2)
+        epsilon = scheduler.config.prediction_type == "epsilon"
+        target = noise2 if epsilon else scheduler.get_velocity(latents, noise2, t2)
         prompts = [self.pairs.prompts[i] for i in index.tolist()]
         embeds = self.family.encode(prompts).embeds
         conditioning = {"encoder_hidden_states": torch.cat([embeds, embeds]).to(unet.dtype)}
@@ -283,3 +289,7 @@ def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Re
     save_adapter(unet, DELTA, out, trainer.metadata(history))
     unet.delete_adapters(DELTA)
     return out
+
+
+COMMAND = Command("npo", "train a negative-preference LoRA delta for the negative branch of CFG (Diffusion-NPO)",
+                  NPOConfig, train_npo)

@@ -41,7 +41,22 @@ import torch
 from torch import nn
 
 from ... import __version__
-from ...config import MODEL_HELP, arg, check_output_path, require
+from ...config import (
+    BATCH_SIZE,
+    GRAD_WINDOW,
+    GUIDANCE_SCALE,
+    LR,
+    PRECISION,
+    PROMPTS,
+    REWARD,
+    TRAINING_SEED,
+    Command,
+    RewardSettings,
+    TrainingSettings,
+    arg,
+    check_output_path,
+    require,
+)
 from ...embedding import NegativeEmbedding
 from ...families import Family, TextConditioning
 from ...identity import file_identity
@@ -275,14 +290,14 @@ def resolve_settings(model: LoadedModel, metadata: dict[str, str], *, steps: int
     """Flags first; then lr, weight decay and grad window from the start file's metadata (the window only where
     it fits ``steps``), else ``reneg train``'s defaults; steps, guidance scale and resolution from the model."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    steps = steps or model.defaults.num_inference_steps
+    sampling = model.sampling(steps=steps, guidance_scale=guidance_scale, resolution=resolution)
+    steps = sampling.steps
     stored_window = int(metadata.get("grad_window", 0) or 0)
     grad_window = grad_window or (stored_window if 1 <= stored_window <= steps else max(1, math.ceil(steps / 3)))
     require(1 <= grad_window <= steps, f"--grad-window must be between 1 and --steps ({steps}), got {grad_window}")
     return AdaptSettings(
-        steps=steps, guidance_scale=float(guidance_scale if guidance_scale is not None
-                                          else model.defaults.guidance_scale),
-        resolution=resolution or model.resolution, grad_window=grad_window,
+        steps=steps, guidance_scale=float(sampling.guidance_scale), resolution=sampling.resolution,
+        grad_window=grad_window,
         lr=float(lr if lr is not None else metadata.get("lr", defaults["lr"])),
         weight_decay=float(weight_decay if weight_decay is not None
                            else metadata.get("weight_decay", defaults["weight_decay"])),
@@ -335,38 +350,32 @@ def base_metadata(model: LoadedModel, settings: AdaptSettings, *, start: str | N
 
 
 @dataclass
-class AdaptConfig:
+class AdaptConfig(RewardSettings, TrainingSettings):
     """Settings of ``reneg adapt``; None means the start file's or the model's default."""
 
-    model: str | None = arg(None, MODEL_HELP)
     prompt: str | None = arg(None, "the prompt to adapt to (writes --out FILE)", metavar="TEXT")
-    prompts: str | None = arg(None, "prompts file (.txt one a line, .json, .tsv): one embedding per prompt in "
-                                    "--out DIR, with index.json", metavar="FILE")
+    prompts: str | None = PROMPTS(help="prompts file (.txt one a line, .json, .tsv): one embedding per prompt in "
+                                       "--out DIR, with index.json")
     negative: str | None = arg(None, "the global negative embedding to start from (default: the null text)",
                                metavar="FILE")
     out: str | None = arg(None, "FILE (.safetensors) for --prompt, DIR for --prompts", metavar="FILE_OR_DIR")
-    reward: str | None = arg(None, "reward name (default: the one --negative was trained with, else the model's)")
-    reward_model: str | None = arg(None, "reward checkpoint: path or cached hub id", metavar="PATH_OR_ID")
+    reward: str | None = REWARD(help="reward name (default: the one --negative was trained with, else the model's)")
     adapt_steps: int = arg(10, "at most N optimizer steps per prompt (N of Algorithm 1; paper: 10)", metavar="N",
                            min=0)
     patience: int = arg(3, "stop a prompt after P steps in a row without a better selection reward (paper: 3)",
                         metavar="P", min=1)
     selection_draws: int = arg(4, "fixed noise draws per prompt on which every candidate is scored (and the "
                                   "gradient taken)", metavar="K", min=1)
-    lr: float | None = arg(None, "AdamW learning rate (default: --negative's, else reneg train's)", min_exclusive=0)
-    grad_window: int | None = arg(None, "t is drawn from the last K sampling steps (default: --negative's, else "
-                                        "a third of --steps)", metavar="K", min=1)
-    steps: int | None = arg(None, "DDIM sampling steps T", min=1)
-    guidance_scale: float | None = arg(None, "CFG scale (use the one you will generate with)", min=0)
-    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
-                                 multiple_of=8)
-    seed: int = arg(0, "seed of the selection draws", min=0, max=2**32 - 1)
-    batch_size: int = arg(8, "prompts adapted together in one batched rollout", min=1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the frozen models; the embeddings stay fp32",
-                         choices=["fp32", "fp16", "bf16"])
+    lr: float | None = LR(help="AdamW learning rate (default: --negative's, else reneg train's)")
+    grad_window: int | None = GRAD_WINDOW(help="t is drawn from the last K sampling steps (default: --negative's, "
+                                               "else a third of --steps)")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale (use the one you will generate with)")
+    seed: int = TRAINING_SEED(help="seed of the selection draws")
+    batch_size: int = BATCH_SIZE(8, "prompts adapted together in one batched rollout")
+    precision: str = PRECISION(help="dtype of the frozen models; the embeddings stay fp32")
 
     def __post_init__(self):
+        super().__post_init__()
         require((self.prompt is None) != (self.prompts is None), "give one of --prompt TEXT or --prompts FILE")
         require(self.prompt is None or self.prompt.strip() != "", "--prompt is empty: give the prompt")
         require(self.out is not None, "--out is required: a .safetensors FILE for --prompt, a DIR for --prompts")
@@ -431,3 +440,7 @@ def adapt(config: AdaptConfig, *, model: LoadedModel | None = None) -> Path:
     if not single:
         write_json(out / "index.json", index)
     return out
+
+
+COMMAND = Command("adapt", "per-sample negative embeddings (ReNeg Algorithm 1) for a prompt or each prompt of a "
+                           "file", AdaptConfig, adapt)

@@ -1,8 +1,9 @@
 """The ``per-sample=FILE`` method of ``reneg eval`` and ``reneg generate --per-sample FILE`` (ReNeg Sec. 4.3).
 
 Each batch's prompts are adapted from the global embedding FILE in one batched run
-(:func:`reneg.methods.reneg.adapt.adapt_negatives`; seed 0 for the selection draws, which are keyed by the prompt's text and so
-differ from the evaluated items' noise), then each image is generated with its prompt's embedding.
+(:func:`reneg.methods.reneg.adapt.adapt_negatives`; seed 0 for the selection draws, which are keyed by the
+prompt's text and so differ from the evaluated items' noise), then each image is generated with its prompt's
+embedding.
 
 Where the caller gives the method an output directory (``out``: ``reneg eval`` sets its ``--out``, ``reneg
 generate`` its own), each prompt's embedding is saved as
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ...config import arg
 from ...core.rollout import guided_images
 from ...embedding import NegativeEmbedding
 from ...errors import ReNegError
@@ -32,7 +34,8 @@ from . import adapt as adapting
 logger = logging.getLogger(__name__)
 
 #: The adaptation inside ``reneg eval`` / ``generate``: ``reneg adapt``'s defaults (Algorithm 1's N = 10, P = 3),
-#: K = 4 selection draws, seed 0; lr and grad window from the file (see :func:`reneg.methods.reneg.adapt.resolve_settings`).
+#: K = 4 selection draws, seed 0; lr and grad window from the file (see
+#: :func:`reneg.methods.reneg.adapt.resolve_settings`).
 RECIPE = {"adapt_steps": 10, "patience": 3, "selection_draws": 4, "seed": 0}
 
 
@@ -131,3 +134,16 @@ def per_sample_identity(path: str) -> str:
                              "<out>/per-sample/ and reused")
 def _per_sample(argument: str | None, model: LoadedModel) -> Method:
     return PerSampleMethod(argument, per_sample_identity(argument))
+
+
+@dataclass
+class PerSampleFlags:
+    """``reneg generate``'s flag for per-sample embeddings: an alias of ``--method per-sample=FILE``."""
+
+    per_sample: str | None = arg(None, "adapt a per-sample embedding to each prompt from this global embedding "
+                                       "(ReNeg Algorithm 1; saved in --out/per-sample/), then generate with it "
+                                       "(--method per-sample=FILE)", metavar="FILE")
+
+    def alias_spec(self) -> str | None:
+        """The spec this flag stands for, or None when it is not given."""
+        return None if self.per_sample is None else f"per-sample={self.per_sample}"

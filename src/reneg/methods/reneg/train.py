@@ -31,7 +31,26 @@ import torch
 from torch import nn
 
 from ... import __version__
-from ...config import MODEL_HELP, arg, check_output_path, require
+from ...config import (
+    BATCH_SIZE,
+    GRAD_WINDOW,
+    GUIDANCE_SCALE,
+    LOG_EVERY,
+    LR,
+    PRECISION,
+    PROMPT,
+    PROMPTS,
+    STEPS,
+    TRAIN_STEPS,
+    Command,
+    ConditionSettings,
+    PromptSettings,
+    RewardSettings,
+    TrainingSettings,
+    arg,
+    check_output_path,
+    require,
+)
 from ...embedding import NegativeEmbedding
 from ...errors import ReNegError
 from ...families import TextConditioning
@@ -47,40 +66,28 @@ from .validation import VALIDATION_PROMPTS, validation
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSettings):
     """Settings of ``reneg train``; None means the model's default."""
 
-    model: str | None = arg(None, MODEL_HELP)
-    prompt: list[str] = arg([], "a training prompt (repeatable)")
-    prompts: str | None = arg(None, "training prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
-    reward: str | None = arg(None, "reward name (see `reneg rewards`)")
-    reward_model: str | None = arg(None, "reward checkpoint: path or cached hub id", metavar="PATH_OR_ID")
+    prompt: list[str] = PROMPT(help="a training prompt (repeatable)")
+    prompts: str | None = PROMPTS(help="training prompts file (.txt one a line, .json, .tsv)")
     rewards: dict | None = arg(None, "config file only: a [rewards] table of weighted rewards, e.g. "
                                      '{"hpsv2.1" = 1.0, pickscore = {weight = 0.5, model = "PATH"}}', cli=False)
     out: str = arg("negative.safetensors", "where to write the learned embedding", metavar="FILE",
                    output="file")
-    train_steps: int = arg(120, "optimizer steps (paper: 4000; the default suits the shapes world on a CPU)",
-                           metavar="N", min=1)
-    batch_size: int = arg(8, "prompts per optimizer step (paper: 64)", min=1)
-    micro_batch_size: int | None = arg(None, "prompts per forward pass; gradients are accumulated up to "
-                                             "--batch-size (default: --batch-size)", min=1)
-    lr: float = arg(1e-2, "AdamW learning rate (paper: 5e-3)", min_exclusive=0)
+    train_steps: int = TRAIN_STEPS(120, "optimizer steps (paper: 4000; the default suits the shapes world on a CPU)")
+    batch_size: int = BATCH_SIZE(8, "prompts per optimizer step (paper: 64)")
+    micro_batch_size: int | None = BATCH_SIZE(None, "prompts per forward pass; gradients are accumulated up to "
+                                                    "--batch-size (default: --batch-size)")
+    lr: float = LR(1e-2, "AdamW learning rate (paper: 5e-3)")
     weight_decay: float = arg(0.0, "AdamW weight decay", min=0)
     warmup_steps: int = arg(0, "linear warm-up steps before the cosine decay", min=0)
-    steps: int | None = arg(None, "DDIM sampling steps T (paper: 30)", min=1)
-    grad_window: int | None = arg(None, "t is drawn from the last K of the sampling steps (paper: 10 of 30; "
-                                        "default: a third of --steps)", metavar="K", min=1)
-    guidance_scale: float | None = arg(None, "CFG scale gamma (paper: 7.5)", min=0)
+    steps: int | None = STEPS(help="DDIM sampling steps T (paper: 30)")
+    grad_window: int | None = GRAD_WINDOW(help="t is drawn from the last K of the sampling steps (paper: 10 of 30; "
+                                               "default: a third of --steps)")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale gamma (paper: 7.5)")
     learn_guidance_scale: bool = arg(False, "also learn the guidance scale (ReNeg Sec. 4.2; off in the paper)")
-    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
-                                 multiple_of=8)
-    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
-                                    metavar="FILE")
-    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
-    seed: int = arg(0, "seed of prompts, timesteps and noise", min=0, max=2**32 - 1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the frozen models; the embedding stays fp32",
-                         choices=["fp32", "fp16", "bf16"])
+    precision: str = PRECISION(help="dtype of the frozen models; the embedding stays fp32")
     gradient_checkpointing: bool = arg(False, "recompute the UNet's/transformer's and the VAE's activations in the "
                                               "backward pass and decode one sample at a time: less memory, more "
                                               "time (SDXL, SD3 at 1024 px)")
@@ -90,24 +97,21 @@ class TrainConfig:
     validate_every: int | None = arg(None, "measure the validation reward (fully sampled images of fixed prompts "
                                            "and noise) every N steps (default: 5 times a run; 0: never)",
                                      metavar="N", min=0)
-    validate_prompts: int = arg(VALIDATION_PROMPTS, "how many fixed training prompts (each with its fixed x_T) the validation "
-                                    "reward is measured on", metavar="N", min=1)
+    validate_prompts: int = arg(VALIDATION_PROMPTS, "how many fixed training prompts (each with its fixed x_T) the "
+                                "validation reward is measured on", metavar="N", min=1)
     max_nonfinite_steps: int = arg(5, "stop after this many non-finite steps in a row (each is skipped with a "
                                       "warning; the last good checkpoint is kept)", metavar="K", min=1)
-    log_every: int = arg(10, "log a line every N steps (0: never)", metavar="N", min=0)
+    log_every: int = LOG_EVERY()
     report_to: str = arg("none", "also log reward/loss/lr per step to this tracker (tensorboard: <out>.tensorboard/, "
                                  "needs `pip install tensorboard`)", choices=["none", "tensorboard"])
 
     def __post_init__(self):
-        require(self.train_steps >= 1, f"--train-steps must be >= 1, got {self.train_steps}")
-        require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        super().__post_init__()
         micro = self.micro_batch_size or self.batch_size
         require(micro >= 1 and self.batch_size % micro == 0,
                 f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size {micro}")
         require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size,
                 f"--micro-batch-size {self.micro_batch_size} must not exceed --batch-size {self.batch_size}")
-        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
         require(self.out.endswith(".safetensors"), f"--out must end in .safetensors, got '{self.out}'")
         require(not (self.rewards and (self.reward or self.reward_model)),
                 "give either a [rewards] table or --reward/--reward-model, not both")
@@ -445,3 +449,11 @@ def log_listeners(config) -> tuple:
             reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps,
                         validation_path=validation_path if every else None),
             *REPORTERS[report_to](config))
+
+
+def _run(config: TrainConfig) -> str | None:
+    """``reneg train``: the main process prints where the embedding went."""
+    return config.out if train(config, listeners=log_listeners(config)) is not None else None
+
+
+COMMAND = Command("train", "learn a global negative embedding (ReNeg Sec. 4.2)", TrainConfig, _run)

@@ -1,6 +1,6 @@
 """How much of a watermark design survives the shipped world's 8x VAE (issue 21: the watermark's AUC is 0.713).
 
-    python benchmarks/world_watermark.py [--scenes 500]
+    python scripts/world_watermark.py [--scenes 500]
 
 For new clean scenes, each design stamps white bands (random phase and direction) and the shipped VAE
 reconstructs both versions. Two measures, per design:
@@ -19,12 +19,10 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from reneg.world import WEIGHTS_DIR
-from reneg.world import degrade
+from reneg.world import WEIGHTS_DIR, degrade
 from reneg.world.data import render_scenes
 from reneg.world.scenes import sample_scene
 from reneg.world.truth import _auc, reconstruct
-
 
 DESIGNS = {
     "shipped (diagonal, period 16 px along each axis)": degrade.watermark,

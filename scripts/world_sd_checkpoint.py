@@ -1,6 +1,6 @@
 """Judge a running build's sd checkpoint, raw and EMA weights, with the template judge (no trained scorer needed).
 
-    python benchmarks/world_sd_checkpoint.py [WORK_DIR]     # default runs/world-build
+    python scripts/world_sd_checkpoint.py [WORK_DIR]     # default runs/world-build
 
 80 held-out clean prompts (every 5th of the benchmark), x_T of seed 0, guidance 3, DDIM 20, null text. Prints
 one JSON line: the checkpoint's step and shape / colour / background read from the images. This is how the

@@ -1,8 +1,8 @@
 """10 steps of `reneg train` on tiny SD1.5 / SDXL / SD3 with a tiny PickScore: the reward before and the gains.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/family_train_gain.py
+    PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/family_train_gain.py
 
-The same settings and helpers as tests/test_sdxl.py and tests/test_sd3.py (tests/family_checks.py): the mean
+The same settings and helpers as tests/families/test_sdxl.py and test_sd3.py (tests/families/family_checks.py): the mean
 reward of 8 fully sampled images (4 steps, fixed seeds) with the null text, then with the embedding of each of two
 training seeds. Prints one JSON line per model.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "families"))
 from family_checks import mean_reward, train_args  # noqa: E402
 
 from reneg.cli import main as reneg_main  # noqa: E402

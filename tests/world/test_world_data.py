@@ -7,8 +7,8 @@ import torch
 from reneg.world import degrade
 from reneg.world.data import render_scenes
 from reneg.world.render import Scene, Thing, render
-from reneg.world.truth import labels as truth_labels
 from reneg.world.scenes import benchmark_prompts, caption, parse_prompt, reneg_training_prompts, sample_scene
+from reneg.world.truth import labels as truth_labels
 from reneg.world.vocab import CATEGORIES, COLOURS, DEGRADATIONS, SHAPES
 
 

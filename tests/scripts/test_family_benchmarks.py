@@ -3,9 +3,10 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_real_size_xl.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_real_size_xl.py"
 
 
 def _script():
@@ -30,6 +31,7 @@ def test_real_configs_have_the_published_sizes():
     assert sd3["transformer"] == 2243.2  # 24 MM-DiT blocks of width 1536, dual attention in blocks 0-12
 
 
+@pytest.mark.slow
 def test_tiny_run_on_the_cpu():
     results = _script().main(["--tiny", "--repeats", "1", "--grad-from-last"])
     assert [r["family"] for r in results] == ["sdxl", "sd3"]

@@ -1,6 +1,6 @@
 """NPO's alpha/beta heat map (the paper's Fig. 10) on the shapes world, through `reneg eval`.
 
-    OMP_NUM_THREADS=1 python benchmarks/npo_heatmap.py --npo DELTA_DIR --lora ETA_DIR --out runs/heatmap \
+    OMP_NUM_THREADS=1 python scripts/npo_heatmap.py --npo DELTA_DIR --lora ETA_DIR --out runs/heatmap \
         [--alphas 0,0.5,1] [--betas 0,0.5,1] [--limit 40] [--prompts benchmarks/world_heldout_100.json]
 
 Each cell is the eval method ``npo=DELTA,beta=B,lora=ETA,alpha=A`` (prompt's branch theta + eta, negative

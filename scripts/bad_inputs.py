@@ -1,6 +1,6 @@
 """Every bad input we try, run as a real `reneg` process: exit code, stderr lines, and whether --out appeared.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bad_inputs.py > table.md
+    HF_HUB_OFFLINE=1 python scripts/bad_inputs.py > table.md
 
 Prints the markdown table of docs/bad-input.md. Each row should read: exit 2, one line, nothing written.
 """

@@ -1,7 +1,7 @@
 """The world card's grid (docs/world-grid.png): renders of held-out scenes beside the world's generations.
 
 Rows: renders, then generations for their captions with the null text, the handcrafted negative prompt and a
-learned embedding.   python benchmarks/world_card.py runs/wt/quick/negative.safetensors docs/world-grid.png
+learned embedding.   python scripts/world_card.py runs/wt/quick/negative.safetensors docs/world-grid.png
 """
 
 import sys

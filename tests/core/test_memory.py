@@ -46,18 +46,3 @@ def test_per_sample_decode_holds_one_samples_activations():
     assert peaks[False, 4] > 3 * peaks[False, 1]
     assert peaks[True, 4] < 1.5 * peaks[True, 1]
     assert peaks[True, 4] < 0.5 * peaks[False, 4]
-
-
-def test_memory_estimate_script_counts_a_tiny_step():
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_estimate.py"
-    out = subprocess.run([sys.executable, str(script), "--tiny", "--batches", "1,4"], capture_output=True, text=True,
-                         check=True).stdout
-    rows = {(r["batch"], r["checkpointing"]): r["step_peak_mib"] for r in map(json.loads, out.splitlines()[:4])}
-    assert all(v > 0 for v in rows.values())
-    assert rows[4, True] < rows[4, False] and rows[1, True] < rows[1, False]
-    assert "| 4 | on |" in out

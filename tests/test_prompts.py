@@ -150,7 +150,7 @@ def test_a_count_other_than_the_published_one_is_logged(tmp_path, caplog):
 
 
 def test_register_benchmark_adds_a_reader(tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmarks, "_REGISTRY", dict(benchmarks._REGISTRY))  # leave the real registry alone
+    monkeypatch.setattr(benchmarks.PROMPT_SETS, "entries", dict(benchmarks.PROMPT_SETS.entries))  # leave the real registry alone
 
     @register_benchmark("test-lines", files=["a.txt"], description="test", source="https://example.org/{file}")
     def _read(paths):

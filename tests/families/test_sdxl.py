@@ -135,7 +135,7 @@ def test_presets_parse_into_train_config(name):
     from reneg.config import read_config_file
     from reneg.methods.reneg.train import TrainConfig
 
-    values = read_config_file(Path(__file__).resolve().parents[1] / "configs" / name)
+    values = read_config_file(Path(__file__).resolve().parents[2] / "configs" / name)
     assert set(values) <= {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**values)
     assert (config.resolution, config.precision, config.gradient_checkpointing) == (1024, "bf16", True)

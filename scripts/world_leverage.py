@@ -1,6 +1,6 @@
 """How far can one global negative embedding move the world's reward? (issue 21: what limits ReNeg there)
 
-    python benchmarks/world_leverage.py [--guidance-scale G] [--objective one-step|full-chain]
+    python scripts/world_leverage.py [--guidance-scale G] [--objective one-step|full-chain]
         [--train-steps N] [--lr LR] [--in-sample] [--negative FILE ...] [--batches N]
 
 Everything runs on training prompts (the world's train.txt), never on the benchmark. It measures the

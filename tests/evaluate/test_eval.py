@@ -302,8 +302,8 @@ def test_a_reward_model_changed_at_the_same_path_is_rescored(files, model, tmp_p
         scale = float(open(model_path).read())
         return lambda images, prompts: scale * contrast(images, prompts)
 
-    monkeypatch.setitem(base._REGISTRY, "scaled-contrast", base.RewardSpec("scaled-contrast", scaled_contrast,
-                                                                           None, "test reward"))
+    spec = base.RewardSpec("scaled-contrast", scaled_contrast, None, "test reward")
+    monkeypatch.setitem(base.REWARDS.entries, "scaled-contrast", spec)
     weights = tmp_path / "scale.txt"
     weights.write_text("1.0")
     config = _config(files, tmp_path / "out", limit=1, metrics=[f"scaled-contrast={weights}"])
