@@ -5,7 +5,7 @@
 
 On the first N prompts of the model's benchmark, with ``reneg adapt``'s defaults (N = 10 steps, patience 3,
 K = 4 selection draws, lr and grad window from the file): plain generation with the global embedding (one
-image per prompt) batched and one prompt at a time, then adaptation (``reneg.adapt.adapt_negatives``) of all N
+image per prompt) batched and one prompt at a time, then adaptation (``reneg.methods.reneg.adapt.adapt_negatives``) of all N
 prompts in one batched run and of each prompt alone. Prints a markdown table: seconds per prompt, the ratio to
 plain generation of the same prompts in the same mode (batched / one at a time), and the passes taken.
 Adaptation time excludes the generation that follows it (add 1 to the ratio for `generate --per-sample`).
@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from reneg.adapt import adapt_negatives, build_adapt_reward, load_start, resolve_settings
-from reneg.benchmarks import load_benchmark
-from reneg.models import load_model
-from reneg.rollout import guided_images
+from reneg.core.rollout import guided_images
+from reneg.methods.reneg.adapt import adapt_negatives, build_adapt_reward, load_start, resolve_settings
+from reneg.models.loading import load_model
+from reneg.prompts import load_benchmark
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from reneg.benchmarks import load_benchmark
-from reneg.models import load_model
-from reneg.rollout import guided_images
+from reneg.core.rollout import guided_images
+from reneg.models.loading import load_model
+from reneg.prompts import load_benchmark
 
 
 def main() -> None:

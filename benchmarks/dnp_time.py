@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from reneg.benchmarks import load_benchmark
-from reneg.dnp import dnp_images, dns_images, model_captioner
-from reneg.models import load_model
-from reneg.rollout import guided_images
+from reneg.core.rollout import guided_images
+from reneg.methods.dnp.images import dnp_images, dns_images, model_captioner
+from reneg.models.loading import load_model
+from reneg.prompts import load_benchmark
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """The suite's eval sections: ``reneg eval`` throughput (this tree vs a revision, same run) and eval's generation
-batch (speed and bit-identity); run through ``python -m benchmarks --only eval,batch`` (see :mod:`benchmarks.suite`).
+batch (speed and bit-identity): ``python -m benchmarks --only eval,batch`` (the runner: :mod:`benchmarks.suite`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.suite import HELDOUT, ROOT, _env, median, now
-
+from benchmarks.common import HELDOUT, ROOT, env, median, now
 
 # ---------------------------------------------------------------- eval's generation batch
 
@@ -65,7 +64,7 @@ def batch_sizes(rounds: int, device: str, items_count: int = 32, sizes=(4, 8, 16
 def eval_once(src: Path, out: Path, prompts: int, device: str) -> dict:
     """One ``reneg eval`` in its own process; seconds of generation and scoring from its tqdm bars' totals."""
     command = [sys.executable, "-m", "benchmarks.suite", "--child", "eval", str(out), str(prompts), device]
-    result = subprocess.run(command, env=_env(src), cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, env=env(src), cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"eval with {src} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,7 +2,7 @@
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/family_step.py [--rounds 5] [--threads 1]
 
-Each model gets a :class:`reneg.train.Trainer` with the same settings (batch 4 in micro-batches of 2, 10
+Each model gets a :class:`reneg.methods.reneg.train.Trainer` with the same settings (batch 4 in micro-batches of 2, 10
 sampling steps, t in the last 3, 64 px, the ``random-linear`` reward, fp32, CPU); one warm-up step each, then
 ``--rounds`` rounds of one step per model, interleaved so that drifts of a shared machine hit all alike. Prints
 the median seconds per step, the ratio to the tiny SD1.5, and each denoiser's parameter count (the tiny models
@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from reneg.train import TrainConfig, Trainer
+from reneg.methods.reneg.train import TrainConfig, Trainer
 
 MODELS = {"tiny": "SD1.5 (UNet, DDIM)", "tiny-sdxl": "SDXL (UNet + text_time, DDIM)",
           "tiny-sd3": "SD3 (MM-DiT, flow-matching Euler)"}

@@ -39,11 +39,11 @@ from pathlib import Path
 import torch
 
 try:
-    from reneg.families.base import decode_per_sample
+    from reneg.core.family import decode_per_sample
 except ImportError:  # run from a checkout without installing it (the GPU machine)
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from reneg.families.base import decode_per_sample
+    from reneg.core.family import decode_per_sample
 
 #: runwayml/stable-diffusion-v1-5 unet/config.json (the fields that are not diffusers' defaults).
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,

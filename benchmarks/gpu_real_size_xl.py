@@ -6,7 +6,7 @@
 The components are built from their published configs (written below: the ``config.json`` files of
 stabilityai/stable-diffusion-xl-base-1.0 and stabilityai/stable-diffusion-3.5-medium, T5-XXL's of
 google/t5-v1_1-xxl) with random weights, so nothing is downloaded; the text encoders are built too (they sit on
-the GPU in a real run). Each model runs :class:`reneg.train.Trainer` as ``reneg train`` would with the presets'
+the GPU in a real run). Each model runs :class:`reneg.methods.reneg.train.Trainer` as ``reneg train`` would with the presets'
 settings (bf16 frozen models, fp32 embedding, gradient checkpointing, micro-batch 1, DDIM 30 / flow-matching
 28 steps, t in the last third) and the ``contrast`` reward (no reward model: its memory is not counted). One
 warm-up step, then ``--repeats`` timed steps: the seconds of each (the rollout x_T -> x_t without gradient is
@@ -85,7 +85,7 @@ def build_sdxl(c: dict, device: torch.device):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from reneg.tokenizers import build_clip_tokenizer
+    from reneg.models.tokenizers import build_clip_tokenizer
 
     with torch.device(device):  # random weights made where they run (T5-XXL on the CPU would take minutes)
         modules = dict(vae=AutoencoderKL(**c["sdxl_vae"]), unet=UNet2DConditionModel(**c["sdxl_unet"]),
@@ -96,12 +96,16 @@ def build_sdxl(c: dict, device: torch.device):
 
 
 def build_sd3(c: dict, device: torch.device):
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from reneg.tiny import build_t5_tokenizer
-    from reneg.tokenizers import build_clip_tokenizer
+    from reneg.models.tiny import build_t5_tokenizer
+    from reneg.models.tokenizers import build_clip_tokenizer
 
     with torch.device(device):
         modules = dict(transformer=SD3Transformer2DModel(**c["sd3_transformer"]), vae=AutoencoderKL(**c["sd3_vae"]),
@@ -120,8 +124,8 @@ def _gib(n: int) -> float:
 
 def measure(name: str, build, configs: dict, *, tiny: bool, device: torch.device, repeats: int,
             grad_from_last: bool) -> dict:
-    from reneg.models import LoadedModel, ModelDefaults, _prepare
-    from reneg.train import TrainConfig, Trainer
+    from reneg.methods.reneg.train import TrainConfig, Trainer
+    from reneg.models.loading import LoadedModel, ModelDefaults, _prepare
 
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if not tiny else torch.float32

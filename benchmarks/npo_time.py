@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from reneg.benchmarks import load_benchmark
-from reneg.denoiser import AdapterWeights
-from reneg.evaluate.methods import build_methods, parse_method_spec
-from reneg.models import load_model
-from reneg.rollout import guided_images, rollout, text_branches
+from reneg.core.denoiser import AdapterWeights
+from reneg.core.rollout import guided_images, rollout, text_branches
+from reneg.methods.spec import build_methods, parse_method_spec
+from reneg.models.loading import load_model
+from reneg.prompts import load_benchmark
 
 
 def _bytes(tensors) -> int:

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from reneg.npo import NPOConfig, NPOTrainer
-from reneg.train import TrainConfig, Trainer
-from reneg.world.pairs import write_world_pairs
+from reneg.cli import main as reneg
+from reneg.methods.npo.train import NPOConfig, NPOTrainer
+from reneg.methods.reneg.train import TrainConfig, Trainer
 
 
 def main() -> None:
@@ -29,7 +29,9 @@ def main() -> None:
     parser.add_argument("--model", default="shapes")
     args = parser.parse_args()
     work = tempfile.mkdtemp()
-    pairs = write_world_pairs(f"{work}/pairs", count=64, seed=0)
+    if reneg(["world-pairs", "--out", f"{work}/pairs", "--count", "64", "--seed", "0"]):  # the world's command
+        raise SystemExit("reneg world-pairs failed")
+    pairs = f"{work}/pairs/pairs.jsonl"
     common = dict(model=args.model, batch_size=args.batch_size, device="cpu")
     steppers = {
         "ReNeg (embedding)": Trainer(TrainConfig(**common, out=f"{work}/n.safetensors",

@@ -15,7 +15,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """A tiny SD pipeline (epsilon prediction) in memory, CPU fp32, DDIM."""
-    from reneg.models import load_model
+    from reneg.models.loading import load_model
 
     return load_model("tiny").pipe
 
@@ -23,7 +23,7 @@ def tiny_pipe():
 @pytest.fixture(scope="session", params=["epsilon", "v_prediction"])
 def tiny_pipeline_dir(request, tmp_path_factory):
     """A tiny SD pipeline saved with save_pretrained, for each prediction type."""
-    from reneg.tiny import tiny_sd_pipeline
+    from reneg.models.tiny import tiny_sd_pipeline
 
     directory = tmp_path_factory.mktemp(f"tiny-sd-{request.param}")
     tiny_sd_pipeline(prediction_type=request.param).save_pretrained(directory)
@@ -32,7 +32,7 @@ def tiny_pipeline_dir(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_epsilon_dir(tmp_path_factory):
-    from reneg.tiny import tiny_sd_pipeline
+    from reneg.models.tiny import tiny_sd_pipeline
 
     directory = tmp_path_factory.mktemp("tiny-sd")
     tiny_sd_pipeline().save_pretrained(directory)
@@ -50,7 +50,7 @@ def animatediff_dir(tmp_path_factory):
     """A tiny random-weight AnimateDiff (tiny SD UNet + motion adapter, its zero-initialised outputs made non-zero)."""
     from diffusers import AnimateDiffPipeline, MotionAdapter
 
-    from reneg.tiny import tiny_sd_pipeline
+    from reneg.models.tiny import tiny_sd_pipeline
 
     sd = tiny_sd_pipeline()
     with torch.random.fork_rng(devices=[]):
@@ -70,7 +70,7 @@ def text_to_video_dir(tmp_path_factory):
     """A tiny random-weight ModelScope-layout text-to-video pipeline (UNet3DConditionModel)."""
     from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
 
-    from reneg.tiny import tiny_sd_pipeline
+    from reneg.models.tiny import tiny_sd_pipeline
 
     sd = tiny_sd_pipeline()
     with torch.random.fork_rng(devices=[]):

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 import reneg.embedding as embedding_module
+from reneg.core.fingerprint import fingerprints_match, pipeline_fingerprint, text_encoder_fingerprint
 from reneg.embedding import NegativeEmbedding, null_text_embedding
 from reneg.errors import ReNegError
-from reneg.fingerprint import fingerprints_match, pipeline_fingerprint, text_encoder_fingerprint
-from reneg.tiny import tiny_sd_pipeline
+from reneg.models.tiny import tiny_sd_pipeline
 
 L, D = 77, 32
 

@@ -70,3 +70,38 @@ def test_generate_default_model_null_text(tmp_path):
     record = json.loads((tmp_path / "generation.json").read_text())
     assert record["method"] == "null" and len(record["images"]) == 1
     assert Image.open(tmp_path / record["images"][0]["file"]).size == (64, 64)
+
+
+@pytest.mark.parametrize("alias, spec", [(["--negative-prompt", "blurry"], "negative-prompt=blurry"),
+                                         (["--handcrafted"], "handcrafted"),
+                                         (["--caption", "a blue square"], "dnp-caption=a blue square")])
+def test_method_spec_gives_the_alias_flags_images(alias, spec, tmp_path):
+    """`--method SPEC` and the flag that stands for it write the same PNGs and the same record."""
+    common = ["generate", "--model", "tiny", "--prompt", PROMPTS[0], "--steps", "2", "--seed", "5", "--device", "cpu"]
+    assert main([*common, *alias, "--out", str(tmp_path / "alias")]) == 0
+    assert main([*common, "--method", spec, "--out", str(tmp_path / "spec")]) == 0
+    by_alias, record = _reneg_images(tmp_path / "alias")
+    by_spec, spec_record = _reneg_images(tmp_path / "spec")
+    assert np.array_equal(by_alias, by_spec) and record["method"] == spec_record["method"] == spec
+
+
+def test_method_spec_guidance_suffix_sets_the_guidance_scale(tmp_path):
+    common = ["generate", "--model", "tiny", "--prompt", PROMPTS[0], "--steps", "2", "--device", "cpu"]
+    assert main([*common, "--method", "null@3", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--guidance-scale", "3", "--out", str(tmp_path / "b")]) == 0
+    assert np.array_equal(_reneg_images(tmp_path / "a")[0], _reneg_images(tmp_path / "b")[0])
+    assert json.loads((tmp_path / "a" / "generation.json").read_text())["guidance_scale"] == 3.0
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--method", "null", "--handcrafted"], "--method and the flags that stand for a method"),
+    (["--method", "null@3", "--guidance-scale", "4"], "sets the guidance scale and so does --guidance-scale"),
+    (["--method", "nonsense"], "unknown method 'nonsense'"),
+    (["--method", "embedding=/no/such.safetensors"], "does not exist"),
+])
+def test_bad_method_specs_are_one_line_and_exit_2(flags, needle, tmp_path, capsys):
+    status = main(["generate", "--model", "tiny", "--prompt", PROMPTS[0], "--device", "cpu",
+                   "--out", str(tmp_path / "out"), *flags])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Warning" not in line]
+    assert status == 2 and len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "out" / "generation.json").exists()

@@ -20,16 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from reneg import checkpoint
-from reneg.benchmarks import load_benchmark
 from reneg.cli import main
 from reneg.config import _base_type, build_config
 from reneg.embedding import NegativeEmbedding
 from reneg.errors import ReNegError
 from reneg.evaluate import EvalConfig
 from reneg.generate import GenerateConfig
-from reneg.prompts import load_prompts
-from reneg.train import TrainConfig
+from reneg.methods import checkpoints as checkpoint
+from reneg.methods.reneg.train import TrainConfig
+from reneg.prompts import load_benchmark, load_prompts
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CONFIGS = (TrainConfig, GenerateConfig, EvalConfig)

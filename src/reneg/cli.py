@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from . import __version__
-from .config import add_config_arguments, build_config
+from .config import Command, add_config_arguments, build_config
 from .errors import ReNegError
 
 
@@ -24,144 +24,62 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _train(args):
-    from .train import TrainConfig, train
-    from .listeners import log_listeners
+def builtin_commands() -> list[Command]:
+    """reneg's own commands, gathered from where each is built: the method folders, generate, evaluate, listings."""
+    from . import generate
+    from .evaluate import compare, efficiency, runner
+    from .methods.dnp import images as dnp
+    from .methods.npo import train as npo
+    from .methods.reneg import adapt, train
+    from .models import loading as models
+    from .rewards import base as rewards
 
-    config = build_config(TrainConfig, args, config_file=args.config)
-    if train(config, listeners=log_listeners(config)) is not None:  # the main process prints the path
-        print(config.out)
-
-
-def _generate(args):
-    from .generate import GenerateConfig, generate
-
-    config = build_config(GenerateConfig, args, config_file=args.config)
-    print(generate(config))
-
-
-def _dnp(args):
-    from .dnp import DnpConfig, dnp
-
-    print(dnp(build_config(DnpConfig, args, config_file=args.config)))
-
-
-def _adapt(args):
-    from .adapt import AdaptConfig, adapt
-
-    print(adapt(build_config(AdaptConfig, args, config_file=args.config)))
-
-
-def _npo(args):
-    from .npo import NPOConfig, train_npo
-
-    print(train_npo(build_config(NPOConfig, args, config_file=args.config)))
-
-
-def _eval(args):
-    from .evaluate import EvalConfig, evaluate
-
-    config = build_config(EvalConfig, args, config_file=args.config)
-    print(evaluate(config))
-
-
-def _compare(args):
-    from .compare import CompareConfig, compare
-
-    config = build_config(CompareConfig, args, config_file=args.config)
-    print(compare(config))
-
-
-def _efficiency(args):
-    from .efficiency import EfficiencyConfig, efficiency
-
-    print(efficiency(build_config(EfficiencyConfig, args, config_file=args.config)))
-
-
-def _rewards(args):
-    from .rewards import available_rewards
-
-    for name, description in available_rewards().items():
-        print(f"{name:16s} {description}")
-
-
-def _models(args):
-    from .models import builtin_models, default_model
-
-    default = default_model()
-    for name, builtin in builtin_models().items():
-        print(f"{name:16s} {builtin.description}{' (default)' if name == default else ''}")
-
-
-def _config_classes():
-    from .adapt import AdaptConfig
-    from .dnp import DnpConfig
-    from .evaluate import EvalConfig
-    from .generate import GenerateConfig
-    from .train import TrainConfig
-    from .npo import NPOConfig
-
-    from .compare import CompareConfig
-    from .efficiency import EfficiencyConfig
-
-    return {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig, "compare": CompareConfig,
-            "dnp": DnpConfig, "adapt": AdaptConfig, "npo": NPOConfig, "efficiency": EfficiencyConfig,
-            **{name: config for name, (_, _, config) in _plugin_commands().items()}}
+    return [train.COMMAND, adapt.COMMAND, generate.COMMAND, dnp.COMMAND, npo.COMMAND, runner.COMMAND,
+            compare.COMMAND, efficiency.COMMAND, rewards.COMMAND, models.COMMAND]
 
 
 #: Entry-point group of plugins' commands: each names a function returning (help, config class, run(config)).
 COMMAND_GROUP = "reneg.commands"
 
 
-def _plugin_commands() -> dict:
-    """name -> (handler(args), help, config class) of the commands plugins bring (the world's `world-build`)."""
+def plugin_commands() -> list[Command]:
+    """The commands plugins bring (the world's ``world-build`` and ``world-pairs``); a broken one is skipped."""
     from importlib.metadata import entry_points
 
-    commands = {}
+    commands = []
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         try:
             help_text, config_class, run = entry.load()()
         except Exception as error:  # noqa: BLE001 - a broken plugin must not break reneg
             logging.getLogger("reneg").warning("reneg command plugin '%s' failed to load (%s)", entry.name, error)
             continue
-
-        def handler(args, config_class=config_class, run=run):
-            run(build_config(config_class, args, config_file=args.config))
-
-        commands[entry.name] = (handler, help_text, config_class)
+        commands.append(Command(entry.name, help_text, config_class, run))
     return commands
 
 
-def _commands() -> dict:
-    """The built-in commands and the plugins' ones: name -> (handler(args), help)."""
-    return {**COMMANDS, **{name: (handler, help_text) for name, (handler, help_text, _) in _plugin_commands().items()}}
+def command_table() -> dict[str, Command]:
+    """The one table of commands: name -> :class:`~reneg.config.Command` (a plugin's may replace a built-in)."""
+    return {command.name: command for command in [*builtin_commands(), *plugin_commands()]}
 
 
-COMMANDS = {
-    "train": (_train, "learn a global negative embedding (ReNeg Sec. 4.2)"),
-    "adapt": (_adapt, "per-sample negative embeddings (ReNeg Algorithm 1) for a prompt or each prompt of a file"),
-    "generate": (_generate, "generate images with null text, a negative prompt or a learned embedding"),
-    "dnp": (_dnp, "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)"),
-    "npo": (_npo, "train a negative-preference LoRA delta for the negative branch of CFG (Diffusion-NPO)"),
-    "eval": (_eval, "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report"),
-    "compare": (_compare, "a learned negative beside null text and the handcrafted prompt: picture and one line"),
-    "efficiency": (_efficiency, "parameter efficiency E(theta) of the negative embedding, the UNet and LoRA "
-                                "(ReNeg Sec. 4.1, Table 1), by random projections"),
-    "rewards": (_rewards, "list the registered rewards"),
-    "models": (_models, "list the built-in models"),
-}
+def _run(command: Command, args) -> None:
+    """Build the command's config from the flags (and --config), run it, print what it returns."""
+    config = build_config(command.config, args, config_file=args.config) if command.config else None
+    result = command.run(config)
+    if result is not None:
+        print(result)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="reneg", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"reneg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    configs = _config_classes()
-    for name, (_, help_text) in _commands().items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        if name in configs:
-            command.add_argument("--config", metavar="FILE", help="TOML or YAML file with the same keys as the flags")
-            add_config_arguments(command, configs[name])
+    for name, command in command_table().items():
+        parsed = sub.add_parser(name, help=command.help, description=command.help)
+        parsed.set_defaults(_command=command)
+        if command.config is not None:
+            parsed.add_argument("--config", metavar="FILE", help="TOML or YAML file with the same keys as the flags")
+            add_config_arguments(parsed, command.config)
     return parser
 
 
@@ -261,7 +179,7 @@ def run_command(args) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            _commands()[args.command][0](args)
+            _run(args._command, args)
     except ReNegError as error:
         return _fail(args.command, str(error), 2)
     except KeyboardInterrupt:

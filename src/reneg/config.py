@@ -1,7 +1,11 @@
-"""Dataclass configs: one parser for the CLI and for TOML/YAML config files.
+"""Dataclass configs: the settings every command shares, one parser for the CLI and for TOML/YAML files.
 
 Each field's help text lives once, in ``field(metadata={"help": ...})``; the
 CLI flags, ``--help`` and the config-file keys are derived from the fields.
+The model and sampling settings are declared once (:class:`Setting`) and
+inherited by every command's config (:class:`ModelSettings`,
+:class:`SamplingSettings`, ...); each range is checked in one place,
+:func:`check_ranges`, for the CLI, config files and Python alike.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import os
 import tempfile
 import typing
 from pathlib import Path
+from typing import Callable
 
 from .errors import ReNegError
 
 HELP = "help"
-#: The help of every command's ``--model`` (what :func:`reneg.models.load_model` accepts).
+#: The help of every command's ``--model`` (what :func:`reneg.models.loading.load_model` accepts).
 MODEL_HELP = "diffusers pipeline directory, cached hub id or built-in name (none: the embedded default)"
 
 
@@ -124,7 +129,8 @@ def _optional(annotation) -> bool:
 
 
 def _wrong(name: str, kind: type, value, *, is_list: bool = False) -> ReNegError:
-    expected = f"a list of {KIND_NAMES.get(kind, kind.__name__)} values" if is_list else KIND_NAMES.get(kind, kind.__name__)
+    name_of_kind = KIND_NAMES.get(kind, kind.__name__)
+    expected = f"a list of {name_of_kind} values" if is_list else name_of_kind
     return ReNegError(f"{name} must be {expected}, got {value!r}")
 
 
@@ -280,3 +286,120 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`ReNegError` with ``message`` unless ``condition`` holds (for ``__post_init__``)."""
     if not condition:
         raise ReNegError(message)
+
+
+def check_ranges(config) -> None:
+    """Every field's range metadata (``min``, ``max``, ``multiple_of``, ``choices``) on a built config: the one
+    place a range is checked (``__post_init__`` of :class:`ModelSettings` runs it for every command's config)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None or isinstance(value, bool):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            _check_range(f.metadata, item, _flag_name(f))
+
+
+# -- the settings every command shares ---------------------------------------------------------------
+class Setting:
+    """A setting declared once: its default, help text and range; calling it makes the dataclass field.
+
+    A command may give it another default or a more specific help (``BATCH_SIZE(8, "prompts per optimizer
+    step")``); the range stays the one declared here.
+    """
+
+    def __init__(self, default, help: str, **metadata):
+        self.default, self.help, self.metadata = default, help, metadata
+
+    def __call__(self, default=dataclasses.MISSING, help: str | None = None) -> dataclasses.Field:
+        return arg(self.default if default is dataclasses.MISSING else default, help or self.help, **self.metadata)
+
+
+PRECISION_NAMES = ["fp32", "fp16", "bf16"]
+MODEL = Setting(None, MODEL_HELP)
+DEVICE = Setting("auto", "cpu, cuda, cuda:N or auto")
+PRECISION = Setting("fp32", "dtype of the frozen models", choices=PRECISION_NAMES)
+STEPS = Setting(None, "DDIM sampling steps", min=1)
+GUIDANCE_SCALE = Setting(None, "CFG scale", min=0)
+RESOLUTION = Setting(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8, multiple_of=8)
+SEED = Setting(0, "seed of a CPU generator drawing the initial latents as diffusers does", min=0, max=2**63 - 1)
+TRAINING_SEED = Setting(0, "seed of prompts, timesteps and noise", min=0, max=2**32 - 1)
+BATCH_SIZE = Setting(4, "images per forward pass", min=1)
+PROMPT = Setting([], "a prompt (repeatable)")
+PROMPTS = Setting(None, "prompts file (.txt one a line, .json, .tsv)", metavar="FILE")
+REWARD = Setting(None, "reward name (see `reneg rewards`)")
+REWARD_MODEL = Setting(None, "reward checkpoint: path or cached hub id", metavar="PATH_OR_ID")
+GRAD_WINDOW = Setting(None, "t is drawn from the last K sampling steps (default: a third of --steps)", metavar="K",
+                      min=1)
+CONTROL_IMAGE = Setting(None, "ControlNet pipelines: the control image every image is conditioned on",
+                        metavar="FILE")
+NUM_FRAMES = Setting(None, "video pipelines: frames per video (default: 16, as diffusers)", min=1)
+NUM_IMAGES = Setting(1, "images per prompt", min=1)
+TRAIN_STEPS = Setting(120, "optimizer steps", metavar="N", min=1)
+LR = Setting(None, "AdamW learning rate", min_exclusive=0)
+LOG_EVERY = Setting(10, "log a line every N steps (0: never)", metavar="N", min=0)
+
+
+@dataclasses.dataclass
+class ModelSettings:
+    """The model and where it runs: the first settings of every command."""
+
+    model: str | None = MODEL()
+    device: str = DEVICE()
+    precision: str = PRECISION()
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclasses.dataclass
+class SamplingSettings(ModelSettings):
+    """How images are sampled; None means the model's default (:meth:`reneg.models.LoadedModel.sampling`)."""
+
+    steps: int | None = STEPS()
+    guidance_scale: float | None = GUIDANCE_SCALE()
+    resolution: int | None = RESOLUTION()
+    seed: int = SEED()
+
+
+@dataclasses.dataclass
+class TrainingSettings(SamplingSettings):
+    """A training rollout's sampling settings: t is drawn from the last ``grad_window`` steps."""
+
+    grad_window: int | None = GRAD_WINDOW()
+    seed: int = TRAINING_SEED()
+
+
+@dataclasses.dataclass
+class PromptSettings:
+    """Prompts from ``--prompt`` (repeatable) and ``--prompts FILE``."""
+
+    prompt: list[str] = PROMPT()
+    prompts: str | None = PROMPTS()
+
+
+@dataclasses.dataclass
+class RewardSettings:
+    """The reward a training run climbs."""
+
+    reward: str | None = REWARD()
+    reward_model: str | None = REWARD_MODEL()
+
+
+@dataclasses.dataclass
+class ConditionSettings:
+    """Inputs beside the text some pipelines are conditioned on."""
+
+    control_image: str | None = CONTROL_IMAGE()
+    num_frames: int | None = NUM_FRAMES()
+
+
+# -- commands ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A ``reneg`` subcommand: its name, one line of help, its config class and ``run(config)``, whose result
+    (when not None) the CLI prints."""
+
+    name: str
+    help: str
+    config: type | None
+    run: Callable

@@ -29,9 +29,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .core.fingerprint import combined_fingerprint, fingerprints_match
 from .errors import ReNegError
 from .io import atomic_path
-from .fingerprint import combined_fingerprint, fingerprints_match
 
 FORMAT = "reneg.negative_embedding"
 VERSION = "1"
@@ -80,7 +80,8 @@ def _as_pooled(tensor, *, source: str) -> torch.Tensor:
 def _finite_fp32(tensor: torch.Tensor, *, source: str) -> torch.Tensor:
     tensor = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
     if not torch.isfinite(tensor).all():
-        raise ReNegError(f"{source}: the tensor contains NaN or inf values: the file is corrupt or its training diverged; use another file")
+        raise ReNegError(f"{source}: the tensor contains NaN or inf values: the file is corrupt or its training "
+                         "diverged; use another file")
     return tensor
 
 
@@ -214,7 +215,8 @@ class NegativeEmbedding:
         """
         path = Path(path)
         if path.suffix.lower() != ".safetensors":
-            raise ReNegError(f"{path}: negative embeddings are written as .safetensors; give a path ending in .safetensors")
+            raise ReNegError(f"{path}: negative embeddings are written as .safetensors; give a path ending in "
+                             ".safetensors")
         tensors = {EMBEDDING_KEY: self.tensor.contiguous()}
         if self.pooled is not None:
             tensors[POOLED_KEY] = self.pooled.contiguous()
@@ -232,7 +234,8 @@ class NegativeEmbedding:
         """
         path = Path(path)
         if not path.is_file():
-            raise ReNegError(f"negative embedding file {path} does not exist: pass the .safetensors (or .pt) file that `reneg train` wrote")
+            raise ReNegError(f"negative embedding file {path} does not exist: pass the .safetensors (or .pt) file "
+                             "that `reneg train` wrote")
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
             tensors, metadata = _read_safetensors(path)

@@ -93,7 +93,7 @@ def path_identity(path: str | Path) -> str:
 
 
 def model_identity(model) -> str:
-    """The identity of a :class:`~reneg.models.LoadedModel`: what decides its images besides the settings.
+    """The identity of a :class:`~reneg.models.loading.LoadedModel`: what decides its images besides the settings.
 
     A model loaded from a directory (a path, a cached hub snapshot, a built-in
     shipped as files) is :func:`path_identity` of that directory, as diffusers
@@ -135,3 +135,12 @@ def _cached_hub_path(reference: str) -> Path | None:
         return None
     local = snapshot.joinpath(*parts[2:])
     return local if local.exists() else None
+
+
+def file_identity(path: str | Path) -> str:
+    """``sha256:<16 hex>`` of a file's bytes: saved images stay valid only while the file is unchanged."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Atomic file output: a file appears whole under its name, or not at all."""
+"""Atomic file output (a file appears whole under its name, or not at all), images as PNGs, videos as frames + GIF."""
 
 from __future__ import annotations
 
@@ -51,3 +51,34 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 def save_png(image: Image.Image, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+#: Milliseconds each frame of the animated GIF shows (8 frames per second, AnimateDiff's usual export).
+GIF_FRAME_MS = 125
+
+
+def save_output(image: torch.Tensor, out: str | Path, index: int) -> dict:
+    """Save one output under ``out``: an image as ``NNNNN.png``; a video (F, 3, H, W) as its frames
+    ``NNNNN/FFFFF.png`` and the animated ``NNNNN.gif``. Returns its record (``file``, and ``frames``)."""
+    out, stem = Path(out), f"{index:05d}"
+    if image.dim() == 3:
+        save_png(to_pil(image[None])[0], out / f"{stem}.png")
+        return {"file": f"{stem}.png"}
+    names = save_video(to_pil(image), out, stem)
+    return {"file": f"{stem}.gif", "frames": names}
+
+
+def frame_names(stem: str, count: int) -> list[str]:
+    """The frames' file names of the video ``stem``: ``stem/00000.png``, ``stem/00001.png``, ..."""
+    return [f"{stem}/{number:05d}.png" for number in range(count)]
+
+
+def save_video(frames: list[Image.Image], out: str | Path, stem: str) -> list[str]:
+    """Save the frames as ``out/stem/FFFFF.png``, then the animated ``out/stem.gif`` (last: a video whose GIF
+    exists is whole). Returns the frames' names relative to ``out``."""
+    out, names = Path(out), frame_names(stem, len(frames))
+    for frame, name in zip(frames, names):
+        save_png(frame, out / name)
+    with atomic_path(out / f"{stem}.gif") as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+    return names

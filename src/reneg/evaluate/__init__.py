@@ -1,25 +1,15 @@
-"""``reneg eval``: benchmark x methods x metrics, win rates, a matched-guidance sweep, tables and a gallery.
+"""Evaluation: ``reneg eval`` (benchmark x methods x metrics, win rates, a matched-guidance sweep, tables and a
+gallery), ``reneg compare`` (the demo's picture and line) and ``reneg efficiency`` (ReNeg Table 1).
 
     from reneg.evaluate import EvalConfig, evaluate
     evaluate(EvalConfig(methods=["null", "embedding=neg.safetensors"], metrics=["pickscore"], out="eval"))
 
-New methods register with :func:`register_method` (see :mod:`reneg.evaluate.methods`).
+The methods it evaluates live in :mod:`reneg.methods` (re-exported here: ``register_method`` and the spec
+parsers), so that ``reneg generate`` takes the same specs without the eval harness.
 """
 
-from .methods import (
-    METHODS,
-    FixedNegative,
-    Method,
-    MethodSpec,
-    available_methods,
-    guided_images,
-    parse_method_spec,
-    parse_method_specs,
-    register_method,
-)
-from . import dnp_methods  # noqa: F401  - registers dnp, dnp=CAPTION_FILE and dnp-caption=TEXT
-from . import per_sample  # noqa: F401  - registers per-sample=FILE
-from . import npo_method  # noqa: F401  - registers npo=DIR and npo-merge=LORA
+from ..methods.base import METHODS, FixedNegative, Method, available_methods, guided_images, register_method
+from ..methods.spec import MethodSpec, parse_method_spec, parse_method_specs
 from .metrics import win_rate
 from .runner import EvalConfig, evaluate
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from .methods import _guidance_suffix
+from ..methods.spec import _guidance_suffix
 
 _MAX_TEXT = 24
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..models import LoadedModel
+from ..methods.base import Method
+from ..methods.spec import MethodSpec
+from ..models.loading import LoadedModel
 from ..prompts import Prompt
 from ..rewards import Reward
-from .methods import Method, MethodSpec
 from .metrics import MetricSpec
 from .sweep import Run
 

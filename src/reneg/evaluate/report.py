@@ -53,7 +53,8 @@ def build_results(plan: Plan, scores: dict[str, dict[str, list[float]]], *, vers
     by_method = scores_by_method(plan, scores)
     win_rates, win_rates_by_category = _win_rates(by_method, categories)
     results = {
-        "benchmark": plan.settings["benchmark"], "model": plan.model.name, "seed": config.seed, "num_prompts": len(plan.prompts),
+        "benchmark": plan.settings["benchmark"], "model": plan.model.name, "seed": config.seed,
+        "num_prompts": len(plan.prompts),
         "metrics": [m.text for m in plan.metrics],
         "methods": {text: {**_method_summary(by_method[text], categories), "guidance_scale": run.guidance_scale,
                            "images": run.slug} for text, run in runs.items()},

@@ -29,16 +29,27 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import MODEL_HELP, arg, require
-from ..benchmarks import load_benchmark
-from ..device import dtype_of, resolve_device
+from ..config import (
+    BATCH_SIZE,
+    GUIDANCE_SCALE,
+    NUM_FRAMES,
+    PRECISION,
+    PRECISION_NAMES,
+    SEED,
+    Command,
+    ConditionSettings,
+    SamplingSettings,
+    arg,
+    require,
+)
 from ..errors import ReNegError
 from ..identity import file_digest, model_identity
 from ..io import write_json
-from ..models import LoadedModel, load_model
-from ..prompts import Prompt
+from ..methods.spec import build_methods, parse_method_specs
+from ..models.device import dtype_of, resolve_device
+from ..models.loading import LoadedModel, load_model
+from ..prompts import Prompt, load_benchmark
 from .html import write_html
-from .methods import build_methods, parse_method_specs
 from .metrics import MetricSpec, parse_metric_specs
 from .plan import Item, Plan, chunks, item_seed, make_items
 from .report import build_results, scores_by_method, write_markdown
@@ -51,10 +62,9 @@ __all__ = ["EvalConfig", "Item", "Plan", "chunks", "evaluate", "item_latents", "
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConditionSettings, SamplingSettings):
     """Settings of ``reneg eval``; None means the model's default."""
 
-    model: str | None = arg(None, MODEL_HELP)
     benchmark: str | None = arg(None, "a registered benchmark (hpsv2, parti, imagereward-train, dnp, shapes, tiny) "
                                       "or a prompts file (default: the model's own, e.g. shapes for the shapes "
                                       "world, hpsv2 for real checkpoints)", metavar="NAME_OR_FILE")
@@ -71,43 +81,29 @@ class EvalConfig:
                                  "(default: the model's reward; diagnostics are always added)", metavar="NAMES")
     images_per_prompt: int = arg(1, "images (seeds) per prompt", metavar="N", min=1)
     limit: int | None = arg(None, "evaluate only the first N prompts (smoke tests)", metavar="N", min=1)
-    seed: int = arg(0, "base seed; item (prompt p, image i) draws x_T from a CPU generator seeded from (seed, p, i)",
-                    min=0, max=2**63 - 1)
-    steps: int | None = arg(None, "DDIM sampling steps", min=1)
-    guidance_scale: float | None = arg(None, "CFG scale of the specs without @GS", min=0)
     guidance_sweep: str | None = arg(None, "run the baselines at each of these guidance scales and compare the "
                                            "learned methods with their best scale", metavar="GS,GS,...")
-    resolution: int | None = arg(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8,
-                                 multiple_of=8)
-    control_image: str | None = arg(None, "ControlNet pipelines: the control image every image is conditioned on",
-                                    metavar="FILE")
-    num_frames: int | None = arg(None, "video pipelines: frames per video (default: 16, as diffusers); run.json "
-                                       "records it and a resume with another count is refused", min=1)
-    batch_size: int = arg(4, "images per generation batch; it decides the images' last bits (the UNet's float "
-                             "results depend on the batch), so run.json records it and a resume with another "
-                             "batch is refused", min=1)
     score_batch_size: int = arg(64, "images per scoring batch, independent of --batch-size (scores only)", min=1)
-    device: str = arg("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = arg("fp32", "dtype of the frozen diffusion model", choices=["fp32", "fp16", "bf16"])
     reward_precision: str = arg("fp32", "dtype of the reward models that score the images (the references score "
-                                        "in fp32)", choices=["fp32", "fp16", "bf16"])
+                                        "in fp32)", choices=PRECISION_NAMES)
     gallery_items: int = arg(60, "items shown in index.html's gallery", metavar="N", min=0)
     out: str = arg("eval", "output directory; a rerun resumes what it holds", metavar="DIR", output="dir")
+    seed: int = SEED(help="base seed; item (prompt p, image i) draws x_T from a CPU generator seeded from "
+                          "(seed, p, i)")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale of the specs without @GS")
+    num_frames: int | None = NUM_FRAMES(help="video pipelines: frames per video (default: 16, as diffusers); "
+                                             "run.json records it and a resume with another count is refused")
+    batch_size: int = BATCH_SIZE(4, "images per generation batch; it decides the images' last bits (the UNet's "
+                                    "float results depend on the batch), so run.json records it and a resume with "
+                                    "another batch is refused")
+    precision: str = PRECISION(help="dtype of the frozen diffusion model")
 
     def __post_init__(self):
+        super().__post_init__()
         self.methods = [self.methods] if isinstance(self.methods, str) else list(self.methods)
         self.metrics = [self.metrics] if isinstance(self.metrics, str) else list(self.metrics)
         require(not (self.benchmark and self.prompts), f"--benchmark {self.benchmark} and --prompts {self.prompts} "
                 "both name the prompts: give one of them")
-        require(self.images_per_prompt >= 1, f"--images-per-prompt must be >= 1, got {self.images_per_prompt}")
-        require(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")
-        require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
-        require(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
-        require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
-        require(self.score_batch_size >= 1, f"--score-batch-size must be >= 1, got {self.score_batch_size}")
-        require(self.gallery_items >= 0, f"--gallery-items must be >= 0, got {self.gallery_items}")
-        require(self.guidance_scale is None or self.guidance_scale >= 0,
-                f"--guidance-scale must be >= 0, got {self.guidance_scale}")
 
 
 def _benchmark_identity(prompts: list[Prompt]) -> str:
@@ -171,8 +167,8 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     methods = build_methods(specs, model)
     for method in methods.values():  # a method's own inputs (DNP's captions, its captioner), before any image
         getattr(method, "prepare", lambda model, prompts: None)(model, [p.text for p in prompts])
-    guidance_scale = config.guidance_scale if config.guidance_scale is not None else model.defaults.guidance_scale
-    steps, resolution = config.steps or model.defaults.num_inference_steps, config.resolution or model.resolution
+    sampling = model.sampling(config)
+    guidance_scale, steps, resolution = sampling.guidance_scale, sampling.steps, sampling.resolution
     settings = {"model": model.name, "model_identity": model_identity(model), "reneg_version": __version__,
                 "benchmark": benchmark, "prompts": _benchmark_identity(all_prompts),
                 "seed": config.seed, "steps": steps, "resolution": resolution, "precision": config.precision,
@@ -312,3 +308,7 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None) -> Path:
         path = write_reports(plan, store)
     state.wait_for_everyone()
     return path
+
+
+COMMAND = Command("eval", "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report",
+                  EvalConfig, evaluate)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ReNegError
-from .methods import MethodSpec
+from ..methods.spec import MethodSpec
 from .metrics import mean, win_rate
 
 

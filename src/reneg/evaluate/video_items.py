@@ -27,12 +27,17 @@ import torch
 from PIL import Image
 
 from ..errors import ReNegError
-from ..io import to_pil
-from ..models import LoadedModel
+from ..io import frame_names, save_video, to_pil
+from ..models.loading import LoadedModel
 from ..rewards import Reward
 from ..rewards.clip import load_clip
-from ..video import (background_consistency, frame_names, frame_rewards, load_interpolator, motion_smoothness,
-                     save_video, temporal_flickering)
+from ..rewards.video import (
+    background_consistency,
+    frame_rewards,
+    load_interpolator,
+    motion_smoothness,
+    temporal_flickering,
+)
 from .metrics import METRIC_KINDS, MetricSpec
 from .store import IMAGES_DIR, ImageStore, read_rgb
 

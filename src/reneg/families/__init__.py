@@ -7,7 +7,8 @@ flow-matching scheduler) adds one family here and no edits elsewhere.
 Pipelines without a family are refused with one line naming the supported ones.
 """
 
-from .base import Family, TextConditioning, family_for, register_family, supported_pipelines
+from ..core.family import Family, TextConditioning
+from .base import family_for, register_family, supported_pipelines
 from . import sd  # noqa: F401  - registers StableDiffusionPipeline
 from . import sdxl  # noqa: F401  - registers StableDiffusionXLPipeline
 from . import sd3  # noqa: F401  - registers StableDiffusion3Pipeline

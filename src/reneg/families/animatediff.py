@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import TextConditioning, register_family
+from ..core.family import TextConditioning
+from .base import register_family
 from .video import VideoFamily
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.family import TextConditioning, WrappedDenoiser
 from ..errors import ReNegError
-from .base import TextConditioning, WrappedDenoiser, register_family
+from .base import register_family
 from .sd import StableDiffusionFamily
 
 

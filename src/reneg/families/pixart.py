@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import initial_latents
-from .base import TextConditioning, WrappedDenoiser, register_family
+from ..core.family import TextConditioning, WrappedDenoiser
+from ..core.sampling import initial_latents
+from .base import register_family
 from .sd import StableDiffusionFamily
 
 #: diffusers' ``max_sequence_length`` of PixArt-alpha (the released embedding's L).

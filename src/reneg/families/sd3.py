@@ -5,7 +5,7 @@ The negative of one branch is what diffusers' ``StableDiffusion3Pipeline`` takes
 concatenated and zero-padded to T5's width, then T5-XXL's 256 tokens) and
 ``negative_pooled_prompt_embeds`` (B, 768 + 1280). Sampling steps the pipeline's own
 ``FlowMatchEulerDiscreteScheduler``; the one-step prediction is x0 = x_t - sigma_t * v
-(:func:`reneg.guidance.predict_x0_flow`), and the grad window covers the last K of its sigmas.
+(:func:`reneg.core.guidance.predict_x0_flow`), and the grad window covers the last K of its sigmas.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..core.family import Family, TextConditioning, WrappedDenoiser
+from ..core.guidance import predict_x0_flow
 from ..errors import ReNegError
-from ..guidance import predict_x0_flow
-from .base import Family, TextConditioning, WrappedDenoiser, register_family
+from .base import register_family
 
 #: ``StableDiffusion3Pipeline.__call__``'s default T5 sequence length.
 MAX_SEQUENCE_LENGTH = 256
@@ -114,6 +115,6 @@ class StableDiffusion3Family(Family):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``latents / scaling_factor + shift_factor`` through the VAE, as the pipeline decodes."""
-        from ..sampling import decode
+        from ..core.sampling import decode
 
         return decode(self.pipe.vae, latents)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from ..guidance import predict_x0
-from ..sampling import initial_latents
-from .base import Family, TextConditioning, register_family
+from ..core.family import Family, TextConditioning
+from ..core.guidance import predict_x0
+from ..core.sampling import initial_latents
+from .base import register_family
 
 
 @register_family

@@ -20,8 +20,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..config import Command
 from ..errors import ReNegError
-from ..plugins import load_plugins
+from ..registry import Registry
 
 #: The dtype of every reward's scores (a loss in fp16 would lose the small reward differences).
 SCORE_DTYPE = torch.float32
@@ -59,34 +60,23 @@ class RewardSpec:
         return tuple(name for name in parameters if name not in FACTORY_ARGUMENTS)
 
 
-_REGISTRY: dict[str, RewardSpec] = {}
+#: The registered rewards (plugins' included once read).
+REWARDS: Registry[RewardSpec] = Registry("reward")
 
 
 def register_reward(name: str, *, default_model: str | None = None, description: str = "") -> Callable:
     """Decorator registering ``factory(model, *, device, dtype, **options) -> Reward`` under ``name``."""
-
-    def decorator(factory: RewardFactory) -> RewardFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"reward '{name}' is already registered")
-        _REGISTRY[name] = RewardSpec(name, factory, default_model, description)
-        return factory
-
-    return decorator
+    return REWARDS.register(name, lambda factory: RewardSpec(name, factory, default_model, description))
 
 
 def available_rewards() -> dict[str, str]:
     """Names of the registered rewards mapped to their descriptions, sorted by name."""
-    load_plugins()
-    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+    return REWARDS.descriptions()
 
 
 def reward_spec(name: str) -> RewardSpec:
     """The registered :class:`RewardSpec` for ``name``; an unknown name is a :class:`ReNegError` listing the choices."""
-    load_plugins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ReNegError(f"unknown reward '{name}': choose one of {', '.join(sorted(_REGISTRY))}") from None
+    return REWARDS[name]
 
 
 def build_reward(
@@ -164,3 +154,10 @@ class FrozenModelReward:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.logit_scale.dtype
+
+
+def _listing(config=None) -> str:
+    return "\n".join(f"{name:16s} {description}" for name, description in available_rewards().items())
+
+
+COMMAND = Command("rewards", "list the registered rewards", None, _listing)

@@ -1,7 +1,7 @@
 """CLIP-based rewards (PickScore, CLIPScore) with the image preprocessing done in torch so gradients flow.
 
 Both load a transformers ``CLIPModel`` and ``CLIPProcessor`` from a local
-directory or the local hub cache (:func:`reneg.hub.resolve`, never a download)
+directory or the local hub cache (:func:`reneg.models.hub.resolve`, never a download)
 and score ``scale * cos(image_embeds, text_embeds)`` on the L2-normalised
 projected features.
 """
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from .. import hub
 from ..errors import ReNegError
+from ..models import hub
 from .base import FrozenModelReward, as_scores, check_inputs, freeze, register_reward
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"

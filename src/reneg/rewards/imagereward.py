@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import hub
 from ..errors import ReNegError
+from ..models import hub
 from .aesthetic import LinearHead
 from .base import as_scores, check_inputs, freeze, register_reward
 from .files import CheckpointSource, load_module_weights, load_weights, optional_file, resolve_checkpoint

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..captioners import register_captioner
+from ..methods.dnp.captioners import register_captioner
 from . import path
 
 
@@ -29,6 +29,6 @@ class TruthCaptioner:
 @register_captioner("shapes-truth", default_model=str(path("truth")),
                     description="shapes world: its ground-truth scorer describes the image in world words")
 def shapes_truth(model_path: str | None, *, device: torch.device, dtype: torch.dtype):
-    from ..hub import resolve
+    from ..models.hub import resolve
 
     return TruthCaptioner(resolve(model_path or str(path("truth")), what="shapes-truth model"), device)

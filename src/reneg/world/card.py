@@ -20,7 +20,7 @@ def card_grid(out: str | Path, *, count: int = 8, seed: int = 3, negatives: dict
     """
     from ..embedding import null_text_embedding
     from ..generate import generate_images
-    from ..models import load_model
+    from ..models.loading import load_model
 
     model = model or load_model("shapes")
     rng = np.random.default_rng(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from ..tiny import SD_SCHEDULER
+from ..models.tiny import SD_SCHEDULER
 
 
 def assemble_pipeline(*, vae, text_encoder, unet, tokenizer, prediction_type: str = "epsilon"

@@ -1,10 +1,15 @@
-"""The shapes world as a reneg plugin: its model (the default), rewards and benchmark, registered like any package's.
+"""The shapes world as a reneg plugin: its model (the default), rewards, prompt set, captioner and commands,
+registered like any package's.
 
-Loaded through the ``reneg.plugins`` entry point (see :mod:`reneg.plugins`);
+Loaded through the ``reneg.plugins`` and ``reneg.commands`` entry points (see :mod:`reneg.registry`);
 nothing outside ``reneg/world/`` imports this package.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import arg
 
 #: What `reneg eval` reports on the shapes world: both preference models and the ground truth.
 WORLD_METRICS = ("shapes-hps", "shapes-pick", "truth-adherence", "truth-shape", "truth-colour", "truth-background",
@@ -12,7 +17,7 @@ WORLD_METRICS = ("shapes-hps", "shapes-pick", "truth-adherence", "truth-shape", 
 
 
 def _defaults():
-    from ..models import ModelDefaults
+    from ..models.loading import ModelDefaults
     from . import path, world_config
 
     config = world_config()
@@ -32,11 +37,14 @@ def _benchmark(paths):
 
 def register() -> None:
     """Register the world's rewards and, when its weights ship, its model (as the default) and benchmark."""
-    from ..benchmarks import register_benchmark
-    from ..models import BuiltinModel, register_model
-    from . import is_built, path
-    from . import rewards  # noqa: F401  - registers shapes-hps, shapes-pick, truth-*
-    from . import captioner  # noqa: F401  - registers the shapes-truth captioner (auto-DNP)
+    from ..models.loading import BuiltinModel, register_model
+    from ..prompts import register_benchmark
+    from . import (
+        captioner,  # noqa: F401  - registers the shapes-truth captioner (auto-DNP)
+        is_built,
+        path,
+        rewards,  # noqa: F401  - registers shapes-hps, shapes-pick, truth-*
+    )
 
     if not is_built():
         return
@@ -53,3 +61,28 @@ def build_command():
     from .build import BuildConfig, build
 
     return "rebuild every model of the embedded shapes world from scratch", BuildConfig, lambda c: print(build(c))
+
+
+@dataclass
+class PairsConfig:
+    """Settings of ``reneg world-pairs``."""
+
+    out: str = arg(None, "output directory: images/NNNNN_preferred.png, images/NNNNN_rejected.png and pairs.jsonl "
+                         "(one {\"prompt\", \"preferred\", \"rejected\", \"kind\"} object a line, paths relative "
+                         "to it)", metavar="DIR", output="dir")
+    count: int = arg(256, "pairs to render", metavar="N", min=1)
+    seed: int = arg(0, "seed of the scenes and the degradations", min=0, max=2**63 - 1)
+
+    def __post_init__(self):
+        from ..config import check_ranges, require
+
+        require(self.out is not None, "--out DIR is required: where the pairs and pairs.jsonl go")
+        check_ranges(self)
+
+
+def pairs_command():
+    """The ``reneg world-pairs`` command: preference pairs of the world for ``reneg npo --route dpo --pairs``."""
+    from .pairs import write_world_pairs
+
+    return ("write preference pairs of the shapes world (clean and correct vs degraded or wrong) for "
+            "`reneg npo --route dpo`", PairsConfig, lambda c: write_world_pairs(c.out, count=c.count, seed=c.seed))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..tiny import CLIP_MEAN, CLIP_STD
+from ..models.tiny import CLIP_MEAN, CLIP_STD
 from .data import WorldData, loader, render_scenes
 from .degrade import STAGE, drawn
 from .render import Scene
@@ -229,7 +229,7 @@ def train_pick(data: WorldData, recon: torch.Tensor, vae, *, steps: int, seed: i
     """Train shapes-pick and save it as a transformers CLIPModel + CLIPProcessor directory."""
     from transformers import CLIPImageProcessor, CLIPProcessor
 
-    from ..tokenizers import build_clip_tokenizer
+    from ..models.tokenizers import build_clip_tokenizer
 
     torch.manual_seed(seed)
     model, tokenizer = pick_model(), build_clip_tokenizer()

@@ -24,7 +24,7 @@ def shapes_hps(model: str | None, *, device: torch.device, dtype: torch.dtype):
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
-    from ..hub import resolve
+    from ..models.hub import resolve
     from ..rewards.hps import HpsReward
 
     directory = resolve(model or str(path("shapes-hps")), what="shapes-hps model")

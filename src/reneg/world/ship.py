@@ -71,11 +71,11 @@ def _ship_models(work: Path, out: Path) -> None:
 def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int, reward_dir: Path | None = None):
     """A function (negative text, guidance scale) -> the ground truth's verdict on the world's generations, with
     their shapes-hps under "reward" when ``reward_dir`` is given."""
-    from ..generate import generate_images
-    from ..models import LoadedModel, _prepare, encode_prompts
-    from .truth import judge, load_truth
-
     from diffusers import StableDiffusionPipeline
+
+    from ..generate import generate_images
+    from ..models.loading import LoadedModel, _prepare, encode_prompts
+    from .truth import judge, load_truth
 
     pipe = _prepare(StableDiffusionPipeline.from_pretrained(sd_dir, dtype=torch.float32), device=torch.device("cpu"),
                     dtype=torch.float32)

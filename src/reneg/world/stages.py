@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from ..tiny import SD_SCHEDULER
-from ..tokenizers import build_clip_tokenizer
+from ..models.tiny import SD_SCHEDULER
+from ..models.tokenizers import build_clip_tokenizer
 from . import architectures
 from .data import WorldData, loader
 from .vocab import TEXT_LENGTH

@@ -110,8 +110,8 @@ def judge_pipeline(pipe, prompts: list[str], *, guidance_scale: float = 3.0, ste
     judge them with :func:`judge_images`: how the world's short runs and a running build are read."""
     import torch
 
+    from ..core.rollout import guided_images
     from ..families import family_for
-    from ..rollout import guided_images
 
     family = family_for(pipe)
     family.use_sampler()

@@ -1,0 +1,295 @@
+"""``reneg npo``: train Diffusion-NPO's negative preference offset delta as a peft LoRA on the UNet.
+
+Routes (``--route``):
+
+- ``reward`` (NPO Eq. 7): the ReNeg rollout (DDIM + CFG to x_t without gradient, x0_pred (ReNeg Eq. 6) and the
+  decoder with gradient) sampled by theta + delta on both branches, maximising ``R_NPO = 1 - R``: delta learns to
+  make what the reward dislikes, as a standalone model trained by a reward method would (NPO Sec. 3.1).
+- ``reward-cfg`` (NPO Sec. 3.1, CFG in training): delta on the negative branch only, the prompt's branch theta,
+  exactly as at inference, maximising R of the guided images. The sign is R, not 1 - R: the negative branch
+  enters CFG with the weight 1 - gamma < 0, so the guidance itself turns "away from delta" into "towards R"
+  (negating R here would train a delta that makes guided images worse). ``--negative FILE`` also puts a
+  ReNeg embedding on that branch (ReNeg + NPO); ``--joint`` learns the embedding together with delta.
+- ``positive``: not NPO itself but its eta (NPO Eq. 10): theta + eta on both branches maximising R, a plain
+  differentiable-reward fine-tune (DRaFT/VADER-like) to pair with delta (``--lora``) at inference.
+- ``dpo`` (NPO Eq. 8): Diffusion-DPO on a pairs file with every pair reversed; the reference model is the same
+  UNet with its adapters switched off (one UNet in memory).
+
+LoRA defaults follow the authors' Diffusion-DPO/NPO release: rank 8, lora_alpha = rank, Gaussian init (delta = 0
+at the start), target modules ``to_k, to_q, to_v, to_out.0``; DPO beta 500 (their SD1.5 run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ... import __version__
+from ...config import (
+    BATCH_SIZE,
+    GUIDANCE_SCALE,
+    LOG_EVERY,
+    LR,
+    REWARD,
+    STEPS,
+    TRAIN_STEPS,
+    TRAINING_SEED,
+    Command,
+    PromptSettings,
+    RewardSettings,
+    TrainingSettings,
+    arg,
+    require,
+)
+from ...core.denoiser import BASE, BASE_ROWS, RowAdapter
+from ...core.fingerprint import pipeline_fingerprint
+from ...core.rollout import rollout, text_branches
+from ...embedding import NegativeEmbedding
+from ...errors import ReNegError
+from ...families import TextConditioning
+from ...models.device import dtype_of, resolve_device
+from ...models.loading import LoadedModel, load_model
+from ...prompts import gather_prompts
+from ...rewards import Reward, build_reward
+from ..randomness import RolloutSettings, draw_batch, mixed_seed
+from .dpo import Pairs, load_pairs, npo_dpo_loss
+from .weights import save_adapter
+
+logger = logging.getLogger(__name__)
+
+#: The name of the trained adapter on the UNet while training.
+DELTA = "npo_delta"
+ROUTES = ("reward", "reward-cfg", "positive", "dpo")
+
+
+@dataclass
+class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
+    """Settings of ``reneg npo``; None means the model's default."""
+
+    route: str = arg("reward", "reward: theta+delta sampled with R_NPO = 1 - R (NPO Eq. 7); reward-cfg: delta on "
+                               "the negative branch only, trained through CFG; dpo: Diffusion-DPO on reversed pairs "
+                               "(NPO Eq. 8); positive: a positive offset eta (theta+eta maximising R) to pair with "
+                               "delta", choices=list(ROUTES))
+    pairs: str | None = arg(None, "--route dpo: JSONL of {\"prompt\", \"preferred\", \"rejected\"} (image paths "
+                                  "relative to the file)", metavar="FILE")
+    reward: str | None = REWARD(help="reward name (reward routes; see `reneg rewards`)")
+    negative: str | None = arg(None, "--route reward-cfg: a ReNeg embedding on the negative branch while training "
+                                     "(ReNeg + NPO)", metavar="FILE")
+    joint: bool = arg(False, "--route reward-cfg: learn a negative embedding (from --negative or the null text) "
+                             "together with delta in the same rollout; saved as negative.safetensors in --out")
+    out: str = arg("npo-lora", "adapter directory to write", metavar="DIR", output="dir")
+    rank: int = arg(8, "LoRA rank of delta (authors' release: 8)", min=1)
+    lora_alpha: float | None = arg(None, "LoRA alpha (default: the rank, as the authors' release)", min_exclusive=0)
+    target_modules: list[str] = arg(["to_k", "to_q", "to_v", "to_out.0"], "UNet modules delta adapts (repeatable)",
+                                    metavar="NAME")
+    train_steps: int = TRAIN_STEPS(60, "optimizer steps (paper: 2000)")
+    batch_size: int = BATCH_SIZE(4, "prompts (or pairs) per step (paper: 64)")
+    lr: float = LR(1e-3, "AdamW learning rate (LoRA and, with --joint, the embedding)")
+    dpo_beta: float = arg(500.0, "--route dpo: Diffusion-DPO's beta (authors' SD1.5 run: 500)", min_exclusive=0)
+    steps: int | None = STEPS(help="DDIM sampling steps T of the reward routes")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale in the reward routes' rollout")
+    seed: int = TRAINING_SEED(help="seed of prompts/pairs, timesteps and noise")
+    log_every: int = LOG_EVERY()
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.route != "dpo" or self.pairs is not None,
+                "--route dpo needs --pairs FILE (the shapes world makes one: reneg world-pairs --out DIR)")
+        require(self.route == "dpo" or self.pairs is None, "--pairs applies to --route dpo only")
+        require(self.route == "reward-cfg" or (self.negative is None and not self.joint),
+                "--negative and --joint apply to --route reward-cfg only (the embedding sits on the negative branch)")
+        require(bool(self.target_modules), "--target-modules is empty: name at least one UNet module, e.g. to_q")
+
+
+class NPOTrainer:
+    """The frozen pipeline with delta (a peft LoRA named :data:`DELTA`) on its UNet; ``step`` runs one update."""
+
+    def __init__(self, config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None):
+        from peft import LoraConfig
+
+        self.config = c = config
+        self.device, dtype = resolve_device(c.device), dtype_of(c.precision)
+        # 1. Model, defaults
+        self.model = model or load_model(c.model, device=self.device, dtype=dtype)
+        self.family, defaults = self.model.family, self.model.defaults
+        rollout_settings = RolloutSettings.of(c, self.model)
+        self.steps, self.grad_window = rollout_settings.steps, rollout_settings.grad_window
+        self.guidance_scale, self.resolution = rollout_settings.guidance_scale, rollout_settings.resolution
+        # 2. Data: prompts and a reward, or pairs (checked before delta is added)
+        self.reward_name = self.reward_model = None
+        if c.route == "dpo":
+            self.pairs = load_pairs(c.pairs, resolution=self.resolution)
+            self.pair_latents = self._encode_pairs(self.pairs)
+        else:
+            self.prompts = [p.text for p in gather_prompts(prompt=c.prompt, prompts_file=c.prompts,
+                                                           fallback=list(defaults.train_prompts),
+                                                           what="training prompts")]
+            self.reward_name = c.reward or defaults.reward
+            self.reward_model = c.reward_model or defaults.reward_model
+            self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=self.device,
+                                                 dtype=dtype)
+        self.negative = self._negative()
+        # 3. delta on the UNet (fp32 trainable), AdamW
+        unet = self.family.model
+        unet.requires_grad_(False)
+        if DELTA in getattr(unet, "peft_config", {}):
+            unet.delete_adapters(DELTA)
+        try:
+            unet.add_adapter(LoraConfig(r=c.rank, lora_alpha=c.lora_alpha or c.rank, init_lora_weights="gaussian",
+                                        target_modules=list(c.target_modules)), adapter_name=DELTA)
+        except ValueError as error:
+            raise ReNegError(f"--target-modules {', '.join(c.target_modules)}: {str(error).splitlines()[0]}: "
+                             "name modules of this UNet, e.g. to_q to_k to_v to_out.0") from None
+        self.delta_parameters = [p for n, p in unet.named_parameters() if f".{DELTA}." in n]
+        for parameter in self.delta_parameters:
+            parameter.data = parameter.data.float()
+            parameter.requires_grad_(True)
+        trainable = list(self.delta_parameters)
+        if self.negative is not None and c.joint:
+            trainable.append(self.negative.embeds)
+        self.optimizer = torch.optim.AdamW(trainable, lr=c.lr, weight_decay=0.0)
+        self.step_index = 0
+
+    def _negative(self) -> TextConditioning | None:
+        """The negative branch's conditioning in the reward routes: null text, a ReNeg file, or a learned one."""
+        if self.config.route == "dpo":
+            return None
+        if self.config.negative is not None:
+            start = TextConditioning.of(NegativeEmbedding.load(self.config.negative).for_pipeline(self.model.pipe))
+        else:
+            start = self.family.null_text()
+        embeds = start.embeds.detach().float().clone().to(self.device)
+        if self.config.joint:
+            embeds = torch.nn.Parameter(embeds)
+        return TextConditioning(embeds, start.pooled)
+
+    @torch.no_grad()
+    def _encode_pairs(self, pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE latents (mean of the posterior, scaled) of the preferred and rejected images."""
+        vae = self.model.pipe.vae
+
+        def encode(images):
+            out = []
+            for start in range(0, len(images), 16):
+                chunk = images[start:start + 16].to(self.device, vae.dtype)
+                out.append(vae.encode(chunk).latent_dist.mean * vae.config.scaling_factor)
+            return torch.cat(out).float()
+
+        return encode(pairs.preferred), encode(pairs.rejected)
+
+    # -- one step of each route --------------------------------------------------------------------
+    def _reward_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """NPO Eq. 7 (``reward``), the CFG objective (``reward-cfg``) or eta's (``positive``): loss, rewards R."""
+        batch = draw_batch(self.family, self.prompts, seed=self.config.seed, step=self.step_index,
+                           indices=range(self.config.batch_size), resolution=self.resolution, steps=self.steps,
+                           grad_window=self.grad_window)
+        route = self.config.route
+        both = route in ("reward", "positive")
+        branches = text_branches(self.family, self.family.encode(batch.prompts), self.negative,
+                                 resolution=self.resolution, negative_weights=RowAdapter(DELTA))
+        branches["cond"].weights = RowAdapter(DELTA if both else BASE_ROWS)  # one batched call either way
+        images = rollout(self.family, branches, batch.latents, steps=self.steps,
+                         guidance_scale=self.guidance_scale, grad_from=batch.grad_from)
+        rewards = self.reward(images, batch.prompts).float()
+        objective = 1 - rewards if route == "reward" else rewards  # R_NPO = 1 - R (Eq. 7); through CFG or eta: R
+        return -objective.mean(), rewards.detach()
+
+    def _dpo_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diffusion-DPO on reversed pairs (NPO Eq. 8): loss and the implicit reward margin of delta (detached)."""
+        c, unet, scheduler = self.config, self.family.model, self.family.scheduler
+        generator = torch.Generator().manual_seed(mixed_seed(c.seed, self.step_index, 0))
+        index = torch.randint(len(self.pairs), (c.batch_size,), generator=generator)
+        preferred, rejected = (lat[index].to(self.device) for lat in self.pair_latents)
+        noise = torch.randn(preferred.shape, generator=generator).to(self.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (c.batch_size,), generator=generator)
+        t = t.to(self.device)
+        latents = torch.cat([preferred, rejected])
+        noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
+        noisy = scheduler.add_noise(latents, noise2, t2)
+        epsilon = scheduler.config.prediction_type == "epsilon"
+        target = noise2 if epsilon else scheduler.get_velocity(latents, noise2, t2)
+        prompts = [self.pairs.prompts[i] for i in index.tolist()]
+        embeds = self.family.encode(prompts).embeds
+        conditioning = {"encoder_hidden_states": torch.cat([embeds, embeds]).to(unet.dtype)}
+        noisy = noisy.to(unet.dtype)
+        prediction = RowAdapter(DELTA).forward(unet, noisy, t2, conditioning).float()
+        with torch.no_grad():
+            reference = BASE.forward(unet, noisy, t2, conditioning).float()
+        model_error = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
+        ref_error = ((reference - target) ** 2).mean(dim=(1, 2, 3))
+        (model_p, model_r), (ref_p, ref_r) = model_error.chunk(2), ref_error.chunk(2)
+        loss = npo_dpo_loss(model_p, model_r, ref_p, ref_r, beta=c.dpo_beta)
+        return loss, ((ref_p - model_p) - (ref_r - model_r)).detach()
+
+    def step(self) -> dict:
+        """One optimizer step; returns its record (step, loss, mean reward or DPO margin, grad_from, seconds)."""
+        start = time.perf_counter()
+        loss, measure = self._dpo_loss() if self.config.route == "dpo" else self._reward_loss()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise ReNegError(f"the loss is not finite at step {self.step_index}: lower --lr or use --precision fp32")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.delta_parameters, 1.0)
+        self.optimizer.step()
+        self.step_index += 1
+        return {"step": self.step_index, "loss": float(loss.detach()), "measure": float(measure.float().mean()),
+                "seconds": time.perf_counter() - start}
+
+    def metadata(self, history: list[dict]) -> dict:
+        """npo.json: what was trained, on what, how."""
+        c = self.config
+        return {
+            "route": c.route, "reward": self.reward_name, "reward_model": self.reward_model,
+            "pairs": _file_hash(c.pairs) if c.pairs else None, "dpo_beta": c.dpo_beta if c.route == "dpo" else None,
+            "train_steps": self.step_index, "batch_size": c.batch_size, "lr": c.lr, "rank": c.rank,
+            "lora_alpha": c.lora_alpha or c.rank, "target_modules": list(c.target_modules),
+            "steps": self.steps if c.route != "dpo" else None,
+            "grad_window": self.grad_window if c.route != "dpo" else None,
+            "guidance_scale": self.guidance_scale if c.route != "dpo" else None,
+            "negative": c.negative, "joint": c.joint, "resolution": self.resolution, "seed": c.seed,
+            "precision": c.precision, "base_model": self.model.name,
+            "text_encoder_fingerprint": pipeline_fingerprint(self.model.pipe),
+            "first_measure": history[0]["measure"] if history else None,
+            "last_measure": history[-1]["measure"] if history else None,
+            "reneg_version": __version__,
+        }
+
+    def learned_negative(self) -> NegativeEmbedding:
+        """--joint: the embedding learned with delta, as a ReNeg file."""
+        return NegativeEmbedding(self.negative.embeds.detach().squeeze(0).float().cpu(), {
+            "text_encoder_fingerprint": pipeline_fingerprint(self.model.pipe), "base_model": self.model.name,
+            "reward": self.reward_name or "", "train_steps": str(self.step_index), "steps": str(self.steps),
+            "guidance_scale": str(self.guidance_scale), "npo_joint": "true", "reneg_version": __version__})
+
+
+def _file_hash(path: str) -> str:
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None) -> Path:
+    """Train delta and write ``config.out`` (the LoRA file, npo.json, and negative.safetensors with --joint)."""
+    trainer = NPOTrainer(config, model=model, reward=reward)
+    history = []
+    label = "DPO margin" if config.route == "dpo" else "reward"
+    for _ in range(config.train_steps):
+        record = trainer.step()
+        history.append(record)
+        if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
+            logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
+                        record["loss"], label, record["measure"], record["seconds"])
+    out = Path(config.out)
+    unet = trainer.family.model
+    if config.joint:
+        trainer.learned_negative().save(out / "negative.safetensors")
+    save_adapter(unet, DELTA, out, trainer.metadata(history))
+    unet.delete_adapters(DELTA)
+    return out
+
+
+COMMAND = Command("npo", "train a negative-preference LoRA delta for the negative branch of CFG (Diffusion-NPO)",
+                  NPOConfig, train_npo)

@@ -1,0 +1,180 @@
+"""Diffusion-NPO: training routes, adapter files, one-call inference, the pipeline wrapper, the reversed DPO loss."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reneg.cli import main
+from reneg.core.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser
+from reneg.methods.npo.dpo import diffusion_dpo_loss, npo_dpo_loss
+from reneg.methods.npo.weights import apply_npo, install_npo, save_adapter
+from reneg.methods.spec import build_methods, parse_method_spec
+from reneg.models.loading import load_model
+
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def _random_lora(pipe, directory, *, seed, rank=4, zero=False):
+    """A LoRA on ``pipe.unet`` with random (or zero) weights, saved as an NPO adapter directory and removed."""
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    unet = pipe.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS,
+                                init_lora_weights="gaussian" if zero else False), adapter_name="made")
+    save_adapter(unet, "made", directory, {"route": "test"})
+    unet.delete_adapters("made")
+    return directory
+
+
+@pytest.fixture()
+def model():
+    return load_model("tiny")  # a fresh pipeline: adapters added here stay out of other tests
+
+
+def _images(model, spec, latents, *, guidance_scale=7.5, steps=3, prompts=("a red circle", "a blue square")):
+    method = build_methods([parse_method_spec(spec)], model)[parse_method_spec(spec).base]
+    return method.images(model, list(prompts), latents.clone(), guidance_scale=guidance_scale, steps=steps)
+
+
+def _latents(model, seed=0, batch=2):
+    return model.family.initial_latents(batch, resolution=model.resolution, generator=torch.Generator().manual_seed(seed))
+
+
+def test_beta_zero_or_zero_delta_is_plain_cfg_bit_for_bit(model, tmp_path):
+    delta = _random_lora(model.pipe, tmp_path / "delta", seed=1)
+    zero = _random_lora(model.pipe, tmp_path / "zero", seed=2, zero=True)  # Gaussian init: B = 0, delta = 0
+    latents = _latents(model)
+    plain = _images(model, "null", latents)
+    assert torch.equal(_images(model, f"npo={delta},beta=0", latents), plain)
+    assert torch.equal(_images(model, f"npo={zero}", latents), plain)
+    assert not torch.allclose(_images(model, f"npo={delta},beta=1", latents), plain, atol=1e-3)  # delta acts
+
+
+def test_one_call_equals_separate_calls(model, tmp_path):
+    """cond theta+eta, negative theta+alpha*eta+beta*delta in one call == two calls with peft's set_adapters."""
+    pipe, unet = model.pipe, model.pipe.unet
+    delta, eta = _random_lora(pipe, tmp_path / "delta", seed=1), _random_lora(pipe, tmp_path / "eta", seed=3, rank=2)
+    weights = install_npo(pipe, npo=delta, beta=0.7, lora=eta, alpha=0.4)
+    eta_name, delta_name = [n for n in unet.peft_config if n.startswith("lora_")]  # loaded in this order
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor(500)
+    cond, negative = {"encoder_hidden_states": torch.randn(2, 77, 32)}, {"encoder_hidden_states": torch.randn(2, 77, 32)}
+    cond_weights, negative_weights = weights.branch_weights()
+    calls = []
+    handle = unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        one = GuidedDenoiser(unet, {"negative": Branch(negative, negative_weights),
+                                    "cond": Branch(cond, cond_weights)}).outputs(x, t, ("negative", "cond"))
+        handle.remove()
+        separate_negative = AdapterWeights((eta_name, delta_name), (0.4, 0.7)).forward(unet, x, t, negative)
+        separate_cond = AdapterWeights((eta_name,), (1.0,)).forward(unet, x, t, cond)
+        base_negative = BASE.forward(unet, x, t, negative)
+    assert calls == [4]  # one batched UNet call for both branches
+    assert torch.allclose(one["negative"], separate_negative, atol=1e-5)
+    assert torch.allclose(one["cond"], separate_cond, atol=1e-5)
+    assert (separate_negative - base_negative).abs().max() > 1e-3
+
+
+def test_pipeline_wrapper_equals_reneg_sampler(model, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    delta, eta = _random_lora(model.pipe, tmp_path / "delta", seed=1), _random_lora(model.pipe, tmp_path / "eta", seed=3)
+    prompts = ["a red circle", "a blue square"]
+    ours = _images(model, f"npo={delta},beta=0.8,lora={eta},alpha=0.3", _latents(model, seed=5), prompts=prompts)
+    pipe = StableDiffusionPipeline(**model.pipe.components)  # the same modules, diffusers' own sampling loop
+    apply_npo(pipe, npo=delta, beta=0.8, lora=eta, alpha=0.3)
+    theirs = pipe(prompts, num_inference_steps=3, guidance_scale=7.5, generator=torch.Generator().manual_seed(5),
+                  output_type="pt").images
+    assert theirs.shape == ours.shape
+    assert (theirs - ours).abs().max() < 1e-4
+
+
+def test_reversed_pair_dpo_is_dpo_with_winner_and_loser_swapped():
+    generator = torch.Generator().manual_seed(0)
+    model_w, model_l, ref_w, ref_l = (torch.rand(6, generator=generator) for _ in range(4))
+    reversed_loss = npo_dpo_loss(model_w, model_l, ref_w, ref_l, beta=50.0)
+    assert torch.allclose(reversed_loss, diffusion_dpo_loss(model_l, model_w, ref_l, ref_w, beta=50.0))
+    by_hand = -F.logsigmoid(-25.0 * ((model_l - model_w) - (ref_l - ref_w))).mean()  # the DPO formula written out
+    assert torch.allclose(reversed_loss, by_hand)
+    assert not torch.allclose(reversed_loss, diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, beta=50.0))
+    # lowering the rejected image's error relative to the reference lowers the reversed loss
+    assert npo_dpo_loss(model_w, model_l - 0.01, ref_w, ref_l, beta=50.0) < reversed_loss
+
+
+def test_adapter_round_trip_through_diffusers_load_lora_weights(model, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    from reneg.models.tiny import tiny_sd_pipeline
+
+    directory = _random_lora(model.pipe, tmp_path / "delta", seed=4)
+    metadata = json.loads((directory / "npo.json").read_text())
+    assert metadata["format"] == "reneg.npo_adapter" and metadata["base_model_fingerprint"].startswith("dn1:")
+    pipe = tiny_sd_pipeline()
+    assert isinstance(pipe, StableDiffusionPipeline)
+    pipe.load_lora_weights(str(directory), adapter_name="loaded")
+    config = pipe.unet.peft_config["loaded"]
+    assert config.r == 4 and config.lora_alpha == 8 and set(config.target_modules) == set(TARGETS)
+    # the same weights as written: reload them onto the model that made them
+    model.pipe.load_lora_weights(str(directory), adapter_name="again")
+    theirs = get_peft_model_state_dict(pipe.unet, adapter_name="loaded")
+    again = get_peft_model_state_dict(model.pipe.unet, adapter_name="again")
+    assert theirs.keys() == again.keys() and all(torch.equal(theirs[k], again[k]) for k in theirs)
+
+
+def test_reward_and_dpo_routes_end_to_end(tmp_path, capsys):
+    from reneg.world.pairs import write_world_pairs
+
+    base = ["--model", "tiny", "--train-steps", "2", "--batch-size", "2", "--device", "cpu", "--rank", "2"]
+    assert main(["npo", *base, "--reward", "contrast", "--steps", "3", "--out", str(tmp_path / "reward")]) == 0
+    pairs = write_world_pairs(tmp_path / "pairs", count=4, seed=0)
+    assert main(["npo", *base, "--route", "dpo", "--pairs", str(pairs), "--out", str(tmp_path / "dpo")]) == 0
+    assert main(["npo", *base, "--route", "reward-cfg", "--joint", "--reward", "contrast", "--steps", "3",
+                 "--out", str(tmp_path / "joint")]) == 0
+    assert main(["npo", *base, "--route", "positive", "--reward", "contrast", "--steps", "3",
+                 "--out", str(tmp_path / "eta")]) == 0
+    for name, route in (("reward", "reward"), ("dpo", "dpo"), ("joint", "reward-cfg"), ("eta", "positive")):
+        record = json.loads((tmp_path / name / "npo.json").read_text())
+        assert record["route"] == route and record["train_steps"] == 2 and record["rank"] == 2
+        assert (tmp_path / name / "pytorch_lora_weights.safetensors").is_file()
+    assert (tmp_path / "joint" / "negative.safetensors").is_file()
+    # ReNeg + NPO at inference: the learned embedding and delta on the negative branch
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--steps", "2", "--device", "cpu",
+                 "--npo", str(tmp_path / "joint"), "--negative", str(tmp_path / "joint" / "negative.safetensors"),
+                 "--out", str(tmp_path / "images")]) == 0
+    assert json.loads((tmp_path / "images" / "generation.json").read_text())["method"].startswith("npo=")
+    # NPO with a positive LoRA, and the weight merge of NPO Eq. 4
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--steps", "2", "--device", "cpu",
+                 "--npo", str(tmp_path / "reward"), "--lora", str(tmp_path / "eta"), "--npo-alpha", "0.5",
+                 "--out", str(tmp_path / "with-eta")]) == 0
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--steps", "2", "--device", "cpu",
+                 "--lora", str(tmp_path / "eta"), "--npo-alpha", "0.6", "--out", str(tmp_path / "merge")]) == 0
+    assert json.loads((tmp_path / "merge" / "generation.json").read_text())["method"] == \
+        f"npo-merge={tmp_path / 'eta'},gamma=0.6"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["npo", "--route", "dpo"], "--route dpo needs --pairs"),
+    (["npo", "--pairs", "x.jsonl"], "--pairs applies to --route dpo only"),
+    (["npo", "--route", "dpo", "--pairs", "missing.jsonl", "--model", "tiny"], "does not exist"),
+    (["npo", "--model", "tiny", "--target-modules", "no_such_layer", "--reward", "contrast"], "--target-modules"),
+    (["generate", "--model", "tiny", "--prompt", "a", "--npo", "missing-dir"], "does not exist"),
+    (["generate", "--model", "tiny", "--prompt", "a", "--npo-beta", "0.5"], "--npo-beta scales --npo"),
+    (["eval", "--model", "tiny", "--methods", "npo=missing,beta=x"], "beta must be a finite number"),
+])
+def test_bad_input_is_one_line(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args + ["--device", "cpu"] if args[0] != "eval" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_bad_pairs_line_is_one_line(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "a", "preferred": "a.png"}\n')
+    assert main(["npo", "--model", "tiny", "--route", "dpo", "--pairs", str(pairs), "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "line 1 needs" in err and "\n" not in err and not (tmp_path / "o" / "npo.json").exists()
