@@ -140,8 +140,11 @@ def main(argv=None) -> int:
     parser.add_argument("gate", choices=["data", "rewards", "build"])
     parser.add_argument("--work-dir", default="runs/v4-probe")
     parser.add_argument("--world", default="runs/v4-probe/world", help="a world directory the build shipped")
+    parser.add_argument("--count", type=int, default=40000, help="data: training captions to count")
     args = parser.parse_args(argv)
-    result = {"data": gate_data, "rewards": lambda: gate_rewards(args.work_dir),
+    if args.count < 100:
+        parser.error("--count must be >= 100")
+    result = {"data": lambda: gate_data(args.count), "rewards": lambda: gate_rewards(args.work_dir),
               "build": lambda: gate_build(args.world)}[args.gate]()
     print(json.dumps(result))
     return 0

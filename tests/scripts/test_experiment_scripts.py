@@ -48,3 +48,13 @@ def test_world_watermark_measures_every_design():
         survival = float(line.split("survival ")[1].split(",")[0])
         auc = float(line.rsplit("AUC ", 1)[1])
         assert 0 < survival < 1 and 0 <= auc <= 1  # the VAE keeps part of a pattern; an AUC is a probability
+
+
+def test_world_v4_data_gate_counts_what_it_declares():
+    """G0 on 2000 captions: the shares the world declares (scenes.py) come back within the gate's ranges."""
+    run = _run("scripts/world_v4_gates.py", "data", "--count", "2000")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["gate"] == "G0 data" and set(result["met"]) >= {"degraded_share", "wrong", "omitted", "benchmark"}
+    assert result["met"]["benchmark"] and result["measured"]["benchmark_in_training"] == 0
+    assert 0.4 < result["measured"]["degraded_share"] < 0.6
