@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 from reneg.embedding import NegativeEmbedding
@@ -218,3 +222,21 @@ class Processing:
 
     def __init__(self):
         self.extra_generation_params = {}
+
+
+# ---------------------------------------------------------------- ComfyUI's own code
+
+
+def run_comfyui_probe(request: dict) -> dict:
+    """tests/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one."""
+    checkout = os.environ.get("RENEG_COMFYUI", "")
+    if not (Path(checkout) / "comfy" / "sd1_clip.py").is_file():
+        pytest.skip("ComfyUI is not here: set RENEG_COMFYUI to a ComfyUI checkout (its comfy/ package imports with "
+                    "reneg's dependencies plus einops) to load through ComfyUI's own code")
+    env = {**os.environ, "PYTHONPATH": checkout, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
+                            cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
+        pytest.skip(f"ComfyUI does not import here: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

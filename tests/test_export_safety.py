@@ -5,16 +5,11 @@ Loaders exercised for real: diffusers' ``load_textual_inversion`` (a tiny real S
 A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py.
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 from export_host_rules import a1111_verdict, comfyui_verdict, invokeai_token_dim, invokeai_verdict
-from export_support import canonical_file, pipeline
+from export_support import canonical_file, pipeline, run_comfyui_probe
 from safetensors.torch import load_file
 
 from reneg.export import HOSTS, ExportConfig, export
@@ -104,21 +99,6 @@ def test_what_the_canonical_file_meets_today(kind_files):
 
 
 # ---------------------------------------------------------------- ComfyUI's own code (optional)
-
-
-def run_comfyui_probe(request: dict) -> dict:
-    """tests/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one."""
-    checkout = os.environ.get("RENEG_COMFYUI", "")
-    if not (Path(checkout) / "comfy" / "sd1_clip.py").is_file():
-        pytest.skip("ComfyUI is not here: set RENEG_COMFYUI to a ComfyUI checkout (its comfy/ package imports with "
-                    "reneg's dependencies plus einops) to load through ComfyUI's own code")
-    env = {**os.environ, "PYTHONPATH": checkout, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
-                            cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
-        pytest.skip(f"ComfyUI does not import here: {result.stderr.strip().splitlines()[-1]}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("kind", ("world", "sd"))
