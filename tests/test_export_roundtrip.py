@@ -45,12 +45,10 @@ def test_comfyui_load_conditioning_gets_the_tensors(exported):
     cond = sd.pop("conditioning")
     assert cond.shape == (1, *embedding.shape) and torch.allclose(cond[0], embedding.tensor, **TOLERANCE)
     if embedding.pooled is None:
-        assert "pooled_output" not in sd and options == {}
+        assert "pooled_output" not in sd
     else:
         assert torch.allclose(sd["pooled_output"], embedding.pooled[None], **TOLERANCE)
-    if kind == "sdxl":  # diffusers' negative size conditioning: original = target = the image, no crop
-        assert options == {"width": 64, "height": 64, "crop_w": 0, "crop_h": 0, "target_width": 64,
-                           "target_height": 64}
+    assert options == {}  # SDXL's size conditioning: ComfyUI takes the latent's size, as diffusers does
 
 
 def test_comfyui_own_loader_gets_the_tensors(exported):
@@ -63,9 +61,7 @@ def test_comfyui_own_loader_gets_the_tensors(exported):
     assert torch.allclose(loaded["conditioning"][0], embedding.tensor, **TOLERANCE)
     if embedding.pooled is not None:
         assert torch.allclose(loaded["pooled_output"][0], embedding.pooled, **TOLERANCE)
-    assert report["conditionings"][str(path)]["scalar_options"] == (
-        {} if kind != "sdxl" else {"width": 64, "height": 64, "crop_w": 0, "crop_h": 0, "target_width": 64,
-                                   "target_height": 64})
+    assert report["conditionings"][str(path)]["scalar_options"] == {}
 
 
 def _invoke(outs, kind, monkeypatch, invocation_type, **fields):

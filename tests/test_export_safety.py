@@ -18,7 +18,8 @@ from reneg.tiny import tiny_sd_pipeline
 
 KINDS = ("world", "sd", "sdxl", "sd3")
 #: ComfyUI's tokenizer key per text encoder, in the pipelines' order (comfy/sd1_clip.py, sdxl_clip.py, sd3_clip.py).
-COMFY_KEYS = {"world": ("clip_l",), "sd": ("clip_l",), "sdxl": ("clip_l", "clip_g"), "sd3": ("clip_l", "clip_g", "t5xxl")}
+COMFY_KEYS = {"world": ("clip_l",), "sd": ("clip_l",), "sdxl": ("clip_l", "clip_g"),
+              "sd3": ("clip_l", "clip_g", "t5xxl")}
 
 
 def token_widths(kind: str) -> list[int]:

@@ -29,12 +29,10 @@ NAG_DEFAULTS = {"nag_scale": 5.0, "nag_alpha": 0.5, "nag_tau": 1.5}
 
 
 def conditioning_options(source: Source) -> dict:
-    """Scalar options: SDXL's size conditioning as diffusers sets it for the negative (original = target = image
-    size, no crop), the keys of ComfyUI's CLIPTextEncodeSDXL; none for the other families."""
-    if source.family != "sdxl":
-        return {}
-    size = resolution(source)
-    return {"width": size, "height": size, "crop_w": 0, "crop_h": 0, "target_width": size, "target_height": size}
+    """Scalar options: none. SDXL's size conditioning is best left to ComfyUI, which fills ``width``/``height``
+    from the latent (``comfy/samplers.py`` ``encode_model_conds``) with target = original and no crop
+    (``comfy/model_base.py`` ``SDXL.encode_adm``): what diffusers gives the negative branch for that image size."""
+    return {}
 
 
 def resolution(source: Source) -> int:
