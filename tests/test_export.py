@@ -72,8 +72,8 @@ def _bad_inputs(tmp_path, world_file):
     nan = tmp_path / "nan.safetensors"
     save_file({"negative_embedding": torch.full((4, 8), float("nan"))}, str(nan),
               metadata={"format": "reneg.negative_embedding", "version": "1"})
-    plain = tmp_path / "plain.pt"
-    torch.save(torch.zeros(77, 768), plain)
+    text = tmp_path / "negative.txt"
+    text.write_text("blurry, lowres")
     sd3 = tmp_path / "sd3.safetensors"
     NegativeEmbedding(torch.zeros(333, 64), {"family": "sd3"}, torch.zeros(64)).save(sd3)
     busy = tmp_path / "busy"
@@ -83,7 +83,7 @@ def _bad_inputs(tmp_path, world_file):
         "missing file": ([tmp_path / "nope.safetensors", "--to", "comfyui"], "does not exist"),
         "textual inversion": ([ti, "--to", "comfyui"], "textual inversion"),
         "NaN values": ([nan, "--to", "diffusers"], "NaN"),
-        "plain tensor": ([plain, "--to", "diffusers"], ".safetensors"),
+        "a text file": ([text, "--to", "diffusers"], ".safetensors"),
         "SD3 to a1111": ([sd3, "--to", "a1111"], "--to diffusers"),
         "unknown host": ([world_file, "--to", "fooocus"], "invalid choice"),
         "no FILE": (["--to", "comfyui"], "FILE"),
@@ -130,6 +130,19 @@ def test_a_failure_while_writing_leaves_nothing(world_file, tmp_path, monkeypatc
     monkeypatch.setattr(HOSTS["comfyui"], "write", broken)
     assert _export(world_file, "--to", "comfyui", "--out", tmp_path / "out") == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plain_tensor_release_exports_without_metadata(tmp_path):
+    """The ReNeg authors' .pt releases (a (77, 768) tensor): family SD by shape, "not recorded" where metadata lacks."""
+    plain = tmp_path / "sd15.pt"
+    torch.save(torch.randn(77, 768, generator=torch.Generator().manual_seed(0)), plain)
+    assert _export(plain, "--to", "comfyui", "--out", tmp_path / "comfy") == 0
+    with safe_open(str(tmp_path / "comfy" / "sd15.safetensors"), framework="pt") as file:
+        assert torch.equal(file.get_tensor("conditioning")[0], torch.load(plain))
+    assert "fingerprint: not recorded" in (tmp_path / "comfy" / "README.txt").read_text()
+    assert _export(plain, "--to", "a1111", "--out", tmp_path / "a1111") == 0  # its script checks the format
+    exported = NegativeEmbedding.load(tmp_path / "a1111" / "reneg-negative" / "negatives" / "sd15.safetensors")
+    assert exported.metadata["format"] == "reneg.negative_embedding" and exported.metadata["family"] == "sd"
 
 
 def test_export_file_as_a_config_key(world_file, tmp_path):

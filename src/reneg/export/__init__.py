@@ -18,7 +18,6 @@ from pathlib import Path
 from .. import __version__
 from ..config import arg, require
 from ..embedding import NegativeEmbedding
-from ..errors import ReNegError
 from . import a1111, comfyui, hub, invokeai
 from .layout import MANIFEST, Source, check_family, family_of, require_family, safe_name, staged, write_json
 
@@ -30,7 +29,7 @@ HOSTS = {"comfyui": comfyui, "invokeai": invokeai, "a1111": a1111, "diffusers": 
 class ExportConfig:
     """``reneg export`` (help text once per field; the same keys in --config files)."""
 
-    file: str | None = arg(None, "the negative embedding to export (.safetensors written by `reneg train`)",
+    file: str | None = arg(None, "the negative embedding to export (.safetensors of `reneg train`, or a plain .pt)",
                            positional=True, metavar="FILE", flag="FILE")
     to: str | None = arg(None, "the host whose layout to write", choices=sorted(HOSTS))
     out: str | None = arg(None, "folder to write (created; must be new or empty, see --overwrite)", output="dir")
@@ -50,11 +49,7 @@ class ExportConfig:
 def read_source(config: ExportConfig) -> Source:
     """The embedding read and validated by reneg's own loader, with its family; ReNegError if it is unusable."""
     path = Path(config.file).expanduser()
-    if path.suffix.lower() != ".safetensors":
-        raise ReNegError(f"{path}: export takes a .safetensors file written by `reneg train` (it carries the text "
-                         "encoder's fingerprint and the recipe); convert a plain tensor by loading and saving it "
-                         "with reneg.NegativeEmbedding")
-    embedding = NegativeEmbedding.load(path)
+    embedding = NegativeEmbedding.load(path)  # also a plain (L, D) tensor in .pt (the ReNeg authors' releases)
     source = Source(embedding, path, family_of(embedding), safe_name(config.name or path.stem))
     check_family(source)
     return source

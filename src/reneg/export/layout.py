@@ -18,6 +18,7 @@ InvokeAI finds no model base of token width 1. All tensors are fp32, so the file
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..embedding import EMBEDDING_KEY, FINGERPRINT_KEY, POOLED_KEY, NegativeEmbedding
+from ..embedding import EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, POOLED_KEY, VERSION, NegativeEmbedding
 from ..errors import ReNegError
 
 #: The tensor that keeps every textual-inversion loader away (see the module docstring).
@@ -57,7 +58,7 @@ class Source:
     def metadata(self) -> dict[str, str]:
         return self.embedding.metadata
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         return file_sha256(self.path)
 
@@ -140,7 +141,8 @@ def embedding_tensors(source: Source) -> dict[str, torch.Tensor]:
 
 def export_metadata(source: Source, **extra: str) -> dict[str, str]:
     """The source's metadata (format, version, fingerprint, base model, training settings) and what the export adds."""
-    return {**source.metadata, "family": source.family, "reneg_source_sha256": source.sha256,
+    return {"format": FORMAT, "version": VERSION, **source.metadata, "family": source.family,
+            "reneg_source_sha256": source.sha256,
             **{key: str(value) for key, value in extra.items()}}
 
 
