@@ -27,6 +27,7 @@ class OneLineParser(argparse.ArgumentParser):
 def builtin_commands() -> list[Command]:
     """reneg's own commands, gathered from where each is built: the method folders, generate, evaluate, listings."""
     from . import generate
+    from . import export
     from .evaluate import compare, efficiency, runner
     from .methods.dnp import images as dnp
     from .methods.npo import train as npo
@@ -35,7 +36,7 @@ def builtin_commands() -> list[Command]:
     from .rewards import base as rewards
 
     return [train.COMMAND, adapt.COMMAND, generate.COMMAND, dnp.COMMAND, npo.COMMAND, runner.COMMAND,
-            compare.COMMAND, efficiency.COMMAND, rewards.COMMAND, models.COMMAND]
+            compare.COMMAND, efficiency.COMMAND, export.COMMAND, rewards.COMMAND, models.COMMAND]
 
 
 #: Entry-point group of plugins' commands: each names a function returning (help, config class, run(config)).

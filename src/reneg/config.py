@@ -29,7 +29,8 @@ MODEL_HELP = "diffusers pipeline directory, cached hub id or built-in name (none
 def arg(default=None, help: str = "", **metadata):
     """A dataclass field with its help text and metadata checked by :func:`build_config`.
 
-    Metadata: ``flag="--x"``, ``choices=[...]``, ``metavar``, ``cli=False`` (config files only), ranges
+    Metadata: ``flag="--x"``, ``positional=True`` (an optional positional argument instead of a flag),
+    ``choices=[...]``, ``metavar``, ``cli=False`` (config files only), ranges
     ``min``/``min_exclusive``/``max``/``max_exclusive``/``multiple_of``, and ``output="dir"`` or
     ``"file"`` for a path the command writes (checked for writability before anything runs).
     """
@@ -61,6 +62,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         help_text = f.metadata.get(HELP, "")
         if default is not None and default is not False and default != []:
             help_text += f" (default: {default})"
+        if f.metadata.get("positional"):  # e.g. `reneg export FILE`: optional here, required by the config class
+            parser.add_argument(f.name, nargs="?", type=kind, default=argparse.SUPPRESS,
+                                metavar=f.metadata.get("metavar"), help=help_text)
+            continue
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)

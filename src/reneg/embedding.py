@@ -39,6 +39,8 @@ EMBEDDING_KEY = "negative_embedding"
 POOLED_KEY = "negative_pooled_embedding"
 FINGERPRINT_KEY = "text_encoder_fingerprint"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+#: The weights file of a Hub-style folder (``reneg export --to diffusers``; :meth:`NegativeEmbedding.from_pretrained`).
+HUB_FILENAME = "negative_embedding.safetensors"
 #: Keys of input-space textual-inversion files (A1111 ``.pt``/``.safetensors``, SDXL, ComfyUI).
 TEXTUAL_INVERSION_KEYS = ("string_to_param", "string_to_token", "emb_params", "clip_l", "clip_g")
 
@@ -251,6 +253,24 @@ class NegativeEmbedding:
         raise ReNegError(
             f"{path}: unknown negative-embedding file type '{path.suffix}'; use .safetensors, .pt, .pth or .bin"
         )
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, filename: str = HUB_FILENAME) -> NegativeEmbedding:
+        """Read a Hub-style folder (``reneg export --to diffusers``), by path or by hub id from the local cache only.
+
+        Args:
+            path_or_id: the folder, or ``"org/name"`` already in the Hugging Face cache (never downloaded: a miss
+                raises ReNegError that says how to make it available).
+            filename: the weights file in the folder.
+        """
+        from .hub import resolve
+
+        folder = Path(resolve(str(path_or_id), what="negative embedding"))
+        if folder.is_file():
+            return cls.load(folder)
+        if not (folder / filename).is_file():
+            raise ReNegError(f"{folder} has no {filename}: pass a folder written by `reneg export --to diffusers`")
+        return cls.load(folder / filename)
 
     # ------------------------------------------------------------ pipelines
 

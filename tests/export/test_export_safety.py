@@ -1,0 +1,119 @@
+"""No exported file is ever taken for a textual inversion; what the canonical file meets today, pinned.
+
+Loaders exercised for real: diffusers' ``load_textual_inversion`` (a tiny real SD pipeline), and, when
+``RENEG_COMFYUI`` names a ComfyUI checkout, ComfyUI's own tokenizer and text model (tests/comfyui_probe.py).
+A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py.
+"""
+
+from pathlib import Path
+
+import pytest
+from export_host_rules import a1111_verdict, comfyui_verdict, invokeai_token_dim, invokeai_verdict
+from export_support import canonical_file, pipeline, run_comfyui_probe
+from safetensors.torch import load_file
+
+from reneg.export import HOSTS, ExportConfig, export
+from reneg.families import family_for
+from reneg.tiny import tiny_sd_pipeline
+
+KINDS = ("world", "sd", "sdxl", "sd3")
+#: ComfyUI's tokenizer key per text encoder, in the pipelines' order (comfy/sd1_clip.py, sdxl_clip.py, sd3_clip.py).
+COMFY_KEYS = {"world": ("clip_l",), "sd": ("clip_l",), "sdxl": ("clip_l", "clip_g"),
+              "sd3": ("clip_l", "clip_g", "t5xxl")}
+
+
+def token_widths(kind: str) -> list[int]:
+    """The width of each text encoder's *input* token embeddings: what a textual inversion must match."""
+    return [encoder.get_input_embeddings().weight.shape[-1] for encoder in family_for(pipeline(kind)).text_encoders()]
+
+
+def exported_files(kind: str, folder: Path) -> dict[str, Path]:
+    """host -> the tensor file `reneg export` writes for it, from one canonical file of ``kind``."""
+    source = canonical_file(kind, folder)
+    files = {}
+    for host, module in HOSTS.items():
+        if module.FAMILIES is None or family_for(pipeline(kind)).name in module.FAMILIES:
+            out = export(ExportConfig(file=str(source), to=host, out=str(folder / host)))
+            files[host] = next(p for p in out.rglob("*.safetensors"))
+    return files
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def kind_files(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"safety-{request.param}")
+    return request.param, folder / f"{request.param}.safetensors", exported_files(request.param, folder)
+
+
+def verdicts(kind: str, path: Path) -> dict[str, str]:
+    """What A1111/Forge, each ComfyUI tokenizer and InvokeAI make of ``path`` under their rules."""
+    data, widths = load_file(str(path)), token_widths(kind)
+    a1111_width = sum(widths[:2]) if kind in ("sdxl",) else widths[0]
+    comfy = [comfyui_verdict(data, width, key) for width, key in zip(widths, COMFY_KEYS[kind])]
+    return {"a1111": a1111_verdict(data, a1111_width),
+            "comfyui": "misread" if "misread" in comfy else comfy[0], "invokeai": invokeai_verdict(path)}
+
+
+def diffusers_verdict(path: Path, width: int) -> str:
+    """diffusers' real ``load_textual_inversion`` on a fresh tiny SD pipeline whose token width is ``width``:
+    "misread" when it added tokens, "refused" when it raised and left the tokenizer as it was."""
+    pipe = tiny_sd_pipeline(text_width=width)
+    before = len(pipe.tokenizer)
+    try:
+        pipe.load_textual_inversion(str(path))
+    except (ValueError, OSError, RuntimeError):
+        assert len(pipe.tokenizer) == before
+        return "refused"
+    return "misread" if len(pipe.tokenizer) > before else "ignored"
+
+
+def test_no_host_takes_an_exported_file_for_a_textual_inversion(kind_files):
+    kind, _, files = kind_files
+    for host, path in files.items():
+        assert verdicts(kind, path) == {"a1111": "refused", "comfyui": "ignored", "invokeai": "refused"}, host
+        assert diffusers_verdict(path, token_widths(kind)[0]) == "refused", host
+        assert invokeai_token_dim(load_file(str(path))) == 1  # the marker, first in key order
+
+
+def test_diffusers_refuses_the_hub_folder_itself(kind_files, tmp_path):
+    kind, _, files = kind_files
+    pipe = tiny_sd_pipeline(text_width=token_widths(kind)[0])
+    with pytest.raises(OSError, match="learned_embeds"):
+        pipe.load_textual_inversion(str(files["diffusers"].parent))
+
+
+#: What the canonical file (``NegativeEmbedding.save``) meets today. A single-tensor file (SD1.x/2.x, the world) is
+#: misread by diffusers, A1111/Forge and ComfyUI as an L-vector textual inversion; SD3's joint (333, 4096) tensor is
+#: misread by ComfyUI's T5 tokenizer (width 4096). Reported to the lead: the canonical format needs the marker too.
+CANONICAL_TODAY = {
+    "world": ({"a1111": "misread", "comfyui": "misread", "invokeai": "refused"}, "misread"),
+    "sd": ({"a1111": "misread", "comfyui": "misread", "invokeai": "refused"}, "misread"),
+    "sdxl": ({"a1111": "refused", "comfyui": "ignored", "invokeai": "refused"}, "refused"),
+    "sd3": ({"a1111": "refused", "comfyui": "misread", "invokeai": "refused"}, "refused"),
+}
+
+
+def test_what_the_canonical_file_meets_today(kind_files):
+    kind, canonical, _ = kind_files
+    hosts, diffusers = CANONICAL_TODAY[kind]
+    assert verdicts(kind, canonical) == hosts
+    assert diffusers_verdict(canonical, token_widths(kind)[0]) == diffusers
+
+
+# ---------------------------------------------------------------- ComfyUI's own code (optional)
+
+
+@pytest.mark.parametrize("kind", ("world", "sd"))
+def test_comfyui_prompt_embedding_ignores_exports_and_splices_the_canonical_file(kind, tmp_path):
+    files = {"canonical": tmp_path / f"{kind}.safetensors", **exported_files(kind, tmp_path)}
+    alone = {}  # each in a folder of its own: ComfyUI looks for embedding:NAME in subfolders too
+    for label, path in files.items():
+        alone[label] = tmp_path / f"probe-{label}" / f"{label}.safetensors"
+        alone[label].parent.mkdir()
+        alone[label].write_bytes(path.read_bytes())
+    report = run_comfyui_probe({"width": token_widths(kind)[0], "conditionings": [],
+                                "embeddings": [str(path) for path in alone.values()]})["embeddings"]
+    length = load_file(str(files["canonical"]))["negative_embedding"].shape[0]
+    assert report[str(alone.pop("canonical"))]["spliced_vectors"] == length  # today: L token vectors in the prompt
+    for path in alone.values():
+        assert report[str(path)]["spliced_vectors"] == 0
+        assert any("shape mismatch" in message for message in report[str(path)]["warnings"])
