@@ -23,7 +23,7 @@ LAYERS = (
     ("reneg.methods.base", "reneg.methods.spec", "reneg.methods.baselines", "reneg.methods.randomness",
      "reneg.methods.checkpoints", "reneg.methods.listeners"),
     ("reneg.methods",),  # the papers' folders, and the package that gathers them
-    ("reneg.evaluate", "reneg.generate"),
+    ("reneg.evaluate", "reneg.generate", "reneg.export"),
     ("reneg.cli", "reneg.__main__"),
     ("reneg.world",),
 )

@@ -263,7 +263,7 @@ class NegativeEmbedding:
                 raises ReNegError that says how to make it available).
             filename: the weights file in the folder.
         """
-        from .hub import resolve
+        from .models.hub import resolve
 
         folder = Path(resolve(str(path_or_id), what="negative embedding"))
         if folder.is_file():

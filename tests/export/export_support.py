@@ -1,7 +1,7 @@
 """Shared by the ``reneg export`` tests: random-valued canonical files per family, and stand-ins for host modules.
 
 The files are written with reneg's own ``NegativeEmbedding.save`` and the text encoders' real fingerprints: the
-embedded world (SD, (32, 64)) and tiny SD1.5 / SDXL / SD3 pipelines of the real architectures (``reneg.tiny``).
+embedded world (SD, (32, 64)) and tiny SD1.5 / SDXL / SD3 pipelines of the real architectures (``reneg.models.tiny``).
 The stand-ins reproduce only the API surface the exported host code calls, as read from the hosts' sources (named
 at each one); they are not the hosts.
 """

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from reneg.export import HOSTS, ExportConfig, export
 from reneg.families import family_for
-from reneg.tiny import tiny_sd_pipeline
+from reneg.models.tiny import tiny_sd_pipeline
 
 KINDS = ("world", "sd", "sdxl", "sd3")
 #: ComfyUI's tokenizer key per text encoder, in the pipelines' order (comfy/sd1_clip.py, sdxl_clip.py, sd3_clip.py).

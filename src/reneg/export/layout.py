@@ -83,7 +83,7 @@ def file_sha256(path: Path) -> str:
 
 
 def fingerprint_widths(fingerprint: str) -> list[int]:
-    """The hidden sizes ``d<N>`` of each text encoder named in a fingerprint (``reneg.fingerprint``), in order."""
+    """The hidden sizes ``d<N>`` of each text encoder named in a fingerprint (``reneg.core.fingerprint``), in order."""
     widths = []
     for part in fingerprint.split("|"):
         match = re.search(r":d(\d+):", part)
