@@ -11,9 +11,12 @@ from reneg.errors import ReNegError
 SHARED = ("model", "device", "precision", "steps", "guidance_scale", "resolution", "seed")
 
 
+MODEL_FREE = ("world-build", "world-pairs", "export")  # build a world or convert a file: no model is sampled
+
+
 def _configs():
     return {name: command.config for name, command in command_table().items()
-            if command.config is not None and name not in ("world-build", "world-pairs")}
+            if command.config is not None and name not in MODEL_FREE}
 
 
 def test_every_command_config_inherits_the_model_and_sampling_settings():

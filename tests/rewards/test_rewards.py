@@ -171,7 +171,7 @@ def test_unknown_reward_lists_choices():
 def test_registry_lists_builtins_and_rejects_duplicates():
     rewards = available_rewards()
     assert BUILTINS <= set(rewards) and all(rewards[name] for name in BUILTINS)
-    with pytest.raises(ValueError):
+    with pytest.raises(ReNegError, match="reward 'contrast' is already registered"):
         register_reward("contrast")(lambda model, *, device, dtype: None)
 
 
