@@ -166,3 +166,19 @@ def test_benchmark_is_held_out_and_has_four_categories():
     train = set(reneg_training_prompts(500, exclude={p for p, _ in benchmark}))
     assert not train & {p for p, _ in benchmark}
     assert all(not parse_prompt(p).degradations for p, _ in benchmark)
+
+
+def test_every_tier_opens_with_a_prefix_equally_often_and_the_low_tier_with_its_own():
+    """A prompt without a prefix is no evidence of a tier (CFG would raise it to the power g: gate G4)."""
+    from reneg.world.scenes import PREFIXES, tier, training_captions
+
+    shares = {name: share for name, (share, _) in PREFIXES.items()}
+    assert len(set(shares.values())) == 1
+    low = PREFIXES["low"][1]
+    assert not set(low) & {p for name, (_, words) in PREFIXES.items() if name != "low" for p in words}
+    seen = {}
+    for scene, text in training_captions(3000, seed=5):
+        if text.startswith(low):
+            seen.setdefault(tier(scene), 0)
+            seen[tier(scene)] += 1
+    assert set(seen) == {"low"}

@@ -150,3 +150,18 @@ def test_a_scorer_without_recorded_labels_reads_as_v3_and_a_new_one_records_its_
     assert all(" background" in t and "smudge" not in t for t in text)  # the unnamed flaw has no word
     judged = judge(fresh, images, ["a cyan star on a magenta background"] * 2)
     assert set(judged) >= {"adherence", "cleanliness", "flagged"}
+
+
+def test_a_shape_swapped_caption_is_each_images_hard_negative():
+    import numpy as np
+
+    from reneg.world.preference import swap_shape
+    from reneg.world.vocab import SHAPES
+
+    rng = np.random.default_rng(0)
+    for text in ("a red circle on a blue background", "pic of a star and a square", "cross, green background"):
+        swapped = swap_shape(text, rng)
+        assert swapped != text and len(swapped.split()) == len(text.split())
+        assert sum(w.strip(",") in SHAPES for w in swapped.split()) >= 1
+        assert sum(a != b for a, b in zip(swapped.split(), text.split())) == 1
+    assert swap_shape("a green thing on a red background", rng) is None
