@@ -159,6 +159,8 @@ class Branch:
 
     conditioning: dict[str, Any]
     weights: Weights = field(default=BASE)
+    #: no gradient flows back through this branch's output (NPO Eq. 7's ablation trains through the prompt only)
+    frozen: bool = False
 
 
 def _cast(value, dtype):
@@ -236,7 +238,8 @@ class GuidedDenoiser:
                 output = forward_group(self.model, x, t, conditioning, [self.branches[n].weights for n in group])
             else:
                 output = weights.forward(self.model, x, t, conditioning)
-            outputs.update(zip(group, _split(output, len(group))))
+            for name, part in zip(group, _split(output, len(group))):
+                outputs[name] = part.detach() if self.branches[name].frozen else part
         return outputs
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,10 @@ class ModelDefaults:
     benchmark: str = "hpsv2"
     metrics: tuple[str, ...] = ()  # what `reneg eval` reports by default (empty: the reward)
     captioner: str | None = "blip2"  # auto-DNP's captioner (reneg.methods.dnp.captioners); None: only --caption
+    #: the paper's per-sample recipe (ReNeg Sec. 5.1: HPSv2.1, lr 5e-3), used by ``reneg adapt`` when the start
+    #: file carries no recipe of its own (the authors' released files have no metadata)
+    adapt_reward: str = "hpsv2.1"
+    adapt_lr: float = 5e-3
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ TINY_PROMPTS = (
 
 
 _TINY_DEFAULTS = dict(guidance_scale=7.5, num_inference_steps=10, handcrafted_negative="blurry, low contrast",
-                      reward="contrast", train_prompts=TINY_PROMPTS, benchmark="tiny")
+                      reward="contrast", train_prompts=TINY_PROMPTS, benchmark="tiny", adapt_reward="contrast")
 
 
 def _tiny():

@@ -25,7 +25,7 @@ def _defaults():
     return ModelDefaults(guidance_scale=config["guidance_scale"], num_inference_steps=config["num_inference_steps"],
                          handcrafted_negative=config["handcrafted_negative"], reward=config["reward"],
                          train_prompts=tuple(prompts), benchmark="shapes", metrics=WORLD_METRICS,
-                         captioner="shapes-truth")
+                         captioner="shapes-truth", adapt_reward=config["reward"])
 
 
 def _benchmark(paths):

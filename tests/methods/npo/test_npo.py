@@ -95,10 +95,11 @@ def test_reversed_pair_dpo_is_dpo_with_winner_and_loser_swapped():
     generator = torch.Generator().manual_seed(0)
     model_w, model_l, ref_w, ref_l = (torch.rand(6, generator=generator) for _ in range(4))
     reversed_loss = npo_dpo_loss(model_w, model_l, ref_w, ref_l, beta=50.0)
-    assert torch.allclose(reversed_loss, diffusion_dpo_loss(model_l, model_w, ref_l, ref_w, beta=50.0))
-    by_hand = -F.logsigmoid(-25.0 * ((model_l - model_w) - (ref_l - ref_w))).mean()  # the DPO formula written out
+    assert torch.allclose(reversed_loss, diffusion_dpo_loss(model_l, model_w, ref_l, ref_w, beta=100.0))
+    # the NPO release's formula written out (no factor 1/2), the rejected image in the winner's place
+    by_hand = -F.logsigmoid(50.0 * ((ref_l - ref_w) - (model_l - model_w))).mean()
     assert torch.allclose(reversed_loss, by_hand)
-    assert not torch.allclose(reversed_loss, diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, beta=50.0))
+    assert not torch.allclose(reversed_loss, diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, beta=100.0))
     # lowering the rejected image's error relative to the reference lowers the reversed loss
     assert npo_dpo_loss(model_w, model_l - 0.01, ref_w, ref_l, beta=50.0) < reversed_loss
 
@@ -128,7 +129,8 @@ def test_reward_and_dpo_routes_end_to_end(tmp_path, capsys):
     from reneg.world.pairs import write_world_pairs
 
     base = ["--model", "tiny", "--train-steps", "2", "--batch-size", "2", "--device", "cpu", "--rank", "2"]
-    assert main(["npo", *base, "--reward", "contrast", "--steps", "3", "--out", str(tmp_path / "reward")]) == 0
+    assert main(["npo", *base, "--route", "reward", "--reward", "contrast", "--steps", "3",
+                 "--out", str(tmp_path / "reward")]) == 0
     pairs = write_world_pairs(tmp_path / "pairs", count=4, seed=0)
     assert main(["npo", *base, "--route", "dpo", "--pairs", str(pairs), "--out", str(tmp_path / "dpo")]) == 0
     assert main(["npo", *base, "--route", "reward-cfg", "--joint", "--reward", "contrast", "--steps", "3",
@@ -178,3 +180,116 @@ def test_bad_pairs_line_is_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "line 1 needs" in err and "\n" not in err and not (tmp_path / "o" / "npo.json").exists()
+
+
+def _guided_reward(model, reward, cond_adapter, negative_adapter, prompts, latents):
+    from reneg.core.denoiser import RowAdapter
+    from reneg.core.rollout import rollout, text_branches
+
+    family = model.family
+    branches = text_branches(family, family.encode(prompts), family.null_text(), resolution=model.resolution,
+                             negative_weights=RowAdapter(negative_adapter))
+    branches["cond"].weights = RowAdapter(cond_adapter)
+    with torch.no_grad():
+        return float(reward(rollout(family, branches, latents.clone(), steps=3, guidance_scale=7.5), prompts).mean())
+
+
+def test_the_default_route_trains_a_delta_that_guidance_turns_into_reward(model, tmp_path):
+    """reward-cfg (the default): delta raises the reward through CFG on the negative branch, and lowers it when it
+    runs the prompt's branch alone: it has learned what the reward dislikes (NPO Sec. 3.1)."""
+    from reneg.core.denoiser import BASE_ROWS
+    from reneg.methods.npo.train import NPOConfig, train_npo
+    from reneg.rewards import build_reward
+
+    prompts = ["a red circle", "a blue square", "a green star", "a cat"]
+    config = NPOConfig(model="tiny", reward="contrast", train_steps=20, batch_size=4, steps=3, device="cpu", lr=3e-2,
+                       prompt=prompts, out=str(tmp_path / "delta"), log_every=0)
+    assert config.route == "reward-cfg"
+    out = train_npo(config, model=model)
+    assert json.loads((out / "npo.json").read_text())["route"] == "reward-cfg"
+    delta = install_npo(model.pipe, npo=out).negative  # beta = 1: the adapter is delta
+    reward, latents = build_reward("contrast"), _latents(model, seed=7, batch=8)
+    plain = _guided_reward(model, reward, BASE_ROWS, BASE_ROWS, prompts * 2, latents)
+    through_cfg = _guided_reward(model, reward, BASE_ROWS, delta, prompts * 2, latents)
+    prompt_branch_alone = _guided_reward(model, reward, delta, BASE_ROWS, prompts * 2, latents)
+    assert through_cfg > plain + 0.005
+    assert prompt_branch_alone < plain - 0.001
+
+
+def test_defaults_are_the_release_s(tmp_path):
+    from reneg.methods.npo.train import NPOConfig, NPOTrainer
+
+    for route, lr, decay in (("reward-cfg", 1e-5, 0.0), ("reward", 1e-5, 0.0)):
+        trainer = NPOTrainer(NPOConfig(model="tiny", route=route, reward="contrast", device="cpu",
+                                       out=str(tmp_path / route)))
+        group = trainer.optimizer.param_groups[0]
+        assert (group["lr"], group["weight_decay"]) == (lr, decay)
+        trainer.family.model.delete_adapters("npo_delta")
+    from reneg.world.pairs import write_world_pairs
+
+    pairs = write_world_pairs(tmp_path / "pairs", count=2, seed=0)
+    trainer = NPOTrainer(NPOConfig(model="tiny", route="dpo", pairs=str(pairs), device="cpu", out=str(tmp_path / "d")))
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (5e-6, 1e-2) and trainer.config.dpo_beta == 500
+
+
+def test_lora_at_training_puts_delta_on_theta_plus_eta_and_restores_theta(model, tmp_path):
+    from reneg.core.denoiser import AdapterWeights
+    from reneg.methods.npo.train import NPOConfig, NPOTrainer, train_npo
+    from reneg.methods.npo.weights import load_adapter
+
+    eta = _random_lora(model.pipe, tmp_path / "eta", seed=3, rank=2)
+    unet = model.pipe.unet
+    x, t, cond = torch.randn(2, 4, 8, 8), torch.tensor(500), {"encoder_hidden_states": torch.randn(2, 77, 32)}
+    with torch.no_grad():
+        theta = BASE.forward(unet, x, t, cond)
+        eta_name = load_adapter(model.pipe, eta, what="--lora")
+        theta_eta = AdapterWeights((eta_name,), (1.0,)).forward(unet, x, t, cond)
+    unet.delete_adapters(eta_name)
+    config = NPOConfig(model="tiny", reward="contrast", train_steps=1, batch_size=2, steps=3, device="cpu",
+                       lora=str(eta), out=str(tmp_path / "delta"), log_every=0)
+    trainer = NPOTrainer(config, model=model)
+    with torch.no_grad():  # the prompt's rows (theta, adapters off) now run theta + eta
+        assert torch.allclose(BASE.forward(unet, x, t, cond), theta_eta, atol=1e-5)
+    trainer.restore_base()
+    unet.delete_adapters("npo_delta")
+    out = train_npo(config, model=model)
+    with torch.no_grad():
+        assert torch.equal(BASE.forward(unet, x, t, cond), theta)  # theta back, bit for bit
+    assert json.loads((out / "npo.json").read_text())["lora"].startswith(str(eta))
+
+
+def test_a_frozen_branch_passes_no_gradient():
+    """NPO Eq. 7's ablation (--route reward): the negative branch's output is detached."""
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.tensor(2.0))
+            self.dtype = torch.float32
+
+        def forward(self, x, t, encoder_hidden_states, return_dict=False):
+            return (self.weight * x * encoder_hidden_states,)
+
+    x, t = torch.ones(1, 1), torch.tensor(1)
+    gradients = {}
+    for frozen in (False, True):
+        model = Scale()
+        branches = {"negative": Branch({"encoder_hidden_states": torch.full((1, 1), 3.0)}, frozen=frozen),
+                    "cond": Branch({"encoder_hidden_states": torch.full((1, 1), 5.0)})}
+        GuidedDenoiser(model, branches, guidance_scale=4.0)(x, t).sum().backward()
+        gradients[frozen] = float(model.weight.grad)
+    assert gradients == {False: 4.0 * 5.0 + (1 - 4.0) * 3.0, True: 4.0 * 5.0}
+
+
+def test_generate_lora_alone_is_the_papers_merge_at_gamma_0_6(model, tmp_path):
+    eta = _random_lora(model.pipe, tmp_path / "eta", seed=3)
+    common = ["generate", "--model", "tiny", "--prompt", "a red circle", "--steps", "3", "--device", "cpu"]
+    assert main([*common, "--lora", str(eta), "--out", str(tmp_path / "lora")]) == 0
+    assert main([*common, "--method", f"npo-merge={eta},gamma=0.6", "--out", str(tmp_path / "merge")]) == 0
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert json.loads((tmp_path / "lora" / "generation.json").read_text())["method"] == f"npo-merge={eta},gamma=0.6"
+    images = {name: sorted((tmp_path / name).glob("*.png")) for name in ("lora", "merge", "plain")}
+    assert len(images["lora"]) == 1
+    read = {name: files[0].read_bytes() for name, files in images.items()}
+    assert read["lora"] == read["merge"] and read["lora"] != read["plain"]

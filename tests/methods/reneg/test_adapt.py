@@ -190,3 +190,35 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def bare_file(tiny, tmp_path_factory):
+    """A start file with no metadata, as the ReNeg authors released theirs: a plain tensor in a .pt file."""
+    path = tmp_path_factory.mktemp("bare") / "released.pt"
+    torch.save(tiny.family.null_text().embeds[0].clone(), path)
+    return path
+
+
+def test_a_file_without_a_recipe_is_adapted_with_the_papers_recipe(bare_file, tmp_path, caplog):
+    import logging
+
+    out = tmp_path / "one.safetensors"
+    with caplog.at_level(logging.INFO, logger="reneg"):
+        assert main(["adapt", "--prompt", PROMPTS[0], "--negative", str(bare_file), "--out", str(out), *FAST]) == 0
+    meta = NegativeEmbedding.load(out).metadata
+    assert (meta["reward"], meta["lr"]) == ("contrast", "0.005")  # the tiny model's recipe: its reward, lr 5e-3
+    assert any("carries no recipe" in r.getMessage() and "lr 0.005" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_without_a_recipe_is_refused_when_the_papers_reward_is_missing(bare_file, tmp_path, capsys,
+                                                                              monkeypatch):
+    from reneg.models import loading
+
+    monkeypatch.setitem(loading._TINY_DEFAULTS, "adapt_reward", "hpsv2.1")  # SD's recipe, whose weights are absent
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "one.safetensors"
+    assert main(["adapt", "--prompt", PROMPTS[0], "--negative", str(bare_file), "--out", str(out), *FAST]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "carries no recipe" in error and "hpsv2.1" in error and "--reward" in error and "\n" not in error
+    assert not out.exists()

@@ -122,8 +122,9 @@ class NpoFlags:
     npo: str | None = arg(None, "Diffusion-NPO: a negative-preference LoRA (reneg npo --out DIR) on the negative "
                                 "branch (--method npo=DIR)", metavar="DIR")
     npo_beta: float = arg(1.0, "--npo: scale beta of delta on the negative branch (NPO Eq. 10)", metavar="B")
-    npo_alpha: float = arg(1.0, "--lora: scale alpha of eta on the negative branch (NPO Eq. 10); without --npo the "
-                                "weight merge theta + alpha*eta of NPO Eq. 4", metavar="A")
+    npo_alpha: float | None = arg(None, "--lora: scale alpha of eta on the negative branch (NPO Eq. 10; default 1); "
+                                        "without --npo the weight merge theta + alpha*eta of NPO Eq. 4 (default 0.6, "
+                                        "as the paper and `reneg eval npo-merge`)", metavar="A")
     lora: str | None = arg(None, "a positive LoRA eta on the prompt's branch (with --npo, or alone for NPO's weight "
                                  "merge)", metavar="DIR")
 
@@ -131,14 +132,15 @@ class NpoFlags:
         """The spec these flags stand for (``--negative FILE`` joins an NPO spec), or None without --npo/--lora."""
         negative = getattr(self, "negative", None)
         if self.npo is not None:
-            options = [f"beta={self.npo_beta}"] + ([f"lora={self.lora}", f"alpha={self.npo_alpha}"] if self.lora
-                                                   else [])
+            alpha = NPO_OPTIONS["alpha"] if self.npo_alpha is None else self.npo_alpha
+            options = [f"beta={self.npo_beta}"] + ([f"lora={self.lora}", f"alpha={alpha}"] if self.lora else [])
             return ",".join([f"npo={self.npo}", *options] + ([f"negative={negative}"] if negative else []))
-        return None if self.lora is None else f"npo-merge={self.lora},gamma={self.npo_alpha}"
+        gamma = MERGE_OPTIONS["gamma"] if self.npo_alpha is None else self.npo_alpha
+        return None if self.lora is None else f"npo-merge={self.lora},gamma={gamma}"
 
     def check_flags(self, spec: str) -> None:
         """The NPO flags' own rules."""
-        require(self.lora is not None or self.npo_alpha == 1.0, "--npo-alpha scales --lora: add --lora DIR")
+        require(self.lora is not None or self.npo_alpha is None, "--npo-alpha scales --lora: add --lora DIR")
         require(self.npo is not None or self.npo_beta == 1.0, "--npo-beta scales --npo: add --npo DIR")
         require(self.lora is None or self.npo is not None or getattr(self, "negative", None) is None,
                 "--lora without --npo is NPO's weight merge, with null text only: drop --negative or add --npo")

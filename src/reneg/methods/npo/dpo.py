@@ -34,9 +34,13 @@ def diffusion_dpo_loss(model_error_w: torch.Tensor, model_error_l: torch.Tensor,
 
 def npo_dpo_loss(model_error_preferred: torch.Tensor, model_error_rejected: torch.Tensor,
                  ref_error_preferred: torch.Tensor, ref_error_rejected: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """NPO's DPO loss: Diffusion-DPO on the reversed pair (NPO Eq. 8), the rejected image as the winner."""
+    """NPO's DPO loss: Diffusion-DPO on the reversed pair (NPO Eq. 8), the rejected image as the winner.
+
+    ``beta`` in the NPO release's convention, ``-log sigmoid(beta * ((e_w^ref - e_l^ref) - (e_w - e_l)))`` with
+    no factor 1/2 (Diffusion-DPO's own code halves it): the release's beta 500 is :func:`diffusion_dpo_loss`'s 1000.
+    """
     return diffusion_dpo_loss(model_error_rejected, model_error_preferred, ref_error_rejected, ref_error_preferred,
-                              beta=beta)
+                              beta=2 * beta)
 
 
 @dataclass

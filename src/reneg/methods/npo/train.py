@@ -2,21 +2,27 @@
 
 Routes (``--route``):
 
-- ``reward`` (NPO Eq. 7): the ReNeg rollout (DDIM + CFG to x_t without gradient, x0_pred (ReNeg Eq. 6) and the
-  decoder with gradient) sampled by theta + delta on both branches, maximising ``R_NPO = 1 - R``: delta learns to
-  make what the reward dislikes, as a standalone model trained by a reward method would (NPO Sec. 3.1).
-- ``reward-cfg`` (NPO Sec. 3.1, CFG in training): delta on the negative branch only, the prompt's branch theta,
-  exactly as at inference, maximising R of the guided images. The sign is R, not 1 - R: the negative branch
-  enters CFG with the weight 1 - gamma < 0, so the guidance itself turns "away from delta" into "towards R"
-  (negating R here would train a delta that makes guided images worse). ``--negative FILE`` also puts a
-  ReNeg embedding on that branch (ReNeg + NPO); ``--joint`` learns the embedding together with delta.
+- ``reward-cfg`` (the default; NPO Sec. 3.1 and the authors' reward-training release): delta on the negative
+  branch only, the prompt's branch theta (+ eta with ``--lora``, delta then sitting on theta + eta as in the
+  release), trained through CFG exactly as it is used at inference, maximising R of the guided images. The sign
+  is R, not 1 - R: the negative branch enters CFG with the weight 1 - gamma < 0, so the guidance itself turns
+  "away from delta" into "towards R" (negating R here would train a delta that makes guided images worse).
+  ``--negative FILE`` also puts a ReNeg embedding on that branch (ReNeg + NPO); ``--joint`` learns the
+  embedding together with delta.
+- ``reward`` (NPO Eq. 7 read literally, an ablation): theta + delta as a standalone model maximising
+  ``R_NPO = 1 - R``, sampled with CFG on both branches but with the gradient through the prompt's branch only,
+  so that the unconditional path is not trained toward preferred outputs (through the negative branch, whose
+  CFG weight is negative, minimising R would push delta toward what the reward likes: NPO Sec. 3.1's
+  "compromise").
 - ``positive``: not NPO itself but its eta (NPO Eq. 10): theta + eta on both branches maximising R, a plain
   differentiable-reward fine-tune (DRaFT/VADER-like) to pair with delta (``--lora``) at inference.
 - ``dpo`` (NPO Eq. 8): Diffusion-DPO on a pairs file with every pair reversed; the reference model is the same
   UNet with its adapters switched off (one UNet in memory).
 
-LoRA defaults follow the authors' Diffusion-DPO/NPO release: rank 8, lora_alpha = rank, Gaussian init (delta = 0
-at the start), target modules ``to_k, to_q, to_v, to_out.0``; DPO beta 500 (their SD1.5 run).
+Defaults follow the authors' release where the paper leaves them open: rank 8, lora_alpha = rank, Gaussian
+init (delta = 0 at the start), target modules ``to_k, to_q, to_v, to_out.0``; lr 1e-5 (reward routes) and
+5e-6 (DPO, with AdamW weight decay 1e-2); DPO beta 500 in the release's convention (``-log sigmoid(beta *
+((e_w^ref - e_l^ref) - (e_w - e_l)))``, no factor 1/2). Steps and batch are the project's (see each flag's help).
 """
 
 from __future__ import annotations
@@ -58,26 +64,33 @@ from ...prompts import gather_prompts
 from ...rewards import Reward, build_reward
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
 from .dpo import Pairs, load_pairs, npo_dpo_loss
-from .weights import save_adapter
+from .weights import fuse_into_base, path_identity, save_adapter
 
 logger = logging.getLogger(__name__)
 
 #: The name of the trained adapter on the UNet while training.
 DELTA = "npo_delta"
-ROUTES = ("reward", "reward-cfg", "positive", "dpo")
+ROUTES = ("reward-cfg", "reward", "positive", "dpo")
+#: the authors' release: reward training at 1e-5 (DR-Video-NPO), DPO at 5e-6 with weight decay 1e-2 (DPO-DPO-NPO)
+RELEASE_LR = {"dpo": 5e-6}
+REWARD_LR = 1e-5
+DPO_WEIGHT_DECAY = 1e-2
 
 
 @dataclass
 class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
     """Settings of ``reneg npo``; None means the model's default."""
 
-    route: str = arg("reward", "reward: theta+delta sampled with R_NPO = 1 - R (NPO Eq. 7); reward-cfg: delta on "
-                               "the negative branch only, trained through CFG; dpo: Diffusion-DPO on reversed pairs "
-                               "(NPO Eq. 8); positive: a positive offset eta (theta+eta maximising R) to pair with "
-                               "delta", choices=list(ROUTES))
+    route: str = arg("reward-cfg", "reward-cfg: delta on the negative branch only, trained through CFG (NPO Sec. 3.1, "
+                                   "the authors' release); reward: theta+delta with R_NPO = 1 - R (NPO Eq. 7 read "
+                                   "literally, an ablation; gradient through the prompt's branch only); dpo: "
+                                   "Diffusion-DPO on reversed pairs (NPO Eq. 8); positive: a positive offset eta "
+                                   "(theta+eta maximising R) to pair with delta", choices=list(ROUTES))
     pairs: str | None = arg(None, "--route dpo: JSONL of {\"prompt\", \"preferred\", \"rejected\"} (image paths "
                                   "relative to the file)", metavar="FILE")
     reward: str | None = REWARD(help="reward name (reward routes; see `reneg rewards`)")
+    lora: str | None = arg(None, "--route reward-cfg: a positive LoRA eta; the prompt's branch runs theta + eta and "
+                                 "delta sits on theta + eta (the authors' release)", metavar="DIR")
     negative: str | None = arg(None, "--route reward-cfg: a ReNeg embedding on the negative branch while training "
                                      "(ReNeg + NPO)", metavar="FILE")
     joint: bool = arg(False, "--route reward-cfg: learn a negative embedding (from --negative or the null text) "
@@ -87,10 +100,16 @@ class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
     lora_alpha: float | None = arg(None, "LoRA alpha (default: the rank, as the authors' release)", min_exclusive=0)
     target_modules: list[str] = arg(["to_k", "to_q", "to_v", "to_out.0"], "UNet modules delta adapts (repeatable)",
                                     metavar="NAME")
-    train_steps: int = TRAIN_STEPS(60, "optimizer steps (paper: 2000)")
-    batch_size: int = BATCH_SIZE(4, "prompts (or pairs) per step (paper: 64)")
-    lr: float = LR(1e-3, "AdamW learning rate (LoRA and, with --joint, the embedding)")
-    dpo_beta: float = arg(500.0, "--route dpo: Diffusion-DPO's beta (authors' SD1.5 run: 500)", min_exclusive=0)
+    train_steps: int = TRAIN_STEPS(60, "optimizer steps (a departure, sized for a CPU run: the release trains "
+                                       "2000 (reward) and 5000 (DPO))")
+    batch_size: int = BATCH_SIZE(4, "prompts (or pairs) per step (a departure: the release uses 1 (reward, video) "
+                                    "and 64 (DPO))")
+    lr: float | None = LR(help="AdamW learning rate of delta (and, with --joint, the embedding) (default: the "
+                               "authors' release, 1e-5 for the reward routes and 5e-6 for dpo)")
+    weight_decay: float | None = arg(None, "AdamW weight decay (default: 1e-2 for dpo as the release; 0 for the reward "
+                                           "routes, whose release script sets none)", min=0)
+    dpo_beta: float = arg(500.0, "--route dpo: Diffusion-DPO's beta in the release's convention: -log sigmoid(beta * "
+                                 "((e_w^ref - e_l^ref) - (e_w - e_l))) (authors' SD1.5 run: 500)", min_exclusive=0)
     steps: int | None = STEPS(help="DDIM sampling steps T of the reward routes")
     guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale in the reward routes' rollout")
     seed: int = TRAINING_SEED(help="seed of prompts/pairs, timesteps and noise")
@@ -101,6 +120,8 @@ class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
         require(self.route != "dpo" or self.pairs is not None,
                 "--route dpo needs --pairs FILE (the shapes world makes one: reneg world-pairs --out DIR)")
         require(self.route == "dpo" or self.pairs is None, "--pairs applies to --route dpo only")
+        require(self.route == "reward-cfg" or self.lora is None,
+                "--lora applies to --route reward-cfg only (delta is trained on theta + eta)")
         require(self.route == "reward-cfg" or (self.negative is None and not self.joint),
                 "--negative and --joint apply to --route reward-cfg only (the embedding sits on the negative branch)")
         require(bool(self.target_modules), "--target-modules is empty: name at least one UNet module, e.g. to_q")
@@ -134,7 +155,8 @@ class NPOTrainer:
             self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=self.device,
                                                  dtype=dtype)
         self.negative = self._negative()
-        # 3. delta on the UNet (fp32 trainable), AdamW
+        # 3. eta into the base weights (--lora), delta on the UNet (fp32 trainable), AdamW
+        self.restore_base = fuse_into_base(self.model.pipe, c.lora, what="--lora") if c.lora else (lambda: None)
         unet = self.family.model
         unet.requires_grad_(False)
         if DELTA in getattr(unet, "peft_config", {}):
@@ -152,7 +174,10 @@ class NPOTrainer:
         trainable = list(self.delta_parameters)
         if self.negative is not None and c.joint:
             trainable.append(self.negative.embeds)
-        self.optimizer = torch.optim.AdamW(trainable, lr=c.lr, weight_decay=0.0)
+        self.lr = c.lr or RELEASE_LR.get(c.route, REWARD_LR)
+        self.weight_decay = c.weight_decay if c.weight_decay is not None else (
+            DPO_WEIGHT_DECAY if c.route == "dpo" else 0.0)
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
         self.step_index = 0
 
     def _negative(self) -> TextConditioning | None:
@@ -193,6 +218,7 @@ class NPOTrainer:
         branches = text_branches(self.family, self.family.encode(batch.prompts), self.negative,
                                  resolution=self.resolution, negative_weights=RowAdapter(DELTA))
         branches["cond"].weights = RowAdapter(DELTA if both else BASE_ROWS)  # one batched call either way
+        branches["negative"].frozen = route == "reward"  # Eq. 7 through the prompt's branch only
         images = rollout(self.family, branches, batch.latents, steps=self.steps,
                          guidance_scale=self.guidance_scale, grad_from=batch.grad_from)
         rewards = self.reward(images, batch.prompts).float()
@@ -246,7 +272,9 @@ class NPOTrainer:
         return {
             "route": c.route, "reward": self.reward_name, "reward_model": self.reward_model,
             "pairs": _file_hash(c.pairs) if c.pairs else None, "dpo_beta": c.dpo_beta if c.route == "dpo" else None,
-            "train_steps": self.step_index, "batch_size": c.batch_size, "lr": c.lr, "rank": c.rank,
+            "train_steps": self.step_index, "batch_size": c.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "rank": c.rank,
+            "lora": f"{c.lora} (sha256:{path_identity(c.lora)})" if c.lora else None,
             "lora_alpha": c.lora_alpha or c.rank, "target_modules": list(c.target_modules),
             "steps": self.steps if c.route != "dpo" else None,
             "grad_window": self.grad_window if c.route != "dpo" else None,
@@ -284,6 +312,7 @@ def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Re
                         record["loss"], label, record["measure"], record["seconds"])
     out = Path(config.out)
     unet = trainer.family.model
+    trainer.restore_base()  # theta again: the adapter's fingerprint is of the base it applies to
     if config.joint:
         trainer.learned_negative().save(out / "negative.safetensors")
     save_adapter(unet, DELTA, out, trainer.metadata(history))

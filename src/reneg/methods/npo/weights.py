@@ -141,6 +141,29 @@ def load_adapter(pipe, path: str | Path, *, what: str) -> str:
     return name
 
 
+def fuse_into_base(pipe, path: str | Path, *, what: str):
+    """Add the LoRA at ``path`` (eta) into ``pipe.unet``'s own weights (theta + eta) and return a function that
+    puts theta back exactly (a saved copy, not a subtraction). ``reneg npo --lora``: delta then trains on
+    theta + eta with the prompt's rows at theta + eta, as the authors' release does."""
+    from peft.tuners.lora import LoraLayer
+
+    name, unet = load_adapter(pipe, path, what=what), pipe.unet
+    saved = []
+    with torch.no_grad():
+        for layer in [m for m in unet.modules() if isinstance(m, LoraLayer) and name in m.lora_A]:
+            base = layer.get_base_layer()
+            saved.append((base.weight, base.weight.detach().clone()))
+            base.weight += layer.get_delta_weight(name).to(base.weight.dtype)
+    unet.delete_adapters(name)
+
+    def restore() -> None:
+        with torch.no_grad():
+            for weight, original in saved:
+                weight.copy_(original)
+
+    return restore
+
+
 # ---------------------------------------------------------------- one adapter for a sum of offsets
 
 

@@ -58,6 +58,7 @@ from ...config import (
     require,
 )
 from ...embedding import NegativeEmbedding
+from ...errors import ReNegError
 from ...families import Family, TextConditioning
 from ...identity import file_identity
 from ...io import atomic_path, write_json
@@ -282,6 +283,15 @@ def load_start(model: LoadedModel, path: str | None) -> tuple[TextConditioning, 
     return TextConditioning.of(embedding), dict(embedding.metadata)
 
 
+def paper_recipe(model: LoadedModel, config, metadata: dict[str, str]) -> tuple[str | None, float | None]:
+    """(reward, lr) to adapt with: the flags; for a start file that carries no recipe (made elsewhere, e.g. the
+    authors' released files), the paper's per-sample recipe for the model (ReNeg Sec. 5.1: HPSv2.1, lr 5e-3);
+    otherwise None (the file's recipe, else ``reneg train``'s defaults)."""
+    if config.negative is None or metadata.get("reward"):
+        return config.reward, config.lr
+    return config.reward or model.defaults.adapt_reward, config.lr if config.lr is not None else model.defaults.adapt_lr
+
+
 def resolve_settings(model: LoadedModel, metadata: dict[str, str], *, steps: int | None = None,
                      guidance_scale: float | None = None, resolution: int | None = None,
                      grad_window: int | None = None, lr: float | None = None, weight_decay: float | None = None,
@@ -408,12 +418,22 @@ def adapt(config: AdaptConfig, *, model: LoadedModel | None = None) -> Path:
     dtype = dtype_of(config.precision)
     model = model or load_model(config.model, device=resolve_device(config.device), dtype=dtype)
     start, start_metadata = load_start(model, config.negative)
+    reward_flag, lr_flag = paper_recipe(model, config, start_metadata)
     settings = resolve_settings(model, start_metadata, steps=config.steps, guidance_scale=config.guidance_scale,
-                                resolution=config.resolution, grad_window=config.grad_window, lr=config.lr,
+                                resolution=config.resolution, grad_window=config.grad_window, lr=lr_flag,
                                 adapt_steps=config.adapt_steps, patience=config.patience,
                                 selection_draws=config.selection_draws, seed=config.seed)
-    reward, reward_name, reward_model = build_adapt_reward(model, start_metadata, reward=config.reward,
-                                                           reward_model=config.reward_model)
+    try:
+        reward, reward_name, reward_model = build_adapt_reward(model, start_metadata, reward=reward_flag,
+                                                               reward_model=config.reward_model)
+    except ReNegError as error:
+        if reward_flag == config.reward:
+            raise
+        raise ReNegError(f"{config.negative} carries no recipe, and the paper's per-sample reward for this model "
+                         f"({reward_flag}) is not available here ({error}): pass --reward NAME") from None
+    if (reward_flag, lr_flag) != (config.reward, config.lr):
+        logger.info("adapt: %s carries no recipe: the paper's per-sample recipe for this model (reward %s, lr %g)",
+                    config.negative, reward_name, settings.lr)
     base = base_metadata(model, settings, start=config.negative, start_metadata=start_metadata, reward=reward_name,
                          reward_model=reward_model, precision=config.precision)
     # 2. Adapt batch by batch; each prompt's file is written (atomically) as its batch ends
