@@ -39,7 +39,8 @@ def dns(output_null: torch.Tensor, output_cond: torch.Tensor, guidance_scale: fl
 
     Guidance *away* from the prompt p: it samples what the model takes for p's
     opposite. Equal to two-term negative prompting with an empty positive and p
-    as the negative (DNP Eq. 20).
+    as the negative at scale ``s + 1`` (DNP Eq. 20): ``eps_p + (s + 1)(eps_phi -
+    eps_p)``; at the same scale s the two differ.
     """
     return output_null + guidance_scale * (output_null - output_cond)
 

@@ -124,6 +124,23 @@ def test_eval_dnp_with_a_caption_file_saves_captions_and_shows_them(tmp_path):
     assert "n*: a blue square" in (out / "index.html").read_text()
 
 
+def test_eval_selects_the_three_term_rule(tmp_path):
+    """``dnp=FILE,rule=three-term`` is DNP Eq. 4: other images than the two-term default with a real n*."""
+    prompts, captions = tmp_path / "prompts.txt", tmp_path / "captions.json"
+    prompts.write_text("\n".join(PROMPTS[:2]) + "\n")
+    captions.write_text(json.dumps({PROMPTS[0]: "a blue square", PROMPTS[1]: "a red circle"}))
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", "tiny", "--prompts", str(prompts), "--methods",
+                 f"dnp={captions},dnp={captions},rule=three-term", "--metrics", "contrast", "--steps", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == [f"dnp={captions}", f"dnp={captions},rule=three-term"]
+    folders = sorted(d for d in (out / "images").iterdir() if d.is_dir())
+    assert len(folders) == 2
+    pictures = [sorted(f.read_bytes() for f in folder.glob("*.png")) for folder in folders]
+    assert len(pictures[0]) == 2 and pictures[0] != pictures[1]
+
+
 def test_eval_auto_dnp_on_the_world_shows_the_dns_image_beside_the_dnp_image(tmp_path):
     out = tmp_path / "eval"
     assert main(["eval", "--limit", "2", "--methods", "dnp", "--metrics", "truth-adherence", "--steps", "3",
@@ -139,6 +156,7 @@ def test_eval_auto_dnp_on_the_world_shows_the_dns_image_beside_the_dnp_image(tmp
 @pytest.mark.parametrize("args, needle", [
     (["eval", "--methods", "dnp=missing.json"], "does not exist"),
     (["eval", "--methods", "dnp=BAD"], "not valid JSON"),
+    (["eval", "--methods", "dnp=rule=four-term"], "rule must be one of two-term, three-term"),
     (["eval", "--methods", "dnp=PARTIAL", "--prompts", "PROMPTS"], "no caption for the prompt"),
     (["generate", "--dnp", "--negative-prompt", "x", "--prompt", "a"], "drop --negative-prompt"),
     (["generate", "--dnp", "--caption", "x", "--prompt", "a"], "choose one"),

@@ -122,14 +122,38 @@ def read_caption_file(path: str | Path) -> dict[str, str]:
     return data
 
 
-@register_method("dnp", argument="CAPTION_FILE", optional=True, check=read_caption_file,
+def parse_dnp_argument(argument: str | None) -> tuple[str | None, str]:
+    """``[CAPTION_FILE][,rule=two-term|three-term]`` -> (caption file or None, rule)."""
+    path, rule = None, DEFAULT_DNP_RULE
+    for piece in (argument or "").split(","):
+        key, equals, value = piece.partition("=")
+        if equals and key.strip() == "rule":
+            if value.strip() not in DNP_RULES:
+                raise ReNegError(f"method 'dnp={argument}': rule must be one of {', '.join(DNP_RULES)}, got "
+                                 f"'{value.strip()}'")
+            rule = value.strip()
+        elif equals:
+            raise ReNegError(f"method 'dnp={argument}': unknown option '{piece}': use rule=two-term|three-term")
+        elif piece.strip():
+            path = piece.strip()
+    return path, rule
+
+
+def _check_dnp(argument: str) -> None:
+    path, _ = parse_dnp_argument(argument)
+    if path is not None:
+        read_caption_file(path)
+
+
+@register_method("dnp", argument="CAPTION_FILE", optional=True, check=_check_dnp,
                  description="DNP: auto-DNP (DNS image, captioned) or n* per prompt from a JSON {prompt: caption} "
-                             "file; n* as the negative prompt of (p, n*)")
+                             "file; n* as the negative prompt of (p, n*) ([CAPTION_FILE][,rule=three-term]: DNP Eq. 4)")
 def _dnp(argument: str | None, model: LoadedModel) -> Method:
-    if argument is None:
-        return DnpMethod(_identity("dnp-auto", DEFAULT_DNP_RULE, None, None, None, auto=True))
-    return DnpMethod(_identity(f"dnp-file:{file_identity(argument)}", DEFAULT_DNP_RULE, None, None, None, auto=False),
-                     captions=read_caption_file(argument))
+    path, rule = parse_dnp_argument(argument)
+    if path is None:
+        return DnpMethod(_identity("dnp-auto", rule, None, None, None, auto=True), rule=rule)
+    return DnpMethod(_identity(f"dnp-file:{file_identity(path)}", rule, None, None, None, auto=False),
+                     captions=read_caption_file(path), rule=rule)
 
 
 @register_method("dnp-caption", argument="TEXT", description="DNP with one negative prompt n* for every prompt "
