@@ -125,3 +125,25 @@ def test_train_end_to_end_on_pixart(pixart, tmp_path):
     generate(GenerateConfig(model="tiny-pixart", prompt=PROMPTS, negative=str(out), seed=3, steps=3, device="cpu",
                             out=str(tmp_path / "images")), model=pixart)
     assert _ours(tmp_path / "images").shape == (2, 64, 64, 3)
+
+
+def test_training_starts_from_the_pipelines_null_text(pixart, tmp_path):
+    """Step 0 of reneg train is diffusers' negative_prompt="" although a file stores no mask: the start attends to
+    every token, each the null text's attended token, so the transformer's output is the masked null text's."""
+    from reneg.core.family import unmasked
+    from reneg.methods.reneg.train import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(model="tiny-pixart", prompt=PROMPTS, reward="contrast", train_steps=1, batch_size=2,
+                                  steps=3, device="cpu", out=str(tmp_path / "n.safetensors")), model=pixart)
+    family, null = pixart.family, pixart.family.null_text()
+    start = trainer.params.negative()
+    assert start.mask is None and torch.equal(start.embeds.detach(), unmasked(null).embeds)
+    x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+
+    def output(text):
+        with torch.no_grad():
+            return family.model(x, t, **family.conditioning(text, resolution=64), return_dict=False)[0]
+
+    masked = output(null)
+    assert torch.allclose(output(start), masked, atol=1e-5)
+    assert not torch.allclose(output(type(null)(null.embeds)), masked, atol=1e-3)  # the mask matters here

@@ -61,6 +61,21 @@ class TextConditioning:
         return replace(self, embeds=move(self.embeds), pooled=move(self.pooled), mask=move(self.mask))
 
 
+def unmasked(text: TextConditioning) -> TextConditioning:
+    """The same text with every token attended (no mask), for a file that stores no mask (PixArt's null text).
+
+    Each row's attended tokens are repeated in turn over all L positions: cross-attention then gives the same
+    output as the masked text, exactly when the attended count divides L (softmax weights of k tokens each
+    repeated L/k times are unchanged), as for the null text ``""`` (its one EOS token)."""
+    if text.mask is None:
+        return text
+    rows = []
+    for embeds, mask in zip(text.embeds, text.mask):
+        attended = embeds[mask.bool()]
+        rows.append(attended[torch.arange(embeds.shape[0]) % len(attended)])
+    return replace(text, embeds=torch.stack(rows), mask=None)
+
+
 class WrappedDenoiser(torch.nn.Module):
     """A module that puts a network behind the denoiser's ``model(x, t, **conditioning)`` call (a transformer,
     a ControlNet + UNet): its ``dtype``, ``device`` and ``config`` are those of ``network``."""

@@ -51,6 +51,7 @@ from ...config import (
     check_output_path,
     require,
 )
+from ...core.family import unmasked
 from ...embedding import NegativeEmbedding
 from ...errors import ReNegError
 from ...families import TextConditioning
@@ -214,7 +215,7 @@ class Trainer:
             self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=self.device,
                                                  dtype=dtype)
         # 3. Trainable parameters from the null text; AdamW + cosine; fp16 trains with loss scaling
-        init = self.family.null_text()
+        init = unmasked(self.family.null_text())  # a file stores no mask: PixArt's "" as all-attended tokens
         self.params = NegativeEmbeddingParameters(init.embeds[0], guidance_scale=self.guidance_scale,
                                                   learn_guidance_scale=config.learn_guidance_scale,
                                                   pooled=None if init.pooled is None else init.pooled[0]
