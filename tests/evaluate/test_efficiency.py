@@ -103,6 +103,23 @@ def test_cli_writes_json_and_chart(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("efficiency.json")
 
 
+def test_rms_sensitivity_beside_e_and_the_lora_init_is_a_choice(tmp_path):
+    """E divides ||J||_F by N D d_theta, RMS by its square root; LoRA's A at the start changes LoRA's E."""
+    records = {}
+    for init in ("gaussian", "kaiming"):
+        out = tmp_path / init
+        assert main(["efficiency", "--model", "tiny", "--num-samples", "2", "--probes", "3", "--steps", "2",
+                     "--resolution", "16", "--lora-ranks", "4", "--lora-init", init, "--out", str(out)]) == 0
+        records[init] = json.loads((out / "efficiency.json").read_text())
+    for name, entry in records["gaussian"]["parameters"].items():
+        count = 2 * 16 * entry["d_theta"]
+        assert entry["rms_sensitivity"] == pytest.approx(entry["E"] * count / count ** 0.5, rel=1e-9), name
+    same = records["kaiming"]["parameters"]
+    assert same["negative"]["E"] == records["gaussian"]["parameters"]["negative"]["E"]  # only LoRA's A changed
+    assert same["lora-4"]["E"] != records["gaussian"]["parameters"]["lora-4"]["E"]
+    assert records["kaiming"]["lora_init"] == "kaiming"
+
+
 @pytest.mark.parametrize("flags, needle", [(["--probes", "1"], "--probes"), (["--negative", "missing.safetensors"],
                                                                                   "does not exist")])
 def test_bad_input_is_one_line(flags, needle, tmp_path, capsys):

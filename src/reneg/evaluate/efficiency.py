@@ -45,6 +45,8 @@ PAPER_TABLE_1 = {"negative": 5.1e-4, "unet": 1.5e-6, "lora-8": 8.1e-8, "lora-16"
 LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 #: The probes' random stream, apart from the prompts' and x_T's (a probe equal to x_T is far from a random one).
 PROBE_STREAM = 1
+#: ``--lora-init``: peft's ``init_lora_weights`` for each choice
+LORA_INITS = {"gaussian": "gaussian", "kaiming": True}
 #: "E(a) >> E(b)": at least this ratio between the bounds of their intervals (one order of magnitude).
 MUCH_GREATER = 10.0
 
@@ -60,6 +62,9 @@ class EfficiencyConfig(PromptSettings, SamplingSettings):
     num_samples: int = arg(8, "N: prompts (one x_T each) sampled to the denoised latents X", metavar="N", min=1)
     probes: int = arg(32, "K: random projections v ~ N(0, I) (one backward pass each)", metavar="K", min=2)
     lora_ranks: list[int] = arg([8, 16], "LoRA ranks to measure (repeatable)", metavar="R", min=1)
+    lora_init: str = arg("gaussian", "LoRA's A at the start (B = 0): gaussian, N(0, 1/r) as diffusers' LoRA example, "
+                                     "so that E of LoRA falls as r^-1.5 by construction; kaiming, peft's default "
+                                     "(Kaiming-uniform)", choices=list(LORA_INITS))
     exact: bool = arg(False, "also form J exactly, one backward pass per entry of X (N*D passes; small models)")
     confidence: float = arg(0.95, "level of the confidence intervals", min_exclusive=0, max_exclusive=1)
     out: str = arg("efficiency", "output directory (efficiency.json, efficiency.png)", metavar="DIR", output="dir")
@@ -149,12 +154,18 @@ def efficiency_of(norm_squared: float, *, samples: int, dim: int, size: int) -> 
     return math.sqrt(max(norm_squared, 0.0)) / (samples * dim * size)
 
 
+def rms_sensitivity(norm_squared: float, *, samples: int, dim: int, size: int) -> float:
+    """||J||_F / sqrt(N D d_theta): the root-mean-square entry of J, a per-parameter sensitivity that, unlike E,
+    does not fall with d_theta by construction (E divides the norm of N D d_theta entries by their count)."""
+    return math.sqrt(max(norm_squared, 0.0) / (samples * dim * size))
+
+
 # -- the model side ------------------------------------------------------------------------------------
 
 
-def add_lora(model: torch.nn.Module, ranks: list[int]) -> list[ParameterSet]:
-    """peft LoRA adapters of each rank on ``model``'s attention projections, B = 0 (``lora_alpha = r``, Gaussian A),
-    as diffusers' text-to-image LoRA example initialises them."""
+def add_lora(model: torch.nn.Module, ranks: list[int], init: str = "gaussian") -> list[ParameterSet]:
+    """peft LoRA adapters of each rank on ``model``'s attention projections, B = 0 (``lora_alpha = r``); A Gaussian
+    as diffusers' text-to-image LoRA example initialises it, or Kaiming-uniform (peft's default): ``init``."""
     import warnings
 
     from peft import LoraConfig
@@ -164,7 +175,7 @@ def add_lora(model: torch.nn.Module, ranks: list[int]) -> list[ParameterSet]:
         name = f"lora-{rank}"
         with warnings.catch_warnings():  # peft warns that a second adapter makes "multiple adapters": it does
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-            model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+            model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=LORA_INITS[init],
                                          target_modules=list(LORA_TARGETS)), adapter_name=name)
         tensors = [p for key, p in model.named_parameters() if f".{name}." in key]
         for tensor in tensors:
@@ -221,6 +232,8 @@ def _summary(sets, norms: torch.Tensor, *, samples: int, dim: int, confidence: f
             "E": efficiency_of(mean, **scale),
             "E_interval": [efficiency_of(low, **scale), efficiency_of(high, **scale)],
             "E_interval_worst_case": [efficiency_of(bound, **scale) for bound in worst],
+            "rms_sensitivity": rms_sensitivity(mean, **scale),
+            "rms_sensitivity_interval": [rms_sensitivity(low, **scale), rms_sensitivity(high, **scale)],
         }
     return results
 
@@ -274,7 +287,7 @@ def plot_efficiency(path: str | Path, results: dict, *, confidence: float) -> Pa
 
 def measure(model: LoadedModel, prompts: list[str], negative: torch.Tensor, latents: torch.Tensor, *,
             steps: int, guidance_scale: float, resolution: int, probes: int, lora_ranks: list[int],
-            confidence: float = 0.95, seed: int = 0, exact: bool = False) -> dict:
+            confidence: float = 0.95, seed: int = 0, exact: bool = False, lora_init: str = "gaussian") -> dict:
     """E(theta) for the negative embedding, the denoiser and LoRA of ``lora_ranks`` (see the module docstring).
 
     Returns ``{"parameters": {name: {...E, E_interval...}}, "exact": {name: ||J||_F^2} (with ``exact``), ...}``.
@@ -285,7 +298,7 @@ def measure(model: LoadedModel, prompts: list[str], negative: torch.Tensor, late
     negative = negative.detach().to(family.device, torch.float32).clone().requires_grad_(True)
     sets = [ParameterSet("negative", "n", [negative]), ParameterSet("unet", "theta_0", list(unet.parameters()))]
     try:
-        sets += add_lora(unet, lora_ranks) if lora_ranks else []
+        sets += add_lora(unet, lora_ranks, lora_init) if lora_ranks else []
         names = [s.name for s in sets[2:]]
         if names:
             unet.set_adapters(names)  # every adapter on, at scale 1, for the whole measurement
@@ -332,13 +345,14 @@ def efficiency(config: EfficiencyConfig, *, model: LoadedModel | None = None) ->
     # 2. The measurement
     record = measure(model, prompts, negative, latents, steps=steps, guidance_scale=guidance_scale,
                      resolution=resolution, probes=config.probes, lora_ranks=config.lora_ranks,
-                     confidence=config.confidence, seed=config.seed, exact=config.exact)
+                     confidence=config.confidence, seed=config.seed, exact=config.exact, lora_init=config.lora_init)
     # 3. The record and the chart
     out = Path(config.out)
     plot_efficiency(out / "efficiency.png", record["parameters"], confidence=config.confidence)
     path = out / "efficiency.json"
     write_json(path, {"model": model.name, "negative": config.negative or "null text", "prompts": prompts,
                       "steps": steps, "guidance_scale": guidance_scale, "resolution": resolution, "seed": config.seed,
+                      "lora_init": config.lora_init,
                       "X": "denoised latents x_0 (N x D), gradient through every DDIM step",
                       "paper_table_1": PAPER_TABLE_1, "reneg_version": __version__, **record})
     return path
