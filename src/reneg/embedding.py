@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from .core.fingerprint import combined_fingerprint, fingerprints_match
 from .errors import ReNegError
-from .io import atomic_path
+from .io import atomic_path, sort_safetensors_metadata
 
 FORMAT = "reneg.negative_embedding"
 VERSION = "1"
@@ -171,6 +171,7 @@ def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     try:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
+            sort_safetensors_metadata(tmp)  # identical runs write identical bytes
     except OSError as exc:
         raise ReNegError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None
 

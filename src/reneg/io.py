@@ -37,6 +37,26 @@ def atomic_path(path: str | Path):
             os.remove(tmp)
 
 
+def sort_safetensors_metadata(path: str | Path) -> None:
+    """Rewrite a safetensors file's header with its string metadata in sorted key order, in place.
+
+    safetensors writes ``__metadata__`` in hash order, which changes from process to process: two identical
+    runs would write byte-different files. Tensors and their data are untouched; the header is padded with
+    spaces to 8 bytes, as safetensors pads it."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+        data = handle.read()
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(text).to_bytes(8, "little") + text + data)
+
+
 def write_json(path: str | Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

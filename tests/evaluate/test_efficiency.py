@@ -127,3 +127,13 @@ def test_bad_input_is_one_line(flags, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "eff" / "efficiency.json").exists()
+
+
+def test_lora_rows_are_reproducible_for_a_seed(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["efficiency", "--model", "tiny", "--num-samples", "2", "--probes", "2", "--steps", "2",
+                     "--resolution", "16", "--lora-ranks", "4", "--seed", "3", "--out", str(out)]) == 0
+        runs.append(json.loads((out / "efficiency.json").read_text())["parameters"]["lora-4"]["E"])
+    assert runs[0] == runs[1]

@@ -163,7 +163,7 @@ def rms_sensitivity(norm_squared: float, *, samples: int, dim: int, size: int) -
 # -- the model side ------------------------------------------------------------------------------------
 
 
-def add_lora(model: torch.nn.Module, ranks: list[int], init: str = "gaussian") -> list[ParameterSet]:
+def add_lora(model: torch.nn.Module, ranks: list[int], init: str = "gaussian", *, seed: int = 0) -> list[ParameterSet]:
     """peft LoRA adapters of each rank on ``model``'s attention projections, B = 0 (``lora_alpha = r``); A Gaussian
     as diffusers' text-to-image LoRA example initialises it, or Kaiming-uniform (peft's default): ``init``."""
     import warnings
@@ -175,6 +175,7 @@ def add_lora(model: torch.nn.Module, ranks: list[int], init: str = "gaussian") -
         name = f"lora-{rank}"
         with warnings.catch_warnings():  # peft warns that a second adapter makes "multiple adapters": it does
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            torch.manual_seed(mixed_seed(seed, PROBE_STREAM + 1, rank))  # inside measure's fork_rng: seeded
             model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=LORA_INITS[init],
                                          target_modules=list(LORA_TARGETS)), adapter_name=name)
         tensors = [p for key, p in model.named_parameters() if f".{name}." in key]
@@ -298,7 +299,8 @@ def measure(model: LoadedModel, prompts: list[str], negative: torch.Tensor, late
     negative = negative.detach().to(family.device, torch.float32).clone().requires_grad_(True)
     sets = [ParameterSet("negative", "n", [negative]), ParameterSet("unet", "theta_0", list(unet.parameters()))]
     try:
-        sets += add_lora(unet, lora_ranks, lora_init) if lora_ranks else []
+        with torch.random.fork_rng(devices=[]):  # LoRA's random A from --seed, the global stream left alone
+            sets += add_lora(unet, lora_ranks, lora_init, seed=seed) if lora_ranks else []
         names = [s.name for s in sets[2:]]
         if names:
             unet.set_adapters(names)  # every adapter on, at scale 1, for the whole measurement

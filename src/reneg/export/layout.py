@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from ..embedding import EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, POOLED_KEY, VERSION, NegativeEmbedding
 from ..errors import ReNegError
+from ..io import sort_safetensors_metadata
 
 #: The tensor that keeps every textual-inversion loader away (see the module docstring).
 MARKER_KEY = "_reneg_not_a_textual_inversion"
@@ -152,6 +153,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
         raise ValueError(f"every exported tensor file carries '{MARKER_KEY}', first in key order")
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in tensors.items()}
     save_file(tensors, str(path), metadata=metadata)
+    sort_safetensors_metadata(path)
     return path
 
 

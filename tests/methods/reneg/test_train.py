@@ -111,3 +111,13 @@ def test_weighted_rewards_from_a_config_file(tmp_path):
     assert main(["train", "--config", str(config_file)]) == 0
     metadata = NegativeEmbedding.load(tmp_path / "n.safetensors").metadata
     assert json.loads(metadata["reward"]) == {"contrast": 1.0, "saturation": {"weight": -0.5}}
+
+
+def test_two_identical_runs_write_byte_identical_files(tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name / "neg.safetensors"
+        assert main(["train", "--model", "tiny", "--reward", "contrast", "--train-steps", "2", "--batch-size", "2",
+                     "--steps", "3", "--device", "cpu", "--validate-every", "0", "--out", str(out)]) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]

@@ -75,6 +75,8 @@ ROUTES = ("reward-cfg", "reward", "positive", "dpo")
 RELEASE_LR = {"dpo": 5e-6}
 REWARD_LR = 1e-5
 DPO_WEIGHT_DECAY = 1e-2
+#: the random stream of delta's initial A (apart from the batches' streams, keyed by step)
+LORA_INIT_STREAM = 2**31 - 1
 
 
 @dataclass
@@ -162,8 +164,11 @@ class NPOTrainer:
         if DELTA in getattr(unet, "peft_config", {}):
             unet.delete_adapters(DELTA)
         try:
-            unet.add_adapter(LoraConfig(r=c.rank, lora_alpha=c.lora_alpha or c.rank, init_lora_weights="gaussian",
-                                        target_modules=list(c.target_modules)), adapter_name=DELTA)
+            with torch.random.fork_rng(devices=[]):  # delta's random A from --seed: one seed, one run
+                torch.manual_seed(mixed_seed(c.seed, LORA_INIT_STREAM))
+                unet.add_adapter(LoraConfig(r=c.rank, lora_alpha=c.lora_alpha or c.rank,
+                                            init_lora_weights="gaussian", target_modules=list(c.target_modules)),
+                                 adapter_name=DELTA)
         except ValueError as error:
             raise ReNegError(f"--target-modules {', '.join(c.target_modules)}: {str(error).splitlines()[0]}: "
                              "name modules of this UNet, e.g. to_q to_k to_v to_out.0") from None
