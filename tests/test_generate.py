@@ -105,3 +105,16 @@ def test_bad_method_specs_are_one_line_and_exit_2(flags, needle, tmp_path, capsy
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "Warning" not in line]
     assert status == 2 and len(err) == 1 and needle in err[0]
     assert not (tmp_path / "out" / "generation.json").exists()
+
+
+@pytest.mark.parametrize("flag, text", [("--negative-prompt", "contact @5"), ("--caption", "a star @2")])
+def test_an_at_sign_in_a_flags_text_is_text(flag, text, tmp_path):
+    """``@GS`` sets the guidance scale only in ``--method SPEC@GS``; in free text it is the user's character."""
+    out = tmp_path / "images"
+    assert main(["generate", "--model", "tiny", "--prompt", "a red circle", flag, text, "--steps", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    record = json.loads((out / "generation.json").read_text())
+    assert record["method"].endswith("=" + text) and record["guidance_scale"] == 7.5
+    assert main(["generate", "--model", "tiny", "--prompt", "a red circle", "--method", "null@3", "--steps", "2",
+                 "--device", "cpu", "--out", str(tmp_path / "three")]) == 0
+    assert json.loads((tmp_path / "three" / "generation.json").read_text())["guidance_scale"] == 3.0

@@ -72,10 +72,14 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
         """The method spec the images are made with: ``--method``, else what the alias flags stand for, else null."""
         return self.method or next((s for s in (flags.alias_spec(self) for flags in ALIAS_FLAGS) if s), "null")
 
+    def parsed_spec(self):
+        """:attr:`spec` parsed; ``@GS`` is a guidance scale only in ``--method`` (alias flags carry free text)."""
+        return parse_method_spec(self.spec, guidance_suffix=self.method is not None)
+
 
 def method_for(model: LoadedModel, config: GenerateConfig) -> Method:
     """The chosen method (the registry of ``reneg eval``'s methods: null, handcrafted, embedding, ...)."""
-    spec = parse_method_spec(config.spec)
+    spec = config.parsed_spec()
     method = DnpFlags.configure(config, build_methods([spec], model)[spec.base])
     if hasattr(method, "out"):  # per-sample keeps the adapted embeddings beside the images
         method.out = Path(config.out)
@@ -106,7 +110,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
     method = method_for(model, config)
     getattr(method, "prepare", lambda model, prompts: None)(model, prompts)  # DNP: its captioner, before any image
-    spec_scale = parse_method_spec(config.spec).guidance_scale  # `--method SPEC@GS`
+    spec_scale = config.parsed_spec().guidance_scale  # `--method SPEC@GS`
     require(spec_scale is None or config.guidance_scale is None, f"--method {config.spec} sets the guidance scale "
             "and so does --guidance-scale: give one of them")
     sampling = model.sampling(config, **({} if spec_scale is None else {"guidance_scale": spec_scale}))

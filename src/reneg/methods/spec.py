@@ -45,10 +45,13 @@ def _guidance_suffix(text: str) -> tuple[str, float | None]:
     return body, guidance_scale
 
 
-def parse_method_spec(text: str) -> MethodSpec:
-    """Parse ``name``, ``name=ARG``, ``name@GS`` or ``name=ARG@GS``; unknown names and bad arguments are ReNegError."""
+def parse_method_spec(text: str, *, guidance_suffix: bool = True) -> MethodSpec:
+    """Parse ``name``, ``name=ARG``, ``name@GS`` or ``name=ARG@GS``; unknown names and bad arguments are ReNegError.
+
+    ``guidance_suffix=False`` for a spec that a flag's free text became (``--negative-prompt "contact @5"``):
+    an ``@`` there is the user's text, not a guidance scale."""
     text = text.strip()
-    body, guidance_scale = _guidance_suffix(text)
+    body, guidance_scale = _guidance_suffix(text) if guidance_suffix else (text, None)
     name, equals, argument = body.partition("=")
     if name not in METHODS:
         raise METHODS.unknown(name or text, [entry.usage for entry in METHODS.values()])
