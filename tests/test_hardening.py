@@ -302,3 +302,25 @@ def test_checkpoints_with_crafted_fields_refuse_or_restore(changes, group, tenso
             optimizer.step()  # the restored state must be usable, not just loadable
 
         _refuses_or_works(load_and_restore)
+
+
+def test_the_package_never_unpickles():
+    """No ``weights_only=False``, no pickle loads, no unsafe YAML anywhere in src/ (issue 33): every torch.load
+    says ``weights_only=True``."""
+    import re
+    from pathlib import Path
+
+    import reneg
+
+    unsafe = re.compile(r"weights_only\s*=\s*False|pickle\.loads?\(|cPickle|dill|yaml\.(unsafe_)?load\(|"
+                        r"yaml\.Loader|yaml\.UnsafeLoader|marshal\.loads?\(")
+    found, loads = [], []
+    for path in Path(reneg.__file__).parent.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if unsafe.search(line):
+                found.append(f"{path.name}:{number}: {line.strip()}")
+            if re.search(r"torch\.load\(", line) and not line.lstrip().startswith(("#", "``", "Without")) \
+                    and "weights_only=True" not in line:
+                loads.append(f"{path.name}:{number}: {line.strip()}")
+    assert not found, found
+    assert not loads, loads
