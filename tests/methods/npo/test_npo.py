@@ -307,3 +307,36 @@ def test_two_runs_with_one_seed_write_the_same_bytes(tmp_path):
                  "--steps", "3", "--rank", "2", "--lr", "1e-2", "--device", "cpu", "--seed", "6",
                  "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "pytorch_lora_weights.safetensors").read_bytes() != first.read_bytes()
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """--checkpoint-every N, a kill after step 2 of 4, then --resume: delta (and Adam's state) as if never stopped."""
+    from safetensors.torch import load_file
+
+    from reneg.methods.npo.train import NPOTrainer
+
+    def run(out, *extra):
+        return main(["npo", "--model", "tiny", "--reward", "contrast", "--train-steps", "4", "--batch-size", "2",
+                     "--steps", "3", "--rank", "2", "--lr", "1e-2", "--device", "cpu", "--out", str(out), *extra])
+
+    assert run(tmp_path / "whole") == 0
+    step = NPOTrainer.step
+
+    def killed_at_three(self):
+        if self.step_index == 2:
+            raise SystemExit(137)  # what a SIGKILL leaves: nothing after the last checkpoint
+        return step(self)
+
+    monkeypatch.setattr(NPOTrainer, "step", killed_at_three)
+    with pytest.raises(SystemExit):
+        run(tmp_path / "cut", "--checkpoint-every", "2")
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.checkpoint" / "latest").is_file()
+    monkeypatch.setattr(NPOTrainer, "step", step)
+    assert run(tmp_path / "cut", "--resume", str(tmp_path / "cut.checkpoint")) == 0
+    whole = load_file(str(tmp_path / "whole" / "pytorch_lora_weights.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "pytorch_lora_weights.safetensors"))
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    # a resume with other settings is refused in one line
+    assert main(["npo", "--model", "tiny", "--reward", "contrast", "--train-steps", "4", "--batch-size", "2",
+                 "--steps", "3", "--rank", "2", "--lr", "2e-2", "--device", "cpu", "--out", str(tmp_path / "other"),
+                 "--resume", str(tmp_path / "cut.checkpoint")]) == 2

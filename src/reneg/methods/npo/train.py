@@ -28,9 +28,10 @@ init (delta = 0 at the start), target modules ``to_k, to_q, to_v, to_out.0``; lr
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -62,6 +63,7 @@ from ...models.device import dtype_of, resolve_device
 from ...models.loading import LoadedModel, load_model
 from ...prompts import gather_prompts
 from ...rewards import Reward, build_reward
+from .. import checkpoints
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
 from .dpo import Pairs, load_pairs, npo_dpo_loss
 from .weights import fuse_into_base, path_identity, save_adapter
@@ -116,6 +118,15 @@ class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
     guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale in the reward routes' rollout")
     seed: int = TRAINING_SEED(help="seed of prompts/pairs, timesteps and noise")
     log_every: int = LOG_EVERY()
+    checkpoint_every: int = arg(0, "save a resumable checkpoint (<out>.checkpoint) every N steps (0: only at the end)",
+                                metavar="N", min=0)
+    resume: str | None = arg(None, "resume from this checkpoint directory (<out>.checkpoint of an earlier run with "
+                                   "the same settings): the result is the uninterrupted run's, bit for bit",
+                             metavar="DIR")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.out).with_name(Path(self.out).name + ".checkpoint")
 
     def __post_init__(self):
         super().__post_init__()
@@ -184,6 +195,8 @@ class NPOTrainer:
             DPO_WEIGHT_DECAY if c.route == "dpo" else 0.0)
         self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
         self.step_index = 0
+        if c.resume:
+            self.load_checkpoint(c.resume)
 
     def _negative(self) -> TextConditioning | None:
         """The negative branch's conditioning in the reward routes: null text, a ReNeg file, or a learned one."""
@@ -292,6 +305,42 @@ class NPOTrainer:
             "reneg_version": __version__,
         }
 
+    # -- checkpoints (reneg.methods.checkpoints: safetensors + JSON, replaced atomically) ---------------------
+    def _trained(self) -> dict[str, torch.Tensor]:
+        unet = self.family.model
+        tensors = {n: p for n, p in unet.named_parameters() if f".{DELTA}." in n}
+        if self.config.joint:
+            tensors["negative_embedding"] = self.negative.embeds
+        return tensors
+
+    def _recipe(self) -> dict:
+        """What a resumed run must share with its checkpoint: everything that decides delta but the step count."""
+        recipe = {k: v for k, v in asdict(self.config).items()
+                  if k not in ("train_steps", "checkpoint_every", "resume", "log_every", "out", "device")}
+        return {**recipe, "lr": self.lr, "weight_decay": self.weight_decay, "base_model": self.model.name}
+
+    def save_checkpoint(self) -> Path:
+        return checkpoints.save(self.config.checkpoint_dir, step=self.step_index,
+                                parameters={k: v.detach() for k, v in self._trained().items()},
+                                optimizer=self.optimizer, extra={"recipe": self._recipe(), "reneg_version": __version__})
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        state, tensors, optimizer_tensors = checkpoints.load(directory)
+        saved, own_recipe = state.get("recipe") or {}, self._recipe()
+        differing = sorted(k for k in own_recipe if json.dumps(saved.get(k)) != json.dumps(own_recipe[k]))
+        if differing:
+            raise ReNegError(f"cannot resume from '{directory}': this run differs in "
+                             f"{', '.join('--' + k.replace('_', '-') for k in differing)}; resume with the "
+                             "checkpoint's settings, or start a fresh run with another --out")
+        own = self._trained()
+        if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
+            raise ReNegError(f"checkpoint '{directory}' holds parameters of another shape: start a fresh run")
+        with torch.no_grad():
+            for name, parameter in own.items():
+                parameter.copy_(tensors[name].to(parameter.device))
+        checkpoints.restore_optimizer(self.optimizer, state["param_groups"], optimizer_tensors, source=str(directory))
+        self.step_index = state["step"]
+
     def learned_negative(self) -> NegativeEmbedding:
         """--joint: the embedding learned with delta, as a ReNeg file."""
         return NegativeEmbedding(self.negative.embeds.detach().squeeze(0).float().cpu(), {
@@ -309,12 +358,20 @@ def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Re
     trainer = NPOTrainer(config, model=model, reward=reward)
     history = []
     label = "DPO margin" if config.route == "dpo" else "reward"
-    for _ in range(config.train_steps):
-        record = trainer.step()
-        history.append(record)
-        if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
-            logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
-                        record["loss"], label, record["measure"], record["seconds"])
+    try:
+        while trainer.step_index < config.train_steps:
+            record = trainer.step()
+            history.append(record)
+            if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
+                logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
+                            record["loss"], label, record["measure"], record["seconds"])
+            if config.checkpoint_every and record["step"] % config.checkpoint_every == 0:
+                trainer.save_checkpoint()
+        trainer.save_checkpoint()  # first the checkpoint: a failure writing the adapter then loses nothing
+    except BaseException:
+        trainer.restore_base()
+        trainer.family.model.delete_adapters(DELTA)
+        raise
     out = Path(config.out)
     unet = trainer.family.model
     trainer.restore_base()  # theta again: the adapter's fingerprint is of the base it applies to
