@@ -101,7 +101,10 @@ def forward_rows(model, rows: list[str], *args, **kwargs) -> torch.Tensor:
     """
 
     def inject(module, args, kwargs):
-        kwargs["adapter_names"] = rows
+        inputs = (args[0] if args else kwargs["x"]).shape[0]
+        # video denoisers fold frames (spatial layers) or pixels (temporal layers) into the batch, the batch
+        # outermost (diffusers' reshapes): each row of the call is then len(inputs) / len(rows) rows in a run
+        kwargs["adapter_names"] = rows if inputs == len(rows) else [r for r in rows for _ in range(inputs // len(rows))]
         return args, kwargs
 
     layers = _lora_layers(model)

@@ -78,7 +78,16 @@ def unmasked(text: TextConditioning) -> TextConditioning:
 
 class WrappedDenoiser(torch.nn.Module):
     """A module that puts a network behind the denoiser's ``model(x, t, **conditioning)`` call (a transformer,
-    a ControlNet + UNet): its ``dtype``, ``device`` and ``config`` are those of ``network``."""
+    a ControlNet + UNet): its ``dtype``, ``device`` and ``config`` are those of ``network``, and so is its peft
+    adapter API (NPO's adapters sit on the network)."""
+
+    _ADAPTER_API = frozenset({"peft_config", "add_adapter", "delete_adapters", "enable_adapters", "disable_adapters",
+                              "set_adapters", "active_adapters"})
+
+    def __getattr__(self, name):
+        if name in WrappedDenoiser._ADAPTER_API:
+            return getattr(self.network, name)
+        return super().__getattr__(name)
 
     @property
     def network(self) -> torch.nn.Module:

@@ -47,6 +47,7 @@ from ...config import (
     TRAIN_STEPS,
     TRAINING_SEED,
     Command,
+    ConditionSettings,
     PromptSettings,
     RewardSettings,
     TrainingSettings,
@@ -63,10 +64,11 @@ from ...models.device import dtype_of, resolve_device
 from ...models.loading import LoadedModel, load_model
 from ...prompts import gather_prompts
 from ...rewards import Reward, build_reward
+from ...rewards.video import frame_rewards
 from .. import checkpoints
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
 from .dpo import Pairs, load_pairs, npo_dpo_loss
-from .weights import fuse_into_base, path_identity, save_adapter
+from .weights import fuse_into_base, path_identity, save_adapter, with_adapter_api
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ LORA_INIT_STREAM = 2**31 - 1
 
 
 @dataclass
-class NPOConfig(PromptSettings, RewardSettings, TrainingSettings):
+class NPOConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSettings):
     """Settings of ``reneg npo``; None means the model's default."""
 
     route: str = arg("reward-cfg", "reward-cfg: delta on the negative branch only, trained through CFG (NPO Sec. 3.1, "
@@ -151,6 +153,7 @@ class NPOTrainer:
         # 1. Model, defaults
         self.model = model or load_model(c.model, device=self.device, dtype=dtype)
         self.family, defaults = self.model.family, self.model.defaults
+        self.family.condition_on(control_image=c.control_image, num_frames=c.num_frames)
         rollout_settings = RolloutSettings.of(c, self.model)
         self.steps, self.grad_window = rollout_settings.steps, rollout_settings.grad_window
         self.guidance_scale, self.resolution = rollout_settings.guidance_scale, rollout_settings.resolution
@@ -171,6 +174,7 @@ class NPOTrainer:
         # 3. eta into the base weights (--lora), delta on the UNet (fp32 trainable), AdamW
         self.restore_base = fuse_into_base(self.model.pipe, c.lora, what="--lora") if c.lora else (lambda: None)
         unet = self.family.model
+        with_adapter_api(unet)
         unet.requires_grad_(False)
         if DELTA in getattr(unet, "peft_config", {}):
             unet.delete_adapters(DELTA)
@@ -239,7 +243,7 @@ class NPOTrainer:
         branches["negative"].frozen = route == "reward"  # Eq. 7 through the prompt's branch only
         images = rollout(self.family, branches, batch.latents, steps=self.steps,
                          guidance_scale=self.guidance_scale, grad_from=batch.grad_from)
-        rewards = self.reward(images, batch.prompts).float()
+        rewards = frame_rewards(self.reward, images, batch.prompts).float()  # videos: mean over frames
         objective = 1 - rewards if route == "reward" else rewards  # R_NPO = 1 - R (Eq. 7); through CFG or eta: R
         return -objective.mean(), rewards.detach()
 

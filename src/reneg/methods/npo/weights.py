@@ -55,10 +55,34 @@ def _json_ready(value):
     return value
 
 
+def denoiser_of(pipe):
+    """The network NPO's adapters sit on: ``pipe.unet`` (SD, SDXL, AnimateDiff, ...) or ``pipe.transformer``
+    (SD3, PixArt), with diffusers' peft adapter API (:func:`with_adapter_api`)."""
+    return with_adapter_api(pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer)
+
+
+def with_adapter_api(module):
+    """``module`` with diffusers' ``PeftAdapterMixin`` (``add_adapter``, ``set_adapters``, ...).
+
+    diffusers 0.42 leaves it out of ``UNet3DConditionModel`` (TextToVideoSD, ZeroScope) although its attention
+    layers take a LoRA as any UNet's: the module's class gains the mixin, under the same class name (so that
+    ``save_pretrained`` writes the same config)."""
+    from diffusers.loaders.peft import PeftAdapterMixin
+
+    module = getattr(module, "network", module)
+    if not isinstance(module, PeftAdapterMixin):
+        cls = type(module)
+        module.__class__ = type(cls.__name__, (cls, PeftAdapterMixin), {"__module__": cls.__module__})
+    return module
+
+
 def save_adapter(unet, adapter_name: str, out: str | Path, metadata: dict) -> Path:
-    """Write ``adapter_name`` of ``unet`` as diffusers' LoRA file plus ``npo.json`` into ``out``; each file atomic."""
-    from diffusers import StableDiffusionPipeline
+    """Write ``adapter_name`` of ``unet`` (or a transformer) as diffusers' LoRA file plus ``npo.json`` into
+    ``out``; each file atomic. A transformer's keys are written under ``transformer.``, as SD3's loader reads."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
+
+    unet = getattr(unet, "network", unet)  # a wrapped denoiser's network
 
     out = Path(out)
     state = {k: v.detach().to("cpu", torch.float32).contiguous()
@@ -67,8 +91,13 @@ def save_adapter(unet, adapter_name: str, out: str | Path, metadata: dict) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=state, unet_lora_adapter_metadata=config,
-                                                  weight_name=ADAPTER_FILE)
+        if isinstance(unet, SD3Transformer2DModel):
+            StableDiffusion3Pipeline.save_lora_weights(staging, transformer_lora_layers=state,
+                                                       transformer_lora_adapter_metadata=config,
+                                                       weight_name=ADAPTER_FILE)
+        else:
+            StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=state,
+                                                      unet_lora_adapter_metadata=config, weight_name=ADAPTER_FILE)
         sort_safetensors_metadata(staging / ADAPTER_FILE)
         os.replace(staging / ADAPTER_FILE, out / ADAPTER_FILE)
     finally:
@@ -118,7 +147,7 @@ def load_adapter(pipe, path: str | Path, *, what: str) -> str:
     """Load a LoRA onto ``pipe``'s UNet once (named by its hash) and return the adapter's name."""
     path = check_adapter_path(path, what=what)
     name = f"lora_{path_identity(path)}"
-    unet = pipe.unet
+    unet = denoiser_of(pipe)
     if name in getattr(unet, "peft_config", {}):
         return name
     metadata = read_metadata(path) if path.is_dir() else {}
@@ -148,7 +177,7 @@ def fuse_into_base(pipe, path: str | Path, *, what: str):
     theta + eta with the prompt's rows at theta + eta, as the authors' release does."""
     from peft.tuners.lora import LoraLayer
 
-    name, unet = load_adapter(pipe, path, what=what), pipe.unet
+    name, unet = load_adapter(pipe, path, what=what), denoiser_of(pipe)
     saved = []
     with torch.no_grad():
         for layer in [m for m in unet.modules() if isinstance(m, LoraLayer) and name in m.lora_A]:
@@ -245,8 +274,8 @@ def install_npo(pipe, *, npo: str | Path | None = None, beta: float = 1.0, lora:
     if npo is not None:
         terms.append((load_adapter(pipe, npo, what="--npo"), float(beta)))
     key = hashlib.sha256(repr(terms).encode()).hexdigest()[:12]
-    negative = stack_adapters(pipe.unet, terms, f"npo_negative_{key}")
-    cond = stack_adapters(pipe.unet, [(eta, 1.0)], f"npo_cond_{eta}") if eta is not None else BASE_ROWS
+    negative = stack_adapters(denoiser_of(pipe), terms, f"npo_negative_{key}")
+    cond = stack_adapters(denoiser_of(pipe), [(eta, 1.0)], f"npo_cond_{eta}") if eta is not None else BASE_ROWS
     return NPOWeights(cond, negative)
 
 
