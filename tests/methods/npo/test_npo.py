@@ -340,3 +340,30 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch)
     assert main(["npo", "--model", "tiny", "--reward", "contrast", "--train-steps", "4", "--batch-size", "2",
                  "--steps", "3", "--rank", "2", "--lr", "2e-2", "--device", "cpu", "--out", str(tmp_path / "other"),
                  "--resume", str(tmp_path / "cut.checkpoint")]) == 2
+
+
+def test_low_rank_rows_give_peft_s_images_without_peft(model, tmp_path):
+    """The inference path (plain low-rank products on the rows) against peft's mixed batch: the same images to 1e-5,
+    and no peft layer in the UNet."""
+    from reneg.core.rollout import rollout, text_branches
+    from reneg.methods.npo.lowrank import LowRankNPOWeights, lowrank_npo
+
+    delta, eta = _random_lora(model.pipe, tmp_path / "delta", seed=1), _random_lora(model.pipe, tmp_path / "eta", seed=3)
+    fast = lowrank_npo(model.pipe, npo=delta, beta=0.8, lora=eta, alpha=0.3)
+    assert isinstance(fast, LowRankNPOWeights)
+    assert not any(name.startswith("lora_") for name in getattr(model.pipe.unet, "peft_config", {}))  # none loaded
+    prompts, family = ["a red circle", "a blue square"], model.family
+
+    def images(weights):
+        cond, negative = weights.branch_weights()
+        branches = text_branches(family, family.encode(prompts), family.null_text(), resolution=model.resolution,
+                                 negative_weights=negative)
+        branches["cond"].weights = cond
+        with torch.no_grad():
+            return rollout(family, branches, _latents(model, seed=5), steps=3, guidance_scale=7.5)
+
+    ours = images(fast)
+    theirs = images(install_npo(model.pipe, npo=delta, beta=0.8, lora=eta, alpha=0.3))
+    assert (ours - theirs).abs().max() < 1e-5
+    plain = images(LowRankNPOWeights(*(type(fast.cond)(),) * 2))
+    assert (ours - plain).abs().max() > 1e-3

@@ -24,7 +24,8 @@ from ...families import TextConditioning
 from ...identity import file_identity
 from ...models.loading import LoadedModel
 from ..base import Method, register_method
-from .weights import NPOWeights, check_adapter_path, install_npo, path_identity
+from .lowrank import lowrank_npo
+from .weights import check_adapter_path, install_npo, path_identity
 
 #: Options after the method's path, and their defaults.
 NPO_OPTIONS = {"beta": 1.0, "alpha": 1.0, "lora": None, "negative": None}
@@ -68,11 +69,21 @@ def _check_merge(argument: str) -> None:
     check_adapter_path(path, what="npo-merge")
 
 
+def npo_weights(pipe, **terms):
+    """The branches' weights of NPO Eq. 10: plain low-rank products on the rows (:mod:`.lowrank`), or peft's
+    mixed-batch adapters for a LoRA file that path does not read (:func:`.weights.install_npo`)."""
+    if any(terms.get(key) is not None for key in ("npo", "lora")):
+        for key, what in (("npo", "npo"), ("lora", "lora")):
+            if terms.get(key) is not None:
+                check_adapter_path(terms[key], what=what)
+    return lowrank_npo(pipe, **terms) or install_npo(pipe, **terms)
+
+
 @dataclass
 class NPOMethod:
     """CFG with NPO weights on the branches (see the module doc); the adapters are loaded once, when built."""
 
-    weights: NPOWeights
+    weights: object  # .branch_weights() -> (cond, negative): lowrank.LowRankNPOWeights or weights.NPOWeights
     negative: TextConditioning
     identity: str
 
@@ -93,7 +104,7 @@ class NPOMethod:
                              "(DIR[,beta=B][,lora=ETA,alpha=A][,negative=FILE])")
 def _npo(argument: str | None, model: LoadedModel) -> Method:
     path, options = parse_options(argument, NPO_OPTIONS, method="npo")
-    weights = install_npo(model.pipe, npo=path, beta=options["beta"], lora=options["lora"], alpha=options["alpha"])
+    weights = npo_weights(model.pipe, npo=path, beta=options["beta"], lora=options["lora"], alpha=options["alpha"])
     negative = model.family.null_text()
     identity = f"npo:{path_identity(check_adapter_path(path, what='npo'))}:beta={options['beta']}"
     if options["lora"]:
@@ -109,7 +120,7 @@ def _npo(argument: str | None, model: LoadedModel) -> Method:
                              "(LORA[,gamma=G])")
 def _npo_merge(argument: str | None, model: LoadedModel) -> Method:
     path, options = parse_options(argument, MERGE_OPTIONS, method="npo-merge")
-    weights = install_npo(model.pipe, lora=path, alpha=options["gamma"])
+    weights = npo_weights(model.pipe, lora=path, alpha=options["gamma"])
     identity = f"npo-merge:{path_identity(check_adapter_path(path, what='npo-merge'))}:gamma={options['gamma']}"
     return NPOMethod(weights, model.family.null_text(), identity)
 
