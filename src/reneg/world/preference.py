@@ -144,13 +144,14 @@ def swap_shape(caption: str, rng: np.random.Generator) -> str | None:
 
 def _hard_negative_logits(encoder: DualEncoder, image_features: torch.Tensor, captions: list[str],
                           rng: np.random.Generator) -> torch.Tensor:
-    """One more text per image for InfoNCE: its caption with a shape swapped (-inf where it names none).
+    """One more text per image for InfoNCE: its caption with a shape swapped (a cosine of -100 where it names
+    none: never chosen, and finite, so that the logit scale's gradient stays finite).
 
     In-batch negatives rarely differ from the positive by the shape alone, so without these a small CLIP
     reads colours and backgrounds and not shapes (world v4, gate G3: shape pairs at 0.44)."""
     swapped = [swap_shape(c, rng) for c in captions]
     has = torch.tensor([s is not None for s in swapped])
-    logits = torch.full((len(captions), 1), float("-inf"))
+    logits = torch.full((len(captions), 1), -100.0)
     if has.any():
         texts = F.normalize(encoder.encode_text([s for s in swapped if s is not None]), dim=-1)
         logits[has, 0] = (image_features[has] * texts).sum(-1)
