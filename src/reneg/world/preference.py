@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ReNegError
 from ..models.tiny import CLIP_MEAN, CLIP_STD
 from .data import WorldData, loader, render_scenes
 from .degrade import STAGE, drawn
@@ -186,6 +187,8 @@ def train_preference(encoder: DualEncoder, data: WorldData, recon: torch.Tensor,
             s_l, _, _ = encoder.scores(losers, prompts)
             pair_logits = scale.exp() * torch.stack([s_w, s_l], dim=1)
             loss = loss + F.cross_entropy(pair_logits, torch.zeros(len(prompts), dtype=torch.long))
+        if not torch.isfinite(loss):
+            raise ReNegError(f"the preference loss is not finite at step {step + 1}: lower the learning rate")
         loss.backward()
         optimizer.step(), schedule.step(), optimizer.zero_grad()
         with torch.no_grad():
