@@ -183,9 +183,11 @@ def run_command(args) -> int:
             _run(args._command, args)
     except ReNegError as error:
         return _fail(args.command, str(error), 2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
+        if hasattr(error, "exit_status"):  # a training loop stopped between steps and saved (methods.stopping)
+            return _fail(args.command, str(error), error.exit_status)
         return _fail(args.command, "interrupted (Ctrl-C); files written so far are complete, "
-                                   "rerun to redo or resume", 130)
+                                   "rerun to redo them", 130)
     except OSError as error:
         message = _os_error_message(error)
         if message is None:

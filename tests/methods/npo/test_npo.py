@@ -367,3 +367,34 @@ def test_low_rank_rows_give_peft_s_images_without_peft(model, tmp_path):
     assert (ours - theirs).abs().max() < 1e-5
     plain = images(LowRankNPOWeights(*(type(fast.cond)(),) * 2))
     assert (ours - plain).abs().max() > 1e-3
+
+
+def test_sigterm_stops_npo_between_steps_and_resumes(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    from reneg.methods.npo.train import NPOTrainer
+
+    def run(out, *extra):
+        return main(["npo", "--model", "tiny", "--reward", "contrast", "--train-steps", "3", "--batch-size", "2",
+                     "--steps", "3", "--rank", "2", "--lr", "1e-2", "--device", "cpu", "--out", str(out), *extra])
+
+    step = NPOTrainer.step
+
+    def signalled_at_one(self):
+        record = step(self)
+        if self.step_index == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return record
+
+    monkeypatch.setattr(NPOTrainer, "step", signalled_at_one)
+    assert run(tmp_path / "cut") == 143
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    checkpoint = tmp_path / "cut.checkpoint"
+    assert "stopped by SIGTERM after step 1" in error and f"--resume {checkpoint}" in error
+    monkeypatch.setattr(NPOTrainer, "step", step)
+    assert run(tmp_path / "cut", "--resume", str(checkpoint)) == 0 and run(tmp_path / "whole") == 0
+    cut, whole = (load_file(str(tmp_path / n / "pytorch_lora_weights.safetensors")) for n in ("cut", "whole"))
+    assert all(torch.equal(cut[k], whole[k]) for k in whole)

@@ -121,3 +121,36 @@ def test_two_identical_runs_write_byte_identical_files(tmp_path):
                      "--steps", "3", "--device", "cpu", "--validate-every", "0", "--out", str(out)]) == 0
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("signal_name, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_stops_between_steps_saves_and_says_how_to_resume(signal_name, status, tmp_path, capsys,
+                                                                   monkeypatch):
+    """What a scheduler sends first (SIGTERM) or Ctrl-C: the step ends, a checkpoint is saved, one line says
+    --resume; the resumed run ends where an uninterrupted one does."""
+    import os
+    import signal
+
+    from reneg.methods.reneg import train as train_module
+
+    out = tmp_path / "neg.safetensors"
+    args = ["train", "--model", "tiny", "--reward", "contrast", "--train-steps", "4", "--batch-size", "2", "--steps",
+            "3", "--device", "cpu", "--validate-every", "0"]
+    step = train_module.Trainer.train_step
+
+    def signalled_at_two(self):
+        record = step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), getattr(signal, signal_name))
+        return record
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", signalled_at_two)
+    assert main([*args, "--out", str(out)]) == status
+    errors = capsys.readouterr().err.split("reneg train: error: ")[1:]  # (the progress bar shares its line)
+    checkpoint, error = out.with_suffix(".checkpoint"), errors[-1].split("\n")[0]
+    assert len(errors) == 1 and f"stopped by {signal_name} after step 2" in error
+    assert f"--resume {checkpoint}" in error and not out.exists()
+    monkeypatch.setattr(train_module.Trainer, "train_step", step)
+    assert main([*args, "--out", str(out), "--resume", str(checkpoint)]) == 0
+    assert main([*args, "--out", str(tmp_path / "whole.safetensors")]) == 0
+    assert torch.equal(NegativeEmbedding.load(out).tensor, NegativeEmbedding.load(tmp_path / "whole.safetensors").tensor)

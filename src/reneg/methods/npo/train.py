@@ -67,6 +67,7 @@ from ...rewards import Reward, build_reward
 from ...rewards.video import frame_rewards
 from .. import checkpoints
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
+from ..stopping import StopRequested, stop_on_signal
 from .dpo import Pairs, load_pairs, npo_dpo_loss
 from .weights import fuse_into_base, path_identity, save_adapter, with_adapter_api
 
@@ -357,20 +358,28 @@ def _file_hash(path: str) -> str:
     return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def _loop(trainer: NPOTrainer, config: NPOConfig, history: list, label: str, stop: dict) -> None:
+    while trainer.step_index < config.train_steps:
+        record = trainer.step()
+        history.append(record)
+        if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
+            logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
+                        record["loss"], label, record["measure"], record["seconds"])
+        if (config.checkpoint_every and record["step"] % config.checkpoint_every == 0) or stop["signal"]:
+            directory = trainer.save_checkpoint()
+        if stop["signal"]:
+            raise StopRequested(f"stopped by {stop['signal']} after step {trainer.step_index}; the checkpoint is "
+                                f"{directory}: rerun with --resume {directory} to go on", signal_name=stop["signal"])
+
+
 def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None) -> Path:
     """Train delta and write ``config.out`` (the LoRA file, npo.json, and negative.safetensors with --joint)."""
     trainer = NPOTrainer(config, model=model, reward=reward)
     history = []
     label = "DPO margin" if config.route == "dpo" else "reward"
     try:
-        while trainer.step_index < config.train_steps:
-            record = trainer.step()
-            history.append(record)
-            if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
-                logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
-                            record["loss"], label, record["measure"], record["seconds"])
-            if config.checkpoint_every and record["step"] % config.checkpoint_every == 0:
-                trainer.save_checkpoint()
+        with stop_on_signal() as stop:
+            _loop(trainer, config, history, label, stop)
         trainer.save_checkpoint()  # first the checkpoint: a failure writing the adapter then loses nothing
     except BaseException:
         trainer.restore_base()

@@ -62,6 +62,7 @@ from ...rewards import Reward, build_reward, build_rewards_from_config
 from .. import checkpoints
 from ..listeners import jsonl_log, log_lines, progress_bar, reward_plot, tensorboard_log
 from ..randomness import RolloutSettings, draw_batch
+from ..stopping import StopRequested, stop_on_signal
 from .objective import reneg_objective
 from .validation import VALIDATION_PROMPTS, validation
 
@@ -410,9 +411,15 @@ def train(config: TrainConfig, *, listeners: tuple[Listener, ...] = (), **overri
     trainer = Trainer(config, **overrides)
     main = trainer.accelerator.is_main_process
     listeners = (*(listeners if main else ()), checkpointer(config.checkpoint_every))
-    for record in trainer.run():
-        for listener in listeners:
-            listener(trainer, record)
+    with stop_on_signal() as stop:
+        for record in trainer.run():
+            for listener in listeners:
+                listener(trainer, record)
+            if stop["signal"]:
+                directory = trainer.save_checkpoint()
+                raise StopRequested(f"stopped by {stop['signal']} after step {trainer.step}; the checkpoint is "
+                                    f"{directory}: rerun with --resume {directory} to go on",
+                                    signal_name=stop["signal"])
     trainer.save_checkpoint()  # first the checkpoint: a failure writing the embedding then loses nothing
     embedding = trainer.embedding()
     if main:

@@ -1,0 +1,44 @@
+"""A training loop that stops between steps on Ctrl-C or SIGTERM (what schedulers send first), saves, and says so.
+
+The signal only sets a flag; the loop checks it after each optimizer step, so that the checkpoint it then saves
+is whole (a step is never cut in half). A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised after a signal-requested stop has saved its checkpoint: the message says how to resume."""
+
+    def __init__(self, message: str, *, signal_name: str):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """Within: Ctrl-C and SIGTERM set ``state["signal"]`` (the signal's name); a second one raises at once."""
+    state: dict[str, str | None] = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield state
+        return
+
+    def handle(number, frame):
+        if state["signal"] is not None:
+            raise KeyboardInterrupt
+        state["signal"] = signal.Signals(number).name
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
