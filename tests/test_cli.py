@@ -112,3 +112,26 @@ def test_two_step_train_then_generate(tmp_path):
                  "--out", str(tmp_path / "images")]) == 0
     assert (tmp_path / "images" / "00000.png").is_file()
     assert not np.isnan(NegativeEmbedding.load(out).tensor.numpy()).any()
+
+
+def test_a_second_run_on_the_same_out_is_refused_in_one_line(tmp_path, capsys):
+    """Two processes writing one --out would interleave their files: the second is refused while the first runs."""
+    import subprocess
+    import sys
+
+    from reneg.io import exclusive
+
+    out = tmp_path / "neg.safetensors"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reneg.io import exclusive\n"
+                               f"with exclusive({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "--model", "tiny", "--train-steps", "1", "--out", str(out)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "being written by another reneg process" in error and "\n" not in error and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(out):  # released when its holder died
+        pass

@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line on stderr, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -13,7 +14,7 @@ import sys
 import warnings
 
 from . import __version__
-from .config import Command, add_config_arguments, build_config
+from .config import Command, add_config_arguments, build_config, output_paths
 from .errors import ReNegError
 
 
@@ -65,8 +66,13 @@ def command_table() -> dict[str, Command]:
 
 def _run(command: Command, args) -> None:
     """Build the command's config from the flags (and --config), run it, print what it returns."""
+    from .io import exclusive  # (torch: not at import time, --help stays light)
+
     config = build_config(command.config, args, config_file=args.config) if command.config else None
-    result = command.run(config)
+    with contextlib.ExitStack() as locks:  # one writer per output: a second run on the same --out is refused
+        for flag, path in output_paths(config):
+            locks.enter_context(exclusive(path, flag=flag))
+        result = command.run(config)
     if result is not None:
         print(result)
 

@@ -287,6 +287,14 @@ def build_config(cls, namespace: argparse.Namespace, *, config_file: str | None 
     return config
 
 
+def output_paths(config) -> list[tuple[str, str]]:
+    """(flag, path) of each output a command's config names (fields declared with ``output=...``)."""
+    if config is None:
+        return []
+    return [(_flag_name(f), str(getattr(config, f.name))) for f in dataclasses.fields(config)
+            if f.metadata.get("output") and getattr(config, f.name) is not None]
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`ReNegError` with ``message`` unless ``condition`` holds (for ``__post_init__``)."""
     if not condition:

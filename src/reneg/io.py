@@ -57,6 +57,37 @@ def sort_safetensors_metadata(path: str | Path) -> None:
         handle.write(len(text).to_bytes(8, "little") + text + data)
 
 
+@contextlib.contextmanager
+def exclusive(path: str | Path, *, flag: str = "--out"):
+    """Hold an advisory lock on ``path`` for the block (released when the process ends, even killed); a second
+    reneg process writing the same path is refused in one line instead of interleaving its files. The lock file
+    lives in the temp folder, named by the path's hash: nothing is written beside the output."""
+    import fcntl
+    import hashlib
+
+    from .errors import ReNegError
+
+    key = hashlib.sha256(str(Path(path).expanduser().absolute()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / f"reneg-locks-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        handle = open(folder / f"{key}.lock", "a+")
+    except OSError:
+        yield  # no temp folder to lock in: run unlocked
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ReNegError(f"{flag} {path} is being written by another reneg process: wait for it to end, or pick "
+                         f"another {flag}") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
 def write_json(path: str | Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
