@@ -64,13 +64,18 @@ def command_table() -> dict[str, Command]:
     return {command.name: command for command in [*builtin_commands(), *plugin_commands()]}
 
 
+def _is_main_process() -> bool:
+    """Whether this is the one process of a run, or rank 0 of ``accelerate launch`` / ``torchrun``."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
 def _run(command: Command, args) -> None:
     """Build the command's config from the flags (and --config), run it, print what it returns."""
     from .io import exclusive  # (torch: not at import time, --help stays light)
 
     config = build_config(command.config, args, config_file=args.config) if command.config else None
     with contextlib.ExitStack() as locks:  # one writer per output: a second run on the same --out is refused
-        for flag, path in output_paths(config):
+        for flag, path in output_paths(config) if _is_main_process() else ():  # the ranks of one run share it
             locks.enter_context(exclusive(path, flag=flag))
         result = command.run(config)
     if result is not None:
