@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ...core.denoiser import BASE
 from .weights import check_adapter_path, denoiser_of
 
 #: (start, stop) fractions of the batch and the offsets of the branch in those rows, while a call is active
@@ -135,7 +136,7 @@ class LowRankRows:
         count = len(weights)
         active = [(i / count, (i + 1) / count, w.offsets) for i, w in enumerate(weights) if w.offsets]
         with _activated(active):
-            return model(x, t, **conditioning, return_dict=False)[0]
+            return BASE.forward(model, x, t, conditioning)  # theta: peft adapters loaded by others stay off
 
 
 @contextlib.contextmanager
