@@ -135,3 +135,16 @@ def test_a_second_run_on_the_same_out_is_refused_in_one_line(tmp_path, capsys):
         holder.wait()
     with exclusive(out):  # released when its holder died
         pass
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "--model", "tiny", "--prompt", "a", "--steps", "2000"], "--steps 2000 is more than this model's"),
+    (["train", "--model", "tiny", "--steps", "1001", "--train-steps", "1"], "use at most 1000"),
+    (["generate", "--model", "tiny", "--prompt", "a", "--dnp-rule", "three-term"], "--dnp-rule applies to DNP only"),
+    (["efficiency", "--model", "tiny", "--lora-ranks", "100000"], "--lora-ranks must be <= 1024"),
+])
+def test_out_of_range_input_is_one_line_and_writes_nothing(args, needle, tmp_path, capsys):
+    out = tmp_path / ("o.safetensors" if args[0] == "train" else "o")
+    assert main([*args, "--device", "cpu", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert needle in error and "\n" not in error and not out.exists()

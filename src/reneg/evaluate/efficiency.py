@@ -61,7 +61,8 @@ class EfficiencyConfig(PromptSettings, SamplingSettings):
                                metavar="FILE")
     num_samples: int = arg(8, "N: prompts (one x_T each) sampled to the denoised latents X", metavar="N", min=1)
     probes: int = arg(32, "K: random projections v ~ N(0, I) (one backward pass each)", metavar="K", min=2)
-    lora_ranks: list[int] = arg([8, 16], "LoRA ranks to measure (repeatable)", metavar="R", min=1)
+    lora_ranks: list[int] = arg([8, 16], "LoRA ranks to measure (repeatable; at most 1024)", metavar="R", min=1,
+                                max=1024)
     lora_init: str = arg("gaussian", "LoRA's A at the start (B = 0): gaussian, N(0, 1/r) as diffusers' LoRA example, "
                                      "so that E of LoRA falls as r^-1.5 by construction; kaiming, peft's default "
                                      "(Kaiming-uniform)", choices=list(LORA_INITS))

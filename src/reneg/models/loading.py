@@ -79,7 +79,12 @@ class LoadedModel:
             return value
 
         guidance_scale = given("guidance_scale")
-        return Sampling(steps=given("steps") or self.defaults.num_inference_steps,
+        steps = given("steps") or self.defaults.num_inference_steps
+        limit = getattr(getattr(self.family.scheduler, "config", None), "num_train_timesteps", None)
+        if limit is not None and steps > limit:
+            raise ReNegError(f"--steps {steps} is more than this model's scheduler has timesteps ({limit}): use at "
+                             f"most {limit}")
+        return Sampling(steps=steps,
                         guidance_scale=self.defaults.guidance_scale if guidance_scale is None else guidance_scale,
                         resolution=given("resolution") or self.resolution)
 

@@ -194,6 +194,8 @@ class DnpFlags:
         require(not (self.dnp and self.caption is not None), "--dnp captions the DNS image and --caption gives the "
                 "caption: choose one")
         require(self.caption is None or self.caption.strip() != "", "--caption is empty: give the negative prompt")
+        require(spec.split("=")[0].split("@")[0] in ("dnp", "dnp-caption") or self.dnp_rule == DEFAULT_DNP_RULE,
+                "--dnp-rule applies to DNP only: add --dnp or --caption TEXT")
         auto = spec.split("@")[0] == "dnp"
         require(auto or (self.dns_guidance_scale is None and self.captioner is None and self.captioner_model is None),
                 "--dns-guidance-scale, --captioner and --captioner-model apply to --dnp only: add --dnp")
