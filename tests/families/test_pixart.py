@@ -147,3 +147,34 @@ def test_training_starts_from_the_pipelines_null_text(pixart, tmp_path):
     masked = output(null)
     assert torch.allclose(output(start), masked, atol=1e-5)
     assert not torch.allclose(output(type(null)(null.embeds)), masked, atol=1e-3)  # the mask matters here
+
+
+def test_npo_trains_and_applies_on_pixart(tmp_path):
+    """PixArt's pipeline has no LoRA loader: delta is written in diffusers' transformer layout and loaded by the
+    transformer's own adapter loader; beta = 0 is plain CFG, beta = 1 is not."""
+    from peft import LoraConfig
+
+    from reneg.methods.npo.train import NPOConfig, train_npo
+    from reneg.methods.npo.weights import save_adapter
+    from reneg.methods.spec import build_methods, parse_method_spec
+
+    model = LoadedModel(_prepare(_pipeline(), device=torch.device("cpu"), dtype=torch.float32), "tiny-pixart")
+    out = train_npo(NPOConfig(model="tiny-pixart", reward="contrast", train_steps=1, batch_size=1, steps=2, rank=2,
+                              prompt=[PROMPTS[0]], device="cpu", out=str(tmp_path / "trained")), model=model)
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    transformer = model.pipe.transformer
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                       init_lora_weights=False), adapter_name="made")
+    save_adapter(transformer, "made", tmp_path / "delta", {"route": "test"})
+    transformer.delete_adapters("made")
+    latents = model.family.initial_latents(1, resolution=64, generator=torch.Generator().manual_seed(0))
+
+    def images(spec):
+        parsed = parse_method_spec(spec)
+        method = build_methods([parsed], model)[parsed.base]
+        return method.images(model, [PROMPTS[0]], latents.clone(), guidance_scale=4.5, steps=2)
+
+    plain = images("null")
+    assert torch.equal(images(f"npo={tmp_path / 'delta'},beta=0"), plain)
+    assert (images(f"npo={tmp_path / 'delta'}") - plain).abs().max() > 1e-4

@@ -69,6 +69,8 @@ def read_offsets(pipe, path: str | Path, scale: float = 1.0) -> dict[torch.nn.Mo
     alpha/sqrt(r) for rsLoRA), or None where the file is not one this path reads."""
     path = check_adapter_path(path, what="LoRA")
     directory, weight_name = (path, None) if path.is_dir() else (path.parent, path.name)
+    if not hasattr(type(pipe), "lora_state_dict"):  # a pipeline without a LoRA loader (PixArt): the peft path
+        return None
     try:
         state, _, metadata = type(pipe).lora_state_dict(str(directory), weight_name=weight_name,
                                                         return_lora_metadata=True)

@@ -78,8 +78,9 @@ def with_adapter_api(module):
 
 def save_adapter(unet, adapter_name: str, out: str | Path, metadata: dict) -> Path:
     """Write ``adapter_name`` of ``unet`` (or a transformer) as diffusers' LoRA file plus ``npo.json`` into
-    ``out``; each file atomic. A transformer's keys are written under ``transformer.``, as SD3's loader reads."""
-    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline
+    ``out``; each file atomic. A transformer's keys are written under ``transformer.``, as SD3's loader reads
+    (and :func:`load_adapter` reads them for a pipeline without a LoRA loader, PixArt)."""
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
 
     unet = getattr(unet, "network", unet)  # a wrapped denoiser's network
@@ -91,7 +92,7 @@ def save_adapter(unet, adapter_name: str, out: str | Path, metadata: dict) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if isinstance(unet, SD3Transformer2DModel):
+        if not type(unet).__name__.startswith("UNet"):  # SD3, PixArt: diffusers' transformer layout
             StableDiffusion3Pipeline.save_lora_weights(staging, transformer_lora_layers=state,
                                                        transformer_lora_adapter_metadata=config,
                                                        weight_name=ADAPTER_FILE)
@@ -155,11 +156,13 @@ def load_adapter(pipe, path: str | Path, *, what: str) -> str:
     if expected and not denoisers_match(expected, denoiser_fingerprint(unet)):
         logger.warning("%s '%s' was trained on other base weights than this model's UNet; applying it anyway "
                        "(NPO offsets transfer to fine-tunes of their base, NPO Fig. 4)", what, path)
+    directory, weight_name = (path, None) if path.is_dir() else (path.parent, path.name)
     try:
-        if path.is_dir():
-            pipe.load_lora_weights(str(path), adapter_name=name)
-        else:
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        if hasattr(pipe, "load_lora_weights"):
+            pipe.load_lora_weights(str(directory), weight_name=weight_name, adapter_name=name)
+        else:  # no LoRA loader in the pipeline (PixArt): diffusers' own adapter loader on the denoiser
+            unet.load_lora_adapter(str(directory), weight_name=weight_name or ADAPTER_FILE, prefix="transformer",
+                                   adapter_name=name)
     except Exception as error:  # noqa: BLE001 - any failure to read the file is the user's input
         raise ReNegError(f"{what} '{path}' cannot be loaded as a LoRA for this model "
                          f"({str(error).splitlines()[0] if str(error) else type(error).__name__}): "
