@@ -15,7 +15,7 @@ import warnings
 
 from . import __version__
 from .config import Command, add_config_arguments, build_config, output_paths
-from .errors import ReNegError
+from .errors import ReNegError, StopRequested
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -194,9 +194,9 @@ def run_command(args) -> int:
             _run(args._command, args)
     except ReNegError as error:
         return _fail(args.command, str(error), 2)
-    except KeyboardInterrupt as error:
-        if hasattr(error, "exit_status"):  # a training loop stopped between steps and saved (methods.stopping)
-            return _fail(args.command, str(error), error.exit_status)
+    except StopRequested as error:  # a training loop stopped between steps and saved
+        return _fail(args.command, str(error), error.exit_status)
+    except KeyboardInterrupt:
         return _fail(args.command, "interrupted (Ctrl-C); files written so far are complete, "
                                    "rerun to redo them", 130)
     except OSError as error:

@@ -29,13 +29,6 @@ def sdxl_dir(tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-sd")
-    tiny_sd_pipeline().save_pretrained(directory)
-    return directory
-
-
 @pytest.mark.parametrize("force_zeros", [True, False])
 def test_null_text_is_diffusers_default_negative(force_zeros):
     pipe = tiny_sdxl_pipeline(force_zeros_for_empty_prompt=force_zeros)
@@ -109,11 +102,11 @@ def test_train_raises_a_tiny_reward_and_writes_the_pooled_part(tmp_path):
     assert all(gain > 0 for gain in gains), (before, gains)
 
 
-def test_sdxl_embedding_on_sd_and_the_reverse_are_refused(sdxl_dir, sd_dir, tmp_path, capsys):
+def test_sdxl_embedding_on_sd_and_the_reverse_are_refused(sdxl_dir, tiny_epsilon_dir, tmp_path, capsys):
     sdxl_neg = random_negative(family_for(StableDiffusionXLPipeline.from_pretrained(sdxl_dir)),
                                metadata={"family": "sdxl"})
     sdxl_neg.save(tmp_path / "xl.safetensors")
-    line = refusal_line(capsys, ["generate", "--model", str(sd_dir), "--negative", str(tmp_path / "xl.safetensors"),
+    line = refusal_line(capsys, ["generate", "--model", str(tiny_epsilon_dir), "--negative", str(tmp_path / "xl.safetensors"),
                                  "--prompt", "x", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "a")])
     assert "sdxl text encoder(s) CLIPTextModel + CLIPTextModelWithProjection" in line
     assert "text encoder(s) CLIPTextModel needs shape (77, 32) without a pooled part" in line

@@ -177,6 +177,30 @@ def load(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str
                          "start a fresh run") from None
 
 
+def check_recipe(directory: str | Path, saved: dict, own: dict, flags: dict[str, str] | None = None) -> None:
+    """Refuse, in one line naming each difference, a resume whose settings differ from the checkpoint's recipe.
+
+    JSON is the comparison (a tuple and its list are the same setting). ``flags`` names a key's flag where it
+    is not ``--key-with-dashes``."""
+    flags = flags or {}
+    differing = [key for key in own if json.dumps(saved.get(key)) != json.dumps(own[key])]
+    if differing:
+        changes = ", ".join(f"{flags.get(key, '--' + key.replace('_', '-'))} (checkpoint: {saved.get(key)!r}, "
+                            f"this run: {own[key]!r})" for key in differing)
+        raise ReNegError(f"cannot resume from '{directory}': this run differs in {changes}; resume with the "
+                         "checkpoint's settings, or start a fresh run with another --out")
+
+
+def restore_parameters(directory: str | Path, tensors: dict[str, torch.Tensor],
+                       own: dict[str, torch.Tensor]) -> None:
+    """Copy a checkpoint's trainable tensors into ``own`` (same names and shapes, else one line)."""
+    if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
+        raise ReNegError(f"checkpoint '{directory}' holds parameters of another shape: start a fresh run")
+    with torch.no_grad():
+        for name, parameter in own.items():
+            parameter.copy_(tensors[name].to(parameter.device))
+
+
 def _same_kind(saved, own) -> bool:
     """Whether a saved optimizer setting (JSON) has the kind of this optimizer's own value."""
     if isinstance(own, (list, tuple)):

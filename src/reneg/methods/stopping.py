@@ -1,4 +1,5 @@
-"""A training loop that stops between steps on Ctrl-C or SIGTERM (what schedulers send first), saves, and says so.
+"""A training loop that stops between steps on Ctrl-C or SIGTERM (what schedulers send first), saves, and says so
+(:class:`reneg.errors.StopRequested`).
 
 The signal only sets a flag; the loop checks it after each optimizer step, so that the checkpoint it then saves
 is whole (a step is never cut in half). A second signal stops at once.
@@ -9,18 +10,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-
-
-class StopRequested(KeyboardInterrupt):
-    """Raised after a signal-requested stop has saved its checkpoint: the message says how to resume."""
-
-    def __init__(self, message: str, *, signal_name: str):
-        super().__init__(message)
-        self.signal_name = signal_name
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
 
 
 @contextlib.contextmanager

@@ -72,10 +72,9 @@ def _check_merge(argument: str) -> None:
 def npo_weights(pipe, **terms):
     """The branches' weights of NPO Eq. 10: plain low-rank products on the rows (:mod:`.lowrank`), or peft's
     mixed-batch adapters for a LoRA file that path does not read (:func:`.weights.install_npo`)."""
-    if any(terms.get(key) is not None for key in ("npo", "lora")):
-        for key, what in (("npo", "npo"), ("lora", "lora")):
-            if terms.get(key) is not None:
-                check_adapter_path(terms[key], what=what)
+    for key in ("npo", "lora"):  # a missing file is named by its option before either path reads it
+        if terms.get(key) is not None:
+            check_adapter_path(terms[key], what=key)
     return lowrank_npo(pipe, **terms) or install_npo(pipe, **terms)
 
 

@@ -167,8 +167,8 @@ def lowrank_npo(pipe, *, npo: str | Path | None = None, beta: float = 1.0, lora:
     """The weights of :func:`~reneg.methods.npo.weights.install_npo` on this path, or None where a file is not
     one it reads (the caller then installs the peft adapters)."""
     delta = read_offsets(pipe, npo, beta) if npo is not None else {}
-    eta_negative = read_offsets(pipe, lora, alpha) if lora is not None else {}
     eta = read_offsets(pipe, lora, 1.0) if lora is not None else {}
-    if delta is None or eta_negative is None or eta is None:
+    if delta is None or eta is None:
         return None
+    eta_negative = {module: (a, alpha * b) for module, (a, b) in eta.items()}
     return LowRankNPOWeights(LowRankRows(eta), LowRankRows(stack(eta_negative, delta)))

@@ -28,7 +28,6 @@ init (delta = 0 at the start), target modules ``to_k, to_q, to_v, to_out.0``; lr
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -58,7 +57,7 @@ from ...core.denoiser import BASE, BASE_ROWS, RowAdapter
 from ...core.fingerprint import pipeline_fingerprint
 from ...core.rollout import rollout, text_branches
 from ...embedding import NegativeEmbedding
-from ...errors import ReNegError
+from ...errors import ReNegError, StopRequested
 from ...families import TextConditioning
 from ...models.device import dtype_of, resolve_device
 from ...models.loading import LoadedModel, load_model
@@ -67,7 +66,7 @@ from ...rewards import Reward, build_reward
 from ...rewards.video import frame_rewards
 from .. import checkpoints
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
-from ..stopping import StopRequested, stop_on_signal
+from ..stopping import stop_on_signal
 from .dpo import Pairs, load_pairs, npo_dpo_loss
 from .weights import fuse_into_base, path_identity, save_adapter, with_adapter_api
 
@@ -172,8 +171,8 @@ class NPOTrainer:
             self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=self.device,
                                                  dtype=dtype)
         self.negative = self._negative()
-        # 3. eta into the base weights (--lora), delta on the UNet (fp32 trainable), AdamW
-        self.restore_base = fuse_into_base(self.model.pipe, c.lora, what="--lora") if c.lora else (lambda: None)
+        # 3. delta on the UNet (fp32 trainable), AdamW; then eta into the base weights (--lora), last, so that no
+        # refusal before it leaves theta changed
         unet = self.family.model
         with_adapter_api(unet)
         unet.requires_grad_(False)
@@ -188,20 +187,25 @@ class NPOTrainer:
         except ValueError as error:
             raise ReNegError(f"--target-modules {', '.join(c.target_modules)}: {str(error).splitlines()[0]}: "
                              "name modules of this UNet, e.g. to_q to_k to_v to_out.0") from None
-        self.delta_parameters = [p for n, p in unet.named_parameters() if f".{DELTA}." in n]
-        for parameter in self.delta_parameters:
+        self.delta_parameters = {n: p for n, p in unet.named_parameters() if f".{DELTA}." in n}
+        for parameter in self.delta_parameters.values():
             parameter.data = parameter.data.float()
             parameter.requires_grad_(True)
-        trainable = list(self.delta_parameters)
+        trainable = list(self.delta_parameters.values())
         if self.negative is not None and c.joint:
             trainable.append(self.negative.embeds)
-        self.lr = c.lr or RELEASE_LR.get(c.route, REWARD_LR)
+        self.lr = c.lr if c.lr is not None else RELEASE_LR.get(c.route, REWARD_LR)
         self.weight_decay = c.weight_decay if c.weight_decay is not None else (
             DPO_WEIGHT_DECAY if c.route == "dpo" else 0.0)
         self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
         self.step_index = 0
+        self.restore_base = fuse_into_base(self.model.pipe, c.lora, what="--lora") if c.lora else (lambda: None)
         if c.resume:
-            self.load_checkpoint(c.resume)
+            try:
+                self.load_checkpoint(c.resume)
+            except ReNegError:
+                self.restore_base()
+                raise
 
     def _negative(self) -> TextConditioning | None:
         """The negative branch's conditioning in the reward routes: null text, a ReNeg file, or a learned one."""
@@ -283,7 +287,7 @@ class NPOTrainer:
         if not torch.isfinite(loss):
             raise ReNegError(f"the loss is not finite at step {self.step_index}: lower --lr or use --precision fp32")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.delta_parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(list(self.delta_parameters.values()), 1.0)
         self.optimizer.step()
         self.step_index += 1
         return {"step": self.step_index, "loss": float(loss.detach()), "measure": float(measure.float().mean()),
@@ -312,8 +316,7 @@ class NPOTrainer:
 
     # -- checkpoints (reneg.methods.checkpoints: safetensors + JSON, replaced atomically) ---------------------
     def _trained(self) -> dict[str, torch.Tensor]:
-        unet = self.family.model
-        tensors = {n: p for n, p in unet.named_parameters() if f".{DELTA}." in n}
+        tensors = dict(self.delta_parameters)
         if self.config.joint:
             tensors["negative_embedding"] = self.negative.embeds
         return tensors
@@ -331,18 +334,8 @@ class NPOTrainer:
 
     def load_checkpoint(self, directory: str | Path) -> None:
         state, tensors, optimizer_tensors = checkpoints.load(directory)
-        saved, own_recipe = state.get("recipe") or {}, self._recipe()
-        differing = sorted(k for k in own_recipe if json.dumps(saved.get(k)) != json.dumps(own_recipe[k]))
-        if differing:
-            raise ReNegError(f"cannot resume from '{directory}': this run differs in "
-                             f"{', '.join('--' + k.replace('_', '-') for k in differing)}; resume with the "
-                             "checkpoint's settings, or start a fresh run with another --out")
-        own = self._trained()
-        if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
-            raise ReNegError(f"checkpoint '{directory}' holds parameters of another shape: start a fresh run")
-        with torch.no_grad():
-            for name, parameter in own.items():
-                parameter.copy_(tensors[name].to(parameter.device))
+        checkpoints.check_recipe(directory, state.get("recipe") or {}, self._recipe())
+        checkpoints.restore_parameters(directory, tensors, self._trained())
         checkpoints.restore_optimizer(self.optimizer, state["param_groups"], optimizer_tensors, source=str(directory))
         self.step_index = state["step"]
 
@@ -365,11 +358,10 @@ def _loop(trainer: NPOTrainer, config: NPOConfig, history: list, label: str, sto
         if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
             logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
                         record["loss"], label, record["measure"], record["seconds"])
-        if (config.checkpoint_every and record["step"] % config.checkpoint_every == 0) or stop["signal"]:
-            directory = trainer.save_checkpoint()
         if stop["signal"]:
-            raise StopRequested(f"stopped by {stop['signal']} after step {trainer.step_index}; the checkpoint is "
-                                f"{directory}: rerun with --resume {directory} to go on", signal_name=stop["signal"])
+            raise StopRequested.after(stop["signal"], trainer.step_index, trainer.save_checkpoint())
+        if config.checkpoint_every and record["step"] % config.checkpoint_every == 0:
+            trainer.save_checkpoint()
 
 
 def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None) -> Path:

@@ -53,7 +53,7 @@ from ...config import (
 )
 from ...core.family import unmasked
 from ...embedding import NegativeEmbedding
-from ...errors import ReNegError
+from ...errors import ReNegError, StopRequested
 from ...families import TextConditioning
 from ...models.device import dtype_of, resolve_device
 from ...models.loading import LoadedModel, load_model
@@ -62,7 +62,7 @@ from ...rewards import Reward, build_reward, build_rewards_from_config
 from .. import checkpoints
 from ..listeners import jsonl_log, log_lines, progress_bar, reward_plot, tensorboard_log
 from ..randomness import RolloutSettings, draw_batch
-from ..stopping import StopRequested, stop_on_signal
+from ..stopping import stop_on_signal
 from .objective import reneg_objective
 from .validation import VALIDATION_PROMPTS, validation
 
@@ -348,20 +348,10 @@ class Trainer:
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore a checkpoint after checking that it was made with this run's recipe (one line if not)."""
         state, tensors, optimizer_tensors = checkpoints.load(directory)
-        saved = state.get("recipe") or {}
-        differing = [key for key in RECIPE_KEYS if saved.get(key) != self.recipe[key]]
-        if differing:
-            changes = ", ".join(f"{_FLAGS.get(key, '--' + key.replace('_', '-'))} (checkpoint: {saved.get(key)!r}, "
-                                f"this run: {self.recipe[key]!r})" for key in differing)
-            raise ReNegError(f"cannot resume from '{directory}': this run differs in {changes}; resume with the "
-                             "checkpoint's settings, or start a fresh run with another --out")
-        own = dict(self.params.named_parameters())
-        if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
-            raise ReNegError(f"checkpoint '{directory}' holds parameters of another shape: start a fresh run")
+        checkpoints.check_recipe(directory, state.get("recipe") or {},
+                                 {key: self.recipe[key] for key in RECIPE_KEYS}, _FLAGS)
+        checkpoints.restore_parameters(directory, tensors, dict(self.params.named_parameters()))
         try:
-            with torch.no_grad():
-                for name, parameter in own.items():
-                    parameter.copy_(tensors[name].to(parameter.device))
             checkpoints.restore_optimizer(self.optimizer, state["param_groups"], optimizer_tensors,
                                           source=str(directory))
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -416,10 +406,7 @@ def train(config: TrainConfig, *, listeners: tuple[Listener, ...] = (), **overri
             for listener in listeners:
                 listener(trainer, record)
             if stop["signal"]:
-                directory = trainer.save_checkpoint()
-                raise StopRequested(f"stopped by {stop['signal']} after step {trainer.step}; the checkpoint is "
-                                    f"{directory}: rerun with --resume {directory} to go on",
-                                    signal_name=stop["signal"])
+                raise StopRequested.after(stop["signal"], trainer.step, trainer.save_checkpoint())
     trainer.save_checkpoint()  # first the checkpoint: a failure writing the embedding then loses nothing
     embedding = trainer.embedding()
     if main:
