@@ -46,6 +46,20 @@ def _saved(tmp_path_factory, name, pipe):
 
 
 @pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory):
+    from reneg.models.tiny import tiny_sdxl_pipeline
+
+    return _saved(tmp_path_factory, "tiny-sdxl", tiny_sdxl_pipeline())
+
+
+@pytest.fixture(scope="session")
+def sd3_dir(tmp_path_factory):
+    from reneg.models.tiny import tiny_sd3_pipeline
+
+    return _saved(tmp_path_factory, "tiny-sd3", tiny_sd3_pipeline())
+
+
+@pytest.fixture(scope="session")
 def animatediff_dir(tmp_path_factory):
     """A tiny random-weight AnimateDiff (tiny SD UNet + motion adapter, its zero-initialised outputs made non-zero)."""
     from diffusers import AnimateDiffPipeline, MotionAdapter
