@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from . import __version__
-from .config import Command, add_config_arguments, build_config, output_paths
+from .config import BUILTIN_COMMANDS, Command, add_config_arguments, build_config, output_paths
 from .errors import ReNegError, StopRequested
 
 
@@ -25,19 +25,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def builtin_commands() -> list[Command]:
-    """reneg's own commands, gathered from where each is built: the method folders, generate, evaluate, listings."""
-    from . import generate
-    from . import export
-    from .evaluate import compare, efficiency, runner
-    from .methods.dnp import images as dnp
-    from .methods.npo import train as npo
-    from .methods.reneg import adapt, train
-    from .models import loading as models
-    from .rewards import base as rewards
+def builtin_command(name: str) -> Command:
+    """The built-in command ``name``, imported from its module (:data:`~reneg.config.BUILTIN_COMMANDS`)."""
+    from importlib import import_module
 
-    return [train.COMMAND, adapt.COMMAND, generate.COMMAND, dnp.COMMAND, npo.COMMAND, runner.COMMAND,
-            compare.COMMAND, efficiency.COMMAND, export.COMMAND, rewards.COMMAND, models.COMMAND]
+    return import_module(BUILTIN_COMMANDS[name][0]).COMMAND
+
+
+def builtin_commands() -> list[Command]:
+    """reneg's own commands, each from where it is built: the method folders, generate, evaluate, listings."""
+    return [builtin_command(name) for name in BUILTIN_COMMANDS]
 
 
 #: Entry-point group of plugins' commands: each names a function returning (help, config class, run(config)).
@@ -82,11 +79,27 @@ def _run(command: Command, args) -> None:
         print(result)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="reneg", description=__doc__.splitlines()[0] if __doc__ else None)
+#: What ``reneg --help`` says first.
+DESCRIPTION = ("reneg: learn and apply negative guidance for diffusion models - learned negative embeddings "
+               "(ReNeg), diffusion-negative prompts (DNP) and negative-preference weights (Diffusion-NPO), "
+               "their evaluation and their export. `reneg COMMAND --help` shows a command's flags.")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``argv``'s command with all its flags, and every other command's name and help only: a
+    command's module (torch, diffusers: seconds) is imported only when that command is chosen."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((word for word in argv if not word.startswith("-")), None)  # no top-level flag takes a value
+    parser = OneLineParser(prog="reneg", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"reneg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for name, command in command_table().items():
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    plugins = {command.name: command for command in plugin_commands()}  # a plugin's may replace a built-in
+    for name in [*BUILTIN_COMMANDS, *(name for name in plugins if name not in BUILTIN_COMMANDS)]:
+        if name != chosen:
+            help_text = plugins[name].help if name in plugins else BUILTIN_COMMANDS[name][1]
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
+        command = plugins.get(name) or builtin_command(name)
         parsed = sub.add_parser(name, help=command.help, description=command.help)
         parsed.set_defaults(_command=command)
         if command.config is not None:
@@ -189,6 +202,8 @@ def run_command(args) -> int:
     """
     debug = os.environ.get("RENEG_DEBUG", "") not in ("", "0")
     try:
+        _quiet_loading()  # imports diffusers and transformers, which set their loggers' levels: configure after
+        _configure_logging()
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             _run(args._command, args)
@@ -212,9 +227,11 @@ def run_command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``reneg``; returns the exit status (0; 2 for bad input; 1 for an internal error)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_loading()  # imports diffusers and transformers, which set their loggers' levels: configure after
-    _configure_logging()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)  # imports the chosen command's module: seconds
+    except KeyboardInterrupt:
+        print("reneg: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
+        return 130
     return run_command(args)
 
 

@@ -332,7 +332,7 @@ MODEL = Setting(None, MODEL_HELP)
 DEVICE = Setting("auto", "cpu, cuda, cuda:N or auto")
 PRECISION = Setting("fp32", "dtype of the frozen models", choices=PRECISION_NAMES)
 STEPS = Setting(None, "DDIM sampling steps", min=1)
-GUIDANCE_SCALE = Setting(None, "CFG scale", min=0)
+GUIDANCE_SCALE = Setting(None, "CFG scale", min=0, max=100)
 RESOLUTION = Setting(None, "image size in pixels, a multiple of 8 (default: the model's)", min=8, multiple_of=8)
 SEED = Setting(0, "seed of a CPU generator drawing the initial latents as diffusers does", min=0, max=2**63 - 1)
 TRAINING_SEED = Setting(0, "seed of prompts, timesteps and noise", min=0, max=2**32 - 1)
@@ -410,9 +410,41 @@ class ConditionSettings:
 @dataclasses.dataclass(frozen=True)
 class Command:
     """A ``reneg`` subcommand: its name, one line of help, its config class and ``run(config)``, whose result
-    (when not None) the CLI prints."""
+    (when not None) the CLI prints. A built-in one takes its help from :data:`BUILTIN_COMMANDS`."""
 
     name: str
     help: str
     config: type | None
     run: Callable
+
+
+#: reneg's own commands, in the order ``reneg --help`` lists them: name -> (the module whose ``COMMAND`` it is,
+#: one line of help). The CLI imports a command's module only when that command is chosen: ``reneg --help``
+#: imports none of them (torch and diffusers take seconds to import).
+BUILTIN_COMMANDS = {
+    "train": ("reneg.methods.reneg.train", "learn a global negative embedding (ReNeg Sec. 4.2)"),
+    "adapt": ("reneg.methods.reneg.adapt", "per-sample negative embeddings (ReNeg Algorithm 1) for a prompt or each "
+                                           "prompt of a file"),
+    "generate": ("reneg.generate", "generate images with any method: null text, a negative prompt, a learned "
+                                   "embedding, per-sample, DNP or NPO (--method SPEC)"),
+    "dnp": ("reneg.methods.dnp.images", "diffusion-negative prompting: the DNS image, its caption n*, and the image "
+                                        "of (p, n*)"),
+    "npo": ("reneg.methods.npo.train", "train a negative-preference LoRA delta for the negative branch of CFG "
+                                       "(Diffusion-NPO)"),
+    "eval": ("reneg.evaluate.runner", "benchmark x methods x metrics: tables, win rates, a guidance sweep and an "
+                                      "HTML report"),
+    "compare": ("reneg.evaluate.compare", "a learned negative beside null text and the handcrafted prompt: picture "
+                                          "and one line"),
+    "efficiency": ("reneg.evaluate.efficiency", "parameter efficiency E(theta) of the negative embedding, the UNet "
+                                                "and LoRA (ReNeg Sec. 4.1, Table 1), by random projections"),
+    "export": ("reneg.export", "a learned negative in a host's layout: ComfyUI, InvokeAI, A1111/Forge or a "
+                               "diffusers Hub folder"),
+    "rewards": ("reneg.rewards.base", "list the registered rewards"),
+    "models": ("reneg.models.loading", "list the built-in models"),
+}
+
+
+def builtin_command(name: str, config: type | None, run: Callable) -> Command:
+    """The built-in command ``name`` (its help from :data:`BUILTIN_COMMANDS`)."""
+    return Command(name, BUILTIN_COMMANDS[name][1], config, run)
+

@@ -84,7 +84,15 @@ def _finite_fp32(tensor: torch.Tensor, *, source: str) -> torch.Tensor:
     if not torch.isfinite(tensor).all():
         raise ReNegError(f"{source}: the tensor contains NaN or inf values: the file is corrupt or its training "
                          "diverged; use another file")
+    largest = tensor.abs().max().item() if tensor.numel() else 0.0
+    if largest > MAX_ABS:
+        raise ReNegError(f"{source}: the tensor holds values up to {largest:.3g}, far outside any text encoder's "
+                         f"output (|x| < {MAX_ABS:g}): it would turn every image into NaN; use another file")
     return tensor
+
+
+#: The largest magnitude a text encoder's output reaches (CLIP, OpenCLIP and T5 stay below a few hundred).
+MAX_ABS = 1e4
 
 
 def _textual_inversion_error(path: Path) -> ReNegError:
@@ -113,6 +121,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             keys = list(f.keys())
             if _looks_like_textual_inversion(keys):
                 raise _textual_inversion_error(path)
+            for key in (k for k in keys if k in (EMBEDDING_KEY, POOLED_KEY)):  # sizes from the header first
+                _check_size(path, f.get_slice(key).get_shape())
             tensors = {k: f.get_tensor(k) for k in keys if k in (EMBEDDING_KEY, POOLED_KEY)}
             metadata = dict(f.metadata() or {})
     except ReNegError:
@@ -127,8 +137,25 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
+#: The most values a negative embedding may hold: far above any text encoder's output (T5-XXL's 512 x 4096 is
+#: 2 M), so a file larger than this is refused before it is read whole.
+MAX_ELEMENTS = 16 * 2**20
+
+
+def _check_size(path: Path, shape) -> None:
+    elements = 1
+    for size in shape:
+        elements *= int(size)
+    if elements > MAX_ELEMENTS:
+        raise ReNegError(f"{path} holds a tensor of shape {tuple(shape)} ({elements:,} values), far larger than "
+                         f"any text encoder's output (at most {MAX_ELEMENTS:,}): it is not a negative embedding")
+
+
 def _read_torch(path: Path) -> torch.Tensor:
     """The one tensor of a ``.pt``/``.pth``/``.bin`` file, loaded with ``weights_only=True``, or ReNegError."""
+    if path.stat().st_size > 4 * MAX_ELEMENTS + 2**20:  # fp32 values and a pickle's header: read whole, so first
+        raise ReNegError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB, far larger than any negative "
+                         "embedding: it is not one (pass the file `reneg train` wrote)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for unsafe pickles, RuntimeError for a broken archive, ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -10,7 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import BATCH_SIZE, NUM_IMAGES, Command, ConditionSettings, PromptSettings, SamplingSettings, arg, require
+from .config import BATCH_SIZE, NUM_IMAGES, builtin_command, ConditionSettings, PromptSettings, SamplingSettings, arg, require
+from .errors import ReNegError
 from .families import TextConditioning
 from .io import save_output, write_json
 from .methods.base import FixedNegative, Method
@@ -119,11 +121,19 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     items = [(p, i) for p in prompts for i in range(config.num_images)]
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
-    records, index = [], 0
+    path, records, index = out / "generation.json", [], 0
+    header = {
+        "model": model.name, "method": config.spec, "seed": config.seed, "steps": steps,
+        "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
+        "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
+        **({"control_image": config.control_image} if config.control_image else {}),
+    }
     batches = generate_images(model, [p for p, _ in items], method, guidance_scale=guidance_scale,
                               steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size)
     with tqdm(total=len(items), desc="generate", unit="img") as progress:
         for images in batches:
+            if index == 0:  # the first batch is whole: a previous run's outputs give way (never other files)
+                remove_previous_outputs(path)
             captions = [side["caption"] for side in getattr(method, "side_outputs", [])]  # DNP's n* per image
             for offset, image in enumerate(images):
                 prompt, number = items[index]
@@ -131,16 +141,31 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
                                 **({"caption": captions[offset]} if captions else {})})
                 index += 1
                 progress.update(1)
-    # 3. The record of what was made
-    path = out / "generation.json"
-    write_json(path, {
-        "model": model.name, "method": config.spec, "seed": config.seed, "steps": steps,
-        "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
-        "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
-        **({"control_image": config.control_image} if config.control_image else {}), "images": records,
-    })
+            # 3. The record of what was made, after every batch: an interrupted run's says what it holds
+            write_json(path, {**header, "complete": index == len(items), "images": records})
     return path
 
 
-COMMAND = Command("generate", "generate images with any method: null text, a negative prompt, a learned embedding, "
-                              "per-sample, DNP or NPO (--method SPEC)", GenerateConfig, generate)
+def remove_previous_outputs(record: Path) -> None:
+    """Delete the images (and video frames) that an earlier run's ``generation.json`` lists, and the record;
+    files it does not list stay."""
+    if not record.is_file():
+        return
+    try:
+        earlier = json.loads(record.read_text()).get("images", [])
+    except (OSError, ValueError, AttributeError):
+        raise ReNegError(f"'{record}' is not a generation record reneg wrote: move it away or choose another --out")
+    base = record.parent.resolve()
+    for item in earlier:
+        names = [item.get("file", "")] + list(item.get("frames", [])) if isinstance(item, dict) else []
+        for name in names:
+            target = (base / str(name)).resolve()
+            if target.parent.is_relative_to(base) and target.suffix in (".png", ".gif") and target.is_file():
+                target.unlink()
+        stem = base / Path(str(names[0])).stem if names and names[0] else None
+        if stem is not None and stem.is_dir() and not any(stem.iterdir()):
+            stem.rmdir()
+    record.unlink()
+
+
+COMMAND = builtin_command("generate", GenerateConfig, generate)

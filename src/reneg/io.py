@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .errors import ReNegError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -94,9 +96,40 @@ def write_json(path: str | Path, data) -> None:
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [0, 1] -> PIL images, rounded as diffusers' ``numpy_to_pil``."""
+    """(B, 3, H, W) in [0, 1] -> PIL images, rounded as diffusers' ``numpy_to_pil``.
+
+    Non-finite values (which would become black pixels) are refused: they come from an input far outside its
+    range, and no image of them is written."""
+    if not torch.isfinite(images).all():
+        raise ReNegError("the images came out as NaN or infinite (an input far outside its range: a huge "
+                         "--guidance-scale, or an embedding with huge values?): nothing of them was saved; "
+                         "check the inputs")
     array = (images.detach().float().cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype("uint8")
     return [Image.fromarray(a) for a in array]
+
+
+#: The most pixels an image reneg reads may have (64 megapixels): a larger one is refused before it is decoded
+#: (PIL's own bomb check warns at 89 M and refuses at 179 M, after the memory is taken for the header's size).
+MAX_PIXELS = 64 * 2**20
+
+
+def open_rgb(path: str | Path, *, what: str, advice: str) -> Image.Image:
+    """The image at ``path`` as RGB, or a one-line :class:`ReNegError` naming ``what`` it is and ``advice``:
+    for a missing, unreadable or truncated file, and for one of more than :data:`MAX_PIXELS` pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReNegError(f"{what} '{path}' does not exist: {advice}")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ReNegError(f"{what} '{path}' is {image.width}x{image.height} pixels, more than reneg reads "
+                                 f"({MAX_PIXELS:,}): {advice}")
+            return image.convert("RGB")
+    except ReNegError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ReNegError(f"{what} '{path}' cannot be read ({reason}): {advice}") from None
 
 
 def save_png(image: Image.Image, path: str | Path) -> None:

@@ -73,7 +73,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
             prompts = _from_table(path, "\t" if path.suffix == ".tsv" else ",")
         else:
             prompts = [Prompt(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, RecursionError) as error:
         raise ReNegError(f"prompts file '{path}' is malformed ({error}): fix it or pass another file") from None
     prompts = [p for p in prompts if p.text.strip()]
     if not prompts:
@@ -202,7 +202,7 @@ def _checked(prompts: list[Prompt], what: str) -> list[Prompt]:
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, RecursionError) as error:
         raise ReNegError(f"prompts file '{path}' is malformed ({error}): download it again or fix it") from None
 
 
@@ -227,7 +227,7 @@ def _tsv_prompts(path: Path) -> list[Prompt]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except UnicodeDecodeError as error:
+    except (UnicodeDecodeError, csv.Error) as error:
         raise ReNegError(f"prompts file '{path}' is malformed ({error}): download it again") from None
     if not rows or "Prompt" not in rows[0]:
         raise ReNegError(f"prompts file '{path}' needs a tab-separated header with a 'Prompt' column "

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..config import BATCH_SIZE, PRECISION, PROMPTS, SEED, Command, SamplingSettings, arg, require
+from ..config import BATCH_SIZE, PRECISION, PROMPTS, SEED, builtin_command, SamplingSettings, arg, require
 from ..io import atomic_path, to_pil, write_json
 from ..methods.spec import build_methods, parse_method_spec
 from ..models.device import dtype_of, resolve_device
@@ -105,5 +105,4 @@ def compare(config: CompareConfig) -> str:
             f"{wins['learned vs null']:.2f}, vs handcrafted {wins['learned vs handcrafted']:.2f})")
 
 
-COMMAND = Command("compare", "a learned negative beside null text and the handcrafted prompt: picture and one line",
-                  CompareConfig, compare)
+COMMAND = builtin_command("compare", CompareConfig, compare)

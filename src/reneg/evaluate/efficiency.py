@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import torch
 
 from .. import __version__
-from ..config import PRECISION, PROMPT, PROMPTS, SEED, STEPS, Command, PromptSettings, SamplingSettings, arg, require
+from ..config import PRECISION, PROMPT, PROMPTS, SEED, STEPS, builtin_command, PromptSettings, SamplingSettings, arg, require
 from ..core.denoiser import BASE, Weights
 from ..core.rollout import rollout, text_branches
 from ..embedding import NegativeEmbedding
@@ -361,5 +361,4 @@ def efficiency(config: EfficiencyConfig, *, model: LoadedModel | None = None) ->
     return path
 
 
-COMMAND = Command("efficiency", "parameter efficiency E(theta) of the negative embedding, the UNet and LoRA "
-                                "(ReNeg Sec. 4.1, Table 1), by random projections", EfficiencyConfig, efficiency)
+COMMAND = builtin_command("efficiency", EfficiencyConfig, efficiency)

@@ -36,10 +36,10 @@ from ..config import (
     PRECISION,
     PRECISION_NAMES,
     SEED,
-    Command,
     ConditionSettings,
     SamplingSettings,
     arg,
+    builtin_command,
     require,
 )
 from ..errors import ReNegError
@@ -310,5 +310,4 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None) -> Path:
     return path
 
 
-COMMAND = Command("eval", "benchmark x methods x metrics: tables, win rates, a guidance sweep and an HTML report",
-                  EvalConfig, evaluate)
+COMMAND = builtin_command("eval", EvalConfig, evaluate)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..errors import ReNegError
-from ..io import atomic_path, save_png, to_pil, write_json
+from ..io import atomic_path, open_rgb, save_png, to_pil, write_json
 
 RUN_FILE = "run.json"
 #: settings that run.json records since a later version: a folder written before holds none, and is reused
@@ -104,7 +104,8 @@ class ImageStore:
 
 def read_rgb(paths: list[Path]) -> torch.Tensor:
     """PNGs as floats in [0, 1], (N, 3, H, W)."""
-    arrays = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    advice = "delete it and run again to generate it anew"
+    arrays = [np.asarray(open_rgb(path, what="saved image", advice=advice)) for path in paths]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..config import Command, arg, require
+from ..config import builtin_command, arg, require
 from ..embedding import NegativeEmbedding
 from . import a1111, comfyui, hub, invokeai
 from .layout import MANIFEST, Source, check_family, family_of, require_family, safe_name, staged, write_json
@@ -71,6 +71,5 @@ def export(config: ExportConfig) -> Path:
     return out
 
 
-COMMAND = Command("export", "a learned negative in a host's layout: ComfyUI, InvokeAI, A1111/Forge or a diffusers "
-                  "Hub folder", ExportConfig, lambda config: print(export(config)))
+COMMAND = builtin_command("export", ExportConfig, lambda config: print(export(config)))
 

@@ -16,6 +16,7 @@ import torch
 
 from ..core.family import TextConditioning, WrappedDenoiser
 from ..errors import ReNegError
+from ..io import open_rgb
 from .base import register_family
 from .sd import StableDiffusionFamily
 
@@ -43,17 +44,7 @@ class ControlledUNet(WrappedDenoiser):
 
 def read_control_image(path: str | Path):
     """The control image at ``path`` as an RGB PIL image; a missing or unreadable file is a one-line error."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ReNegError(f"control image '{path}' does not exist: pass an image file (.png, .jpg)")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ReNegError(f"control image '{path}' is not a readable image ({type(error).__name__}): "
-                         "pass a .png or .jpg file") from None
+    return open_rgb(path, what="control image", advice="pass an image file (.png, .jpg)")
 
 
 @register_family

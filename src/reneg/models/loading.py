@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ..config import Command
+from ..config import builtin_command
 from ..errors import ReNegError
 from ..families import family_for
 from ..registry import Registry
@@ -165,11 +166,46 @@ def _from_pretrained(directory: str, *, dtype: torch.dtype):
     if not (Path(directory) / "model_index.json").exists():
         raise ReNegError(f"'{directory}' is not a diffusers pipeline directory (no model_index.json): "
                          "pass a directory saved with save_pretrained, a cached hub id, or a built-in name")
+    check_pipeline_folder(Path(directory))
     extra = {"safety_checker": None, "requires_safety_checker": False}
     try:
-        return DiffusionPipeline.from_pretrained(directory, dtype=dtype, local_files_only=True, **extra)
-    except TypeError:  # pipelines without a safety checker reject the extra arguments
-        return DiffusionPipeline.from_pretrained(directory, dtype=dtype, local_files_only=True)
+        try:
+            return DiffusionPipeline.from_pretrained(directory, dtype=dtype, local_files_only=True, **extra)
+        except TypeError:  # pipelines without a safety checker reject the extra arguments
+            return DiffusionPipeline.from_pretrained(directory, dtype=dtype, local_files_only=True)
+    except ReNegError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a folder that diffusers cannot load is the user's input
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ReNegError(f"the pipeline in '{directory}' cannot be loaded ({type(error).__name__}: {reason[:300]}): "
+                         "is it complete? save it again with save_pretrained or download it again") from None
+
+
+#: Libraries whose classes a pipeline's components may name: anything else is the folder's own code.
+KNOWN_LIBRARIES = ("diffusers", "transformers", "sentencepiece", "tokenizers", None)
+
+
+def check_pipeline_folder(directory: Path) -> None:
+    """Refuse, in one line, a ``model_index.json`` that is not JSON or names a component of custom code (a
+    module of the folder's own: reneg never runs a model's code) or a component folder that is missing."""
+    index_file = directory / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ReNegError(f"'{index_file}' is not valid JSON ({error}): save the pipeline again or "
+                         "download it again") from None
+    if not isinstance(index, dict):
+        raise ReNegError(f"'{index_file}' must hold a JSON object: save the pipeline again or download it again")
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value == [None, None]:
+            continue
+        library = value[0]
+        if library not in KNOWN_LIBRARIES:
+            raise ReNegError(f"component '{name}' of '{directory}' is custom code (module '{library}'), which "
+                             "reneg never runs: use a pipeline of diffusers' and transformers' own classes")
+        if not (directory / name).is_dir():
+            raise ReNegError(f"'{directory}' has no '{name}/' folder although model_index.json names it: "
+                             "the pipeline is incomplete; save it again or download it again")
 
 
 def _prepare(pipe, *, device: torch.device, dtype: torch.dtype):
@@ -216,4 +252,4 @@ def _listing(config=None) -> str:
                      for name, builtin in builtin_models().items())
 
 
-COMMAND = Command("models", "list the built-in models", None, _listing)
+COMMAND = builtin_command("models", None, _listing)

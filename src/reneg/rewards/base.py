@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ..config import Command
+from ..config import builtin_command
 from ..errors import ReNegError
 from ..registry import Registry
 
@@ -96,6 +96,15 @@ def build_reward(
                         **options)
 
 
+def require_gradient(scores: torch.Tensor, images: torch.Tensor) -> None:
+    """Refuse, in one line, a reward whose scores carry no gradient to the images it scored (an evaluation
+    metric such as the world's ``truth-*``): training on it would fail inside backward."""
+    if images.requires_grad and not scores.requires_grad:
+        raise ReNegError("this reward is not differentiable (its scores carry no gradient to the images): train "
+                         "with a differentiable reward, e.g. hpsv2.1, pickscore or shapes-hps (`reneg rewards` "
+                         "lists them)")
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """Put a reward model in eval mode with frozen parameters (gradients still flow to its inputs)."""
     module.eval()
@@ -160,4 +169,4 @@ def _listing(config=None) -> str:
     return "\n".join(f"{name:16s} {description}" for name, description in available_rewards().items())
 
 
-COMMAND = Command("rewards", "list the registered rewards", None, _listing)
+COMMAND = builtin_command("rewards", None, _listing)

@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..config import arg, require
 from ..errors import ReNegError
 
@@ -72,6 +70,16 @@ class BuildConfig:
         require(self.sd_restart_schedule >= self.sd_restart_steps,
                 f"--sd-restart-schedule ({self.sd_restart_schedule}) must be >= --sd-restart-steps "
                 f"({self.sd_restart_steps})")
+        if self.vae_init:
+            source = Path(self.vae_init)
+            require((source / "vae" / "config.json").is_file() or (source / "config.json").is_file(),
+                    f"--vae-init '{source}' holds no VAE (neither vae/config.json nor config.json): pass a "
+                    "diffusers pipeline folder or its vae/ folder")
+        if self.sd_init:
+            source = Path(self.sd_init)
+            require(all((source / part / "config.json").is_file() for part in ("unet", "text_encoder")),
+                    f"--sd-init '{source}' is not a Stable Diffusion pipeline folder (no unet/ and text_encoder/ "
+                    "with their config.json): pass a folder saved with save_pretrained, e.g. a world's sd/")
 
     def steps(self, name: str) -> int:
         value = getattr(self, f"{name}_steps")
@@ -101,6 +109,7 @@ def _stage_data(config, work, state):
 
 
 def _stage_vae(config, work, state):
+    import torch
     from diffusers import AutoencoderKL
 
     from .stages import psnr, train_vae
@@ -161,6 +170,8 @@ def _stage_sd(config, work, state):
     """Text encoder + UNet in two phases, each checkpointed: from scratch into ``sd-base``, then a warm restart
     of those into ``sd`` (the shipped v3.1: v3's 4500 steps, then 3000 of a 6000-step cosine). A directory
     is done when its ``build.json`` holds this build's settings; one made with others is refused."""
+    import torch
+
     from .stages import SDRecipe
 
     recipe = SDRecipe(lr=config.sd_lr, prediction_type=config.sd_prediction_type)
@@ -288,6 +299,8 @@ def build(config: BuildConfig) -> Path:
     With ``jobs=2`` the evaluator stages train in a second process while this one trains sd, one thread
     each; this process then reads them back from the cache.
     """
+    import torch
+
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(work / "build.log")

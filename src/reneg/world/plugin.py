@@ -82,7 +82,11 @@ class PairsConfig:
 
 def pairs_command():
     """The ``reneg world-pairs`` command: preference pairs of the world for ``reneg npo --route dpo --pairs``."""
-    from .pairs import write_world_pairs
-
     return ("write preference pairs of the shapes world (clean and correct vs degraded or wrong) for "
-            "`reneg npo --route dpo`", PairsConfig, lambda c: write_world_pairs(c.out, count=c.count, seed=c.seed))
+            "`reneg npo --route dpo`", PairsConfig, _write_pairs)
+
+
+def _write_pairs(config: PairsConfig):
+    from .pairs import write_world_pairs  # (torch: only when the command runs)
+
+    return write_world_pairs(config.out, count=config.count, seed=config.seed)

@@ -26,10 +26,10 @@ from ...config import (
     GUIDANCE_SCALE,
     NUM_IMAGES,
     SEED,
-    Command,
     PromptSettings,
     SamplingSettings,
     arg,
+    builtin_command,
     require,
 )
 from ...core.guidance import CFG, DNS, THREE_TERM, Rule
@@ -166,5 +166,4 @@ def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
     return path
 
 
-COMMAND = Command("dnp", "diffusion-negative prompting: the DNS image, its caption n*, and the image of (p, n*)",
-                  DnpConfig, dnp)
+COMMAND = builtin_command("dnp", DnpConfig, dnp)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ReNegError
+from ...io import open_rgb
 
 
 def diffusion_dpo_loss(model_error_w: torch.Tensor, model_error_l: torch.Tensor, ref_error_w: torch.Tensor,
@@ -58,15 +59,8 @@ class Pairs:
 def _image(path: Path, resolution: int, *, line: int, source: Path) -> torch.Tensor:
     from PIL import Image
 
-    if not path.is_file():
-        raise ReNegError(f"pairs file {source} line {line}: image {path} does not exist: fix the path")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((resolution, resolution), Image.BICUBIC)
-            array = np.asarray(image, dtype=np.float32) / 127.5 - 1
-    except (OSError, ValueError) as error:
-        raise ReNegError(f"pairs file {source} line {line}: image {path} cannot be read ({error}): "
-                         "pass PNG or JPEG images") from None
+    image = open_rgb(path, what=f"pairs file {source} line {line}: image", advice="fix the path or pass a PNG or JPEG")
+    array = np.asarray(image.resize((resolution, resolution), Image.BICUBIC), dtype=np.float32) / 127.5 - 1
     return torch.from_numpy(array).permute(2, 0, 1)
 
 

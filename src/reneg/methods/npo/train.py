@@ -43,14 +43,14 @@ from ...config import (
     LR,
     REWARD,
     STEPS,
-    TRAIN_STEPS,
     TRAINING_SEED,
-    Command,
+    TRAIN_STEPS,
     ConditionSettings,
     PromptSettings,
     RewardSettings,
     TrainingSettings,
     arg,
+    builtin_command,
     require,
 )
 from ...core.denoiser import BASE, BASE_ROWS, RowAdapter
@@ -63,6 +63,7 @@ from ...models.device import dtype_of, resolve_device
 from ...models.loading import LoadedModel, load_model
 from ...prompts import gather_prompts
 from ...rewards import Reward, build_reward
+from ...rewards.base import require_gradient
 from ...rewards.video import frame_rewards
 from .. import checkpoints
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
@@ -249,6 +250,7 @@ class NPOTrainer:
         images = rollout(self.family, branches, batch.latents, steps=self.steps,
                          guidance_scale=self.guidance_scale, grad_from=batch.grad_from)
         rewards = frame_rewards(self.reward, images, batch.prompts).float()  # videos: mean over frames
+        require_gradient(rewards, images)
         objective = 1 - rewards if route == "reward" else rewards  # R_NPO = 1 - R (Eq. 7); through CFG or eta: R
         return -objective.mean(), rewards.detach()
 
@@ -387,5 +389,4 @@ def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Re
     return out
 
 
-COMMAND = Command("npo", "train a negative-preference LoRA delta for the negative branch of CFG (Diffusion-NPO)",
-                  NPOConfig, train_npo)
+COMMAND = builtin_command("npo", NPOConfig, train_npo)

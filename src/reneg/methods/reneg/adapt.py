@@ -50,10 +50,10 @@ from ...config import (
     PROMPTS,
     REWARD,
     TRAINING_SEED,
-    Command,
     RewardSettings,
     TrainingSettings,
     arg,
+    builtin_command,
     check_output_path,
     require,
 )
@@ -462,5 +462,4 @@ def adapt(config: AdaptConfig, *, model: LoadedModel | None = None) -> Path:
     return out
 
 
-COMMAND = Command("adapt", "per-sample negative embeddings (ReNeg Algorithm 1) for a prompt or each prompt of a "
-                           "file", AdaptConfig, adapt)
+COMMAND = builtin_command("adapt", AdaptConfig, adapt)

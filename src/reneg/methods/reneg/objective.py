@@ -11,6 +11,7 @@ import torch
 from ...core.family import Family, TextConditioning
 from ...core.rollout import rollout, text_branches
 from ...rewards import Reward
+from ...rewards.base import require_gradient
 from ...rewards.video import frame_rewards
 from ..randomness import Batch
 
@@ -28,4 +29,5 @@ def reneg_objective(family: Family, reward: Reward, batch: Batch, negative: Text
     images = rollout(family, branches, batch.latents, steps=steps, guidance_scale=guidance_scale,
                      grad_from=batch.grad_from)
     rewards = frame_rewards(reward, images, batch.prompts).float()  # videos: mean over frames
+    require_gradient(rewards, images)
     return -rewards.mean(), rewards.detach()

@@ -42,12 +42,12 @@ from ...config import (
     PROMPTS,
     STEPS,
     TRAIN_STEPS,
-    Command,
     ConditionSettings,
     PromptSettings,
     RewardSettings,
     TrainingSettings,
     arg,
+    builtin_command,
     check_output_path,
     require,
 )
@@ -451,4 +451,4 @@ def _run(config: TrainConfig) -> str | None:
     return config.out if train(config, listeners=log_listeners(config)) is not None else None
 
 
-COMMAND = Command("train", "learn a global negative embedding (ReNeg Sec. 4.2)", TrainConfig, _run)
+COMMAND = builtin_command("train", TrainConfig, _run)
