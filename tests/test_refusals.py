@@ -142,3 +142,16 @@ def test_world_build_refuses_a_warm_start_folder_without_the_model(tmp_path):
         BuildConfig(vae_init=str(tmp_path))
     with pytest.raises(ReNegError, match="--sd-init .* is not a Stable Diffusion pipeline folder"):
         BuildConfig(sd_init=str(tmp_path))
+
+
+def test_eval_keys_a_safetensors_file_by_its_tensors_and_metadata(tmp_path):
+    """The same tensors and metadata written in another order are the same file to eval; other values are not."""
+    from reneg.identity import file_identity
+
+    a, b = torch.randn(4, 3), torch.randn(2)
+    save_file({"x": a, "y": b}, str(tmp_path / "one.safetensors"), metadata={"k": "1", "m": "2"})
+    save_file({"y": b, "x": a}, str(tmp_path / "two.safetensors"), metadata={"m": "2", "k": "1"})
+    save_file({"x": a, "y": b + 1}, str(tmp_path / "three.safetensors"), metadata={"k": "1", "m": "2"})
+    save_file({"x": a, "y": b}, str(tmp_path / "four.safetensors"), metadata={"k": "1", "m": "3"})
+    one, two, three, four = (file_identity(tmp_path / f"{n}.safetensors") for n in ("one", "two", "three", "four"))
+    assert one == two and len({one, three, four}) == 3

@@ -138,9 +138,47 @@ def _cached_hub_path(reference: str) -> Path | None:
 
 
 def file_identity(path: str | Path) -> str:
-    """``sha256:<16 hex>`` of a file's bytes: saved images stay valid only while the file is unchanged."""
+    """``sha256:<16 hex>`` of a file's content: saved images stay valid only while it is unchanged.
+
+    A ``.safetensors`` file is keyed by its tensors (name, dtype, shape and bytes, by name) and its metadata,
+    not by its bytes: the same tensors written in another order or with the metadata in another order (another
+    tool, an older reneg) are the same embedding. Any other file by its bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        if not _safetensors_content(handle, digest):
+            handle.seek(0)
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def _safetensors_content(handle, digest) -> bool:
+    """Feed a safetensors file's canonical content to ``digest``; False (nothing fed) if it is not one."""
+    import json
+    import struct
+
+    head = handle.read(8)
+    if len(head) != 8:
+        return False
+    (length,) = struct.unpack("<Q", head)
+    if not 2 <= length <= 100 * 2**20:
+        return False
+    try:
+        header = json.loads(handle.read(length))
+        tensors = {name: (entry["dtype"], list(entry["shape"]), [int(o) for o in entry["data_offsets"]])
+                   for name, entry in header.items() if name != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    digest.update(b"safetensors\0" + json.dumps(header.get("__metadata__") or {}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        dtype, shape, (start, end) = tensors[name]
+        digest.update(json.dumps([name, dtype, shape]).encode())
+        handle.seek(8 + length + start)
+        remaining = end - start
+        while remaining > 0:
+            block = handle.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            remaining -= len(block)
+    return True

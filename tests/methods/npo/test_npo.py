@@ -398,3 +398,21 @@ def test_sigterm_stops_npo_between_steps_and_resumes(tmp_path, capsys, monkeypat
     assert run(tmp_path / "cut", "--resume", str(checkpoint)) == 0 and run(tmp_path / "whole") == 0
     cut, whole = (load_file(str(tmp_path / n / "pytorch_lora_weights.safetensors")) for n in ("cut", "whole"))
     assert all(torch.equal(cut[k], whole[k]) for k in whole)
+
+
+def test_an_apply_npo_pipeline_saves_the_base_and_reloads(model, tmp_path):
+    """save_pretrained after apply_npo writes the base pipeline (no adapter tensors, plain layer names), which
+    diffusers loads with the base UNet's weights; NPO stays applied to the live pipeline."""
+    from diffusers import StableDiffusionPipeline
+
+    from reneg.methods.npo.weights import NPOUNet
+
+    base = {k: v.clone() for k, v in load_model("tiny").pipe.unet.state_dict().items()}
+    delta = _random_lora(model.pipe, tmp_path / "delta", seed=1)
+    pipe = StableDiffusionPipeline(**model.pipe.components)
+    apply_npo(pipe, npo=delta, beta=0.8)
+    pipe.save_pretrained(tmp_path / "saved")
+    assert isinstance(pipe.unet, NPOUNet)
+    reloaded = StableDiffusionPipeline.from_pretrained(tmp_path / "saved").unet.state_dict()
+    assert sorted(reloaded) == sorted(base)
+    assert all(torch.equal(reloaded[k], base[k]) for k in base)

@@ -328,6 +328,8 @@ def apply_npo(pipe, *, npo: str | Path | None = None, beta: float = 1.0, lora: s
         pipe.unet = unet
     weights = install_npo(pipe, npo=npo, beta=beta, lora=lora, alpha=alpha)
     pipe.unet = NPOUNet(unet, weights, pipe)
+    if "save_pretrained" not in vars(pipe):
+        pipe.save_pretrained = _saving_the_base(pipe)
     return pipe
 
 
@@ -336,3 +338,35 @@ def remove_npo(pipe):
     if isinstance(pipe.unet, NPOUNet):
         pipe.unet = pipe.unet.unet
     return pipe
+
+
+def _saving_the_base(pipe):
+    """``pipe.save_pretrained`` of an :func:`apply_npo` pipeline: it writes the base pipeline, the UNet's own
+    weights without NPO's adapters, which diffusers' ``from_pretrained`` loads (the adapters live in their own
+    folders: apply them again after loading). NPO stays applied to ``pipe``."""
+    save = type(pipe).save_pretrained
+
+    def save_pretrained(*args, **kwargs):
+        wrapper = pipe.unet if isinstance(pipe.unet, NPOUNet) else None
+        remove_npo(pipe)
+        unet = pipe.unet
+        hook = unet._register_state_dict_hook(_without_adapters)
+        try:
+            return save(pipe, *args, **kwargs)
+        finally:
+            hook.remove()
+            if wrapper is not None:
+                pipe.unet = wrapper
+
+    return save_pretrained
+
+
+def _without_adapters(module, state_dict, prefix, local_metadata):
+    """A state-dict hook: peft's wrapped layers under their plain names (``x.base_layer.weight`` as
+    ``x.weight``), their adapters' tensors left out."""
+    for key in list(state_dict):
+        if ".lora_" in key or ".lora_magnitude_vector" in key:
+            del state_dict[key]
+        elif ".base_layer." in key:
+            state_dict[key.replace(".base_layer.", ".")] = state_dict.pop(key)
+    return state_dict
