@@ -148,3 +148,21 @@ def test_out_of_range_input_is_one_line_and_writes_nothing(args, needle, tmp_pat
     assert main([*args, "--device", "cpu", "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert needle in error and "\n" not in error and not out.exists()
+
+
+def test_a_full_disk_names_the_output_it_was_writing(capsys):
+    """An ENOSPC raised by a write names no file: the one line names the command's --out instead."""
+    import argparse
+    import errno
+
+    from reneg.cli import run_command
+    from reneg.config import Command
+
+    def fill_the_disk(config):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    args = argparse.Namespace(_command=Command("x", "", None, fill_the_disk), command="x", out="/data/run")
+    assert run_command(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["reneg x: error: no space left on device while writing --out /data/run: free some disk space or "
+                   "choose another --out location"]

@@ -60,3 +60,17 @@ def test_check_ranges_checks_list_items():
     check_ranges(Ranks(ranks=[8, 16]))
     with pytest.raises(ReNegError, match="--ranks must be >= 1, got 0"):
         Ranks(ranks=[8, 0])
+
+
+def test_one_name_per_concept_with_the_older_names_as_aliases():
+    """generate and eval both take --num-images and --images-per-prompt; compare's --limit (spread over the
+    benchmark, not eval's first N) is --prompt-count, and its --metric also answers to eval's --metrics."""
+    from reneg.cli import build_parser
+
+    def parsed(argv):
+        return vars(build_parser(argv).parse_args(argv))
+
+    assert parsed(["generate", "--images-per-prompt", "3"])["num_images"] == 3
+    assert parsed(["eval", "--num-images", "2"])["images_per_prompt"] == 2
+    assert parsed(["compare", "--limit", "5"])["limit"] == parsed(["compare", "--prompt-count", "5"])["limit"] == 5
+    assert parsed(["compare", "--metrics", "contrast"])["metric"] == "contrast"

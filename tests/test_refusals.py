@@ -155,3 +155,19 @@ def test_eval_keys_a_safetensors_file_by_its_tensors_and_metadata(tmp_path):
     save_file({"x": a, "y": b}, str(tmp_path / "four.safetensors"), metadata={"k": "1", "m": "3"})
     one, two, three, four = (file_identity(tmp_path / f"{n}.safetensors") for n in ("one", "two", "three", "four"))
     assert one == two and len({one, three, four}) == 3
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_said_once(caplog):
+    import logging
+
+    family = load_model("tiny").family
+    limit = family.pipe.tokenizer.model_max_length
+    long_prompt = " ".join(["red circle"] * limit)
+    with caplog.at_level(logging.WARNING, logger="reneg"):
+        family.warn_if_truncated(["a red circle", long_prompt, long_prompt])
+    said = [r.getMessage() for r in caplog.records if r.name == "reneg"]
+    assert len(said) == 1 and said[0].startswith(f"1 of 2 prompts are longer than the text encoder reads ({limit} tokens)")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="reneg"):
+        family.warn_if_truncated(["a red circle"])
+    assert not caplog.records

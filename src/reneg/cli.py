@@ -169,14 +169,15 @@ OS_ERROR_ADVICE = {
 }
 
 
-def _os_error_message(error: OSError) -> str | None:
-    """One line for an OSError about a user's path or disk, or None when it is not one."""
+def _os_error_message(error: OSError, out: str | None = None) -> str | None:
+    """One line for an OSError about a user's path or disk, or None when it is not one; ``out`` (the command's
+    --out) names the place where the error itself names none (a write that fills the disk)."""
     advice = OS_ERROR_ADVICE.get(error.errno)
     if advice is None:
         return None
     reason = error.strerror or _one_line(error) or type(error).__name__
     if error.filename is None:
-        return f"{reason.lower()}: {advice}"
+        return f"{reason.lower()}{f' while writing --out {out}' if out else ''}: {advice}"
     return f"'{error.filename}': {reason.lower()}: {advice}"
 
 
@@ -215,7 +216,7 @@ def run_command(args) -> int:
         return _fail(args.command, "interrupted (Ctrl-C); files written so far are complete, "
                                    "rerun to redo them", 130)
     except OSError as error:
-        message = _os_error_message(error)
+        message = _os_error_message(error, getattr(args, "out", None))
         if message is None:
             return _internal_error(args.command, error, debug=debug)
         return _fail(args.command, message, 2)

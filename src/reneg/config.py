@@ -29,7 +29,8 @@ MODEL_HELP = "diffusers pipeline directory, cached hub id or built-in name (none
 def arg(default=None, help: str = "", **metadata):
     """A dataclass field with its help text and metadata checked by :func:`build_config`.
 
-    Metadata: ``flag="--x"``, ``positional=True`` (an optional positional argument instead of a flag),
+    Metadata: ``flag="--x"``, ``aliases=("--y",)`` (other names of the flag: one name per concept across
+    commands, the older name kept), ``positional=True`` (an optional positional argument instead of a flag),
     ``choices=[...]``, ``metavar``, ``cli=False`` (config files only), ranges
     ``min``/``min_exclusive``/``max``/``max_exclusive``/``multiple_of``, and ``output="dir"`` or
     ``"file"`` for a path the command writes (checked for writability before anything runs).
@@ -62,17 +63,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         help_text = f.metadata.get(HELP, "")
         if default is not None and default is not False and default != []:
             help_text += f" (default: {default})"
+        aliases = tuple(f.metadata.get("aliases", ()))
+        if aliases:
+            help_text += f" (also {', '.join(aliases)})"
         if f.metadata.get("positional"):  # e.g. `reneg export FILE`: optional here, required by the config class
             parser.add_argument(f.name, nargs="?", type=kind, default=argparse.SUPPRESS,
                                 metavar=f.metadata.get("metavar"), help=help_text)
             continue
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+            parser.add_argument(flag, *aliases, action=argparse.BooleanOptionalAction, **common)
         elif is_list:
-            parser.add_argument(flag, action="append", type=kind, metavar=f.metadata.get("metavar"), **common)
+            parser.add_argument(flag, *aliases, action="append", type=kind, metavar=f.metadata.get("metavar"),
+                                **common)
         else:
-            parser.add_argument(flag, type=kind, choices=f.metadata.get("choices"),
+            parser.add_argument(flag, *aliases, type=kind, choices=f.metadata.get("choices"),
                                 metavar=f.metadata.get("metavar"), **common)
 
 
@@ -323,8 +328,9 @@ class Setting:
     def __init__(self, default, help: str, **metadata):
         self.default, self.help, self.metadata = default, help, metadata
 
-    def __call__(self, default=dataclasses.MISSING, help: str | None = None) -> dataclasses.Field:
-        return arg(self.default if default is dataclasses.MISSING else default, help or self.help, **self.metadata)
+    def __call__(self, default=dataclasses.MISSING, help: str | None = None, **metadata) -> dataclasses.Field:
+        return arg(self.default if default is dataclasses.MISSING else default, help or self.help,
+                   **{**self.metadata, **metadata})
 
 
 PRECISION_NAMES = ["fp32", "fp16", "bf16"]

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .core.fingerprint import combined_fingerprint, fingerprints_match
-from .errors import ReNegError
+from .errors import ReNegError, why_not_a_file
 from .io import atomic_path, sort_safetensors_metadata
 
 FORMAT = "reneg.negative_embedding"
@@ -264,8 +264,8 @@ class NegativeEmbedding:
         """
         path = Path(path)
         if not path.is_file():
-            raise ReNegError(f"negative embedding file {path} does not exist: pass the .safetensors (or .pt) file "
-                             "that `reneg train` wrote")
+            raise ReNegError(f"negative embedding file {path} {why_not_a_file(path)}: pass the .safetensors (or .pt) "
+                             "file that `reneg train` wrote")
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
             tensors, metadata = _read_safetensors(path)

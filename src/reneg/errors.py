@@ -13,6 +13,21 @@ class ReNegError(Exception):
     """
 
 
+def why_not_a_file(path) -> str:
+    """What a path that should be a readable file is instead: "does not exist", "is a directory", or "is not
+    a regular file (a FIFO, a socket or a device)"."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "does not exist"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    return "is not a regular file (a FIFO, a socket or a device)" if not stat.S_ISREG(mode) else "is a file"
+
+
 class StopRequested(KeyboardInterrupt):
     """Raised after a signal-requested stop has saved its checkpoint: the message says how to resume."""
 

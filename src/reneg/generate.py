@@ -45,7 +45,7 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
                      ConditionSettings, SamplingSettings):
     """Settings of ``reneg generate``; None means the model's default."""
 
-    num_images: int = NUM_IMAGES()
+    num_images: int = NUM_IMAGES(aliases=("--images-per-prompt",))
     batch_size: int = BATCH_SIZE(4, "images per forward pass")
     out: str = arg("generated", "output directory", metavar="DIR", output="dir")
 
@@ -110,6 +110,7 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
     model = model or load_model(config.model, device=device, dtype=dtype)
     model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
+    model.family.warn_if_truncated(prompts)
     method = method_for(model, config)
     getattr(method, "prepare", lambda model, prompts: None)(model, prompts)  # DNP: its captioner, before any image
     spec_scale = config.parsed_spec().guidance_scale  # `--method SPEC@GS`

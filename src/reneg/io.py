@@ -39,6 +39,22 @@ def atomic_path(path: str | Path):
             os.remove(tmp)
 
 
+def save_tensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """safetensors' ``save_file`` as every reneg output is written: the metadata in sorted order (identical runs,
+    identical bytes) and the file readable like any other (``save_file`` makes it 0600)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    sort_safetensors_metadata(path)
+    os.chmod(path, _FILE_MODE)
+    return Path(path)
+
+
+def make_readable(path: str | Path) -> None:
+    """Give a finished output file the mode any other file gets (the umask's), whoever wrote it."""
+    os.chmod(path, _FILE_MODE)
+
+
 def sort_safetensors_metadata(path: str | Path) -> None:
     """Rewrite a safetensors file's header with its string metadata in sorted key order, in place.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import ReNegError
+from .errors import ReNegError, why_not_a_file
 from .registry import Registry
 
 
@@ -65,7 +65,8 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     """Prompts (with categories where the file has them) from a .txt, .json, .tsv or .csv file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ReNegError(f"prompts file '{path}' does not exist: pass a .txt (one prompt a line), .json or .tsv file")
+        raise ReNegError(f"prompts file '{path}' {why_not_a_file(path)}: pass a .txt (one prompt a line), .json or "
+                         ".tsv file")
     try:
         if path.suffix == ".json":
             prompts = _from_json(json.loads(path.read_text(encoding="utf-8")), path)
@@ -183,7 +184,7 @@ def load_benchmark(name_or_path: str | Path, *, data_dir: str | Path | None = No
         spec = next((s for s in PROMPT_SETS.values() if path.name in s.files), None)
         return _checked(spec.reader([path]), f"prompts file '{path}'") if spec else load_prompts(path)
     if path.exists():
-        raise ReNegError(f"'{path}' is a directory: pass a benchmark name ({', '.join(PROMPT_SETS)}) "
+        raise ReNegError(f"'{path}' {why_not_a_file(path)}: pass a benchmark name ({', '.join(PROMPT_SETS)}) "
                          "or a prompts file, and --data-dir for where a benchmark's files are")
     if path.suffix or "/" in name or os.sep in name:
         raise ReNegError(f"prompts file '{path}' does not exist: pass a .txt (one prompt a line), .json or .tsv file")

@@ -13,7 +13,7 @@ def test_compare_writes_the_picture_and_prints_the_line(tmp_path, capsys):
                  "--steps", "3", "--device", "cpu", "--validate-every", "0", "--out", str(negative)]) == 0
     capsys.readouterr()
     out = tmp_path / "demo.png"
-    assert main(["compare", "--model", "tiny", "--negative", str(negative), "--limit", "4", "--columns", "2",
+    assert main(["compare", "--model", "tiny", "--negative", str(negative), "--prompt-count", "4", "--columns", "2",
                  "--steps", "3", "--metric", "contrast", "--device", "cpu", "--out", str(out)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("contrast on 4 held-out prompts: null ") and "win rate vs null" in line

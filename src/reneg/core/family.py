@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import torch
@@ -180,6 +181,21 @@ class Family:
     def encode(self, prompts: list[str]) -> TextConditioning:
         """Text conditioning of ``prompts`` exactly as the pipeline's own ``encode_prompt`` makes it."""
         raise NotImplementedError
+
+    def warn_if_truncated(self, prompts: list[str]) -> None:
+        """Say once, on reneg's log, how many ``prompts`` are longer than the (first) tokenizer reads: the text
+        encoder sees them cut there, as in diffusers' pipelines (whose own warning reneg's logging hides)."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if tokenizer is None or not isinstance(limit, int) or limit > 4096 or not prompts:
+            return
+        distinct = sorted(set(prompts))
+        lengths = [len(ids) for ids in tokenizer(distinct, truncation=False, padding=False).input_ids]
+        long = [p for p, n in zip(distinct, lengths) if n > limit]
+        if long:
+            logging.getLogger("reneg").warning(
+                "%d of %d prompts are longer than the text encoder reads (%d tokens) and are cut there, as "
+                "diffusers does: e.g. '%s...'", len(long), len(distinct), limit, long[0][:60])
 
     def null_text(self) -> TextConditioning:
         """The conditioning of the empty prompt as diffusers' default negative (one row, fp32, CPU)."""

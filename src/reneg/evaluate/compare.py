@@ -32,9 +32,11 @@ class CompareConfig(SamplingSettings):
 
     negative: str = arg(None, "the learned negative embedding file to show", metavar="FILE")
     prompts: str | None = PROMPTS(help="prompts file (default: the model's held-out benchmark)")
-    limit: int = arg(64, "prompts measured, spread evenly over the benchmark", metavar="N", min=1)
+    limit: int = arg(64, "prompts measured, spread evenly over the benchmark (eval's --limit takes the first N)",
+                     metavar="N", min=1, flag="--prompt-count", aliases=("--limit",))
     columns: int = arg(8, "prompts shown in the picture", metavar="N", min=1, max=64)
-    metric: str | None = arg(None, "reward to report (default: the model's training reward)", metavar="NAME")
+    metric: str | None = arg(None, "reward to report (default: the model's training reward)", metavar="NAME",
+                             aliases=("--metrics",))
     seed: int = SEED(help="base seed of the items' x_T (as reneg eval)")
     batch_size: int = BATCH_SIZE(16, "images per forward pass")
     precision: str = PRECISION(help="dtype of the diffusion model")

@@ -79,7 +79,7 @@ class EvalConfig(ConditionSettings, SamplingSettings):
                                  "name:option=value sets a reward option (hpsv2, hpsv2.1: antialias=true|false, "
                                  "default true; false resizes as the HPSv2 reference did under torchvision < 0.17) "
                                  "(default: the model's reward; diagnostics are always added)", metavar="NAMES")
-    images_per_prompt: int = arg(1, "images (seeds) per prompt", metavar="N", min=1)
+    images_per_prompt: int = arg(1, "images (seeds) per prompt", metavar="N", min=1, aliases=("--num-images",))
     limit: int | None = arg(None, "evaluate only the first N prompts (smoke tests)", metavar="N", min=1)
     guidance_sweep: str | None = arg(None, "run the baselines at each of these guidance scales and compare the "
                                            "learned methods with their best scale", metavar="GS,GS,...")
@@ -158,6 +158,7 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     benchmark = _prompts_source(config, model)
     all_prompts = load_benchmark(benchmark, data_dir=config.data_dir)  # never empty
     prompts = all_prompts[:config.limit]
+    model.family.warn_if_truncated([p.text for p in prompts])
     metrics = fit_metrics(metrics or parse_metric_specs(list(model.defaults.metrics or (model.defaults.reward,))),
                           model)
     reward_dtype = dtype_of(config.reward_precision)

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..embedding import EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, POOLED_KEY, VERSION, NegativeEmbedding
 from ..errors import ReNegError
-from ..io import sort_safetensors_metadata
+from ..io import save_tensors
 
 #: The tensor that keeps every textual-inversion loader away (see the module docstring).
 MARKER_KEY = "_reneg_not_a_textual_inversion"
@@ -152,9 +151,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     if MARKER_KEY not in tensors or min(tensors) != MARKER_KEY:
         raise ValueError(f"every exported tensor file carries '{MARKER_KEY}', first in key order")
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in tensors.items()}
-    save_file(tensors, str(path), metadata=metadata)
-    sort_safetensors_metadata(path)
-    return path
+    return save_tensors(tensors, path, metadata)
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -10,7 +10,7 @@ import torch
 
 from ..config import arg
 from ..embedding import NegativeEmbedding
-from ..errors import ReNegError
+from ..errors import ReNegError, why_not_a_file
 from ..families import TextConditioning
 from ..identity import file_identity
 from ..models.loading import LoadedModel
@@ -39,7 +39,8 @@ def _negative_prompt(argument: str | None, model: LoadedModel) -> Method:
 
 def _check_embedding_file(argument: str) -> None:
     if not Path(argument).is_file():
-        raise ReNegError(f"method 'embedding={argument}': negative embedding file {argument} does not exist: "
+        raise ReNegError(f"method 'embedding={argument}': negative embedding file {argument} "
+                         f"{why_not_a_file(argument)}: "
                          "pass the .safetensors (or .pt) file that `reneg train` wrote")
 
 

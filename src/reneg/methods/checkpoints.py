@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import ReNegError
-from ..io import atomic_path
+from ..io import atomic_path, save_tensors
 
 FORMAT = "reneg.methods.checkpoints"
 VERSION = 1
@@ -71,9 +71,9 @@ def save(directory: str | Path, *, step: int, parameters: dict[str, torch.Tensor
     staging = root / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in parameters.items()}, str(staging / PARAMETERS))
+    save_tensors({k: v.detach().cpu().contiguous() for k, v in parameters.items()}, staging / PARAMETERS)
     tensors, groups = _optimizer_tensors(optimizer)
-    save_file(tensors, str(staging / OPTIMIZER))
+    save_tensors(tensors, staging / OPTIMIZER)
     state = {"format": FORMAT, "version": VERSION, "step": step, "param_groups": groups, **extra}
     (staging / STATE).write_text(json.dumps(state, indent=1))
     for file in staging.iterdir():

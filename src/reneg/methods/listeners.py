@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def log_lines(every: int):
     def listen(trainer, record):
         if every and (record.step % every == 0 or record.step == 1):
             tqdm.write(f"step {record.step}  reward {record.reward:.5f}  lr {record.lr:.3e}  "
-                       f"t-index {record.grad_from}  {record.seconds:.2f}s")
+                       f"t-index {record.grad_from}  {record.seconds:.2f}s", file=sys.stderr)  # stdout: the result
 
     return listen
 

@@ -129,6 +129,7 @@ def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
     captioner = None if config.caption is not None else model_captioner(
         model, config.captioner, config.captioner_model, max_new_tokens=config.max_new_tokens)
     family, sampling = model.family, model.sampling(config)
+    family.warn_if_truncated(prompts)
     steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
     dns_scale = model.sampling(guidance_scale=config.dns_guidance_scale).guidance_scale
     # 2. Items in diffusers' order (each prompt's images together), x_T drawn batch after batch from one generator

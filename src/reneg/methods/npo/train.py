@@ -167,6 +167,7 @@ class NPOTrainer:
             self.prompts = [p.text for p in gather_prompts(prompt=c.prompt, prompts_file=c.prompts,
                                                            fallback=list(defaults.train_prompts),
                                                            what="training prompts")]
+            self.family.warn_if_truncated(self.prompts)
             self.reward_name = c.reward or defaults.reward
             self.reward_model = c.reward_model or defaults.reward_model
             self.reward = reward or build_reward(self.reward_name, model=self.reward_model, device=self.device,

@@ -34,7 +34,7 @@ import torch
 from ...core.denoiser import BASE_ROWS, RowAdapter, forward_rows
 from ...core.fingerprint import denoiser_fingerprint, denoisers_match
 from ...errors import ReNegError
-from ...io import sort_safetensors_metadata, write_json
+from ...io import make_readable, sort_safetensors_metadata, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def save_adapter(unet, adapter_name: str, out: str | Path, metadata: dict) -> Pa
             StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=state,
                                                       unet_lora_adapter_metadata=config, weight_name=ADAPTER_FILE)
         sort_safetensors_metadata(staging / ADAPTER_FILE)
+        make_readable(staging / ADAPTER_FILE)
         os.replace(staging / ADAPTER_FILE, out / ADAPTER_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

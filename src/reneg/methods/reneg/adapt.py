@@ -58,7 +58,7 @@ from ...config import (
     require,
 )
 from ...embedding import NegativeEmbedding
-from ...errors import ReNegError
+from ...errors import ReNegError, why_not_a_file
 from ...families import Family, TextConditioning
 from ...identity import file_identity
 from ...io import atomic_path, write_json
@@ -396,7 +396,8 @@ class AdaptConfig(RewardSettings, TrainingSettings):
             require(not self.out.endswith(".safetensors"), f"--out is a directory for --prompts (one file per "
                                                            f"prompt and index.json), got '{self.out}'")
         require(self.negative is None or Path(self.negative).is_file(),
-                f"global negative embedding file '{self.negative}' does not exist: pass the .safetensors (or .pt) "
+                f"global negative embedding file '{self.negative}' {why_not_a_file(self.negative)}: pass the "
+                ".safetensors (or .pt) "
                 "file that `reneg train` wrote, or leave --negative out to start from the null text")
         if self.prompts is not None:
             require(Path(self.prompts).expanduser().is_file(), f"prompts file '{self.prompts}' does not exist: "
@@ -417,6 +418,7 @@ def adapt(config: AdaptConfig, *, model: LoadedModel | None = None) -> Path:
     prompts = list(dict.fromkeys(prompts))  # a repeated prompt has one embedding
     dtype = dtype_of(config.precision)
     model = model or load_model(config.model, device=resolve_device(config.device), dtype=dtype)
+    model.family.warn_if_truncated(prompts)
     start, start_metadata = load_start(model, config.negative)
     reward_flag, lr_flag = paper_recipe(model, config, start_metadata)
     settings = resolve_settings(model, start_metadata, steps=config.steps, guidance_scale=config.guidance_scale,

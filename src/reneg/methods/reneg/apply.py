@@ -23,7 +23,7 @@ import torch
 from ...config import arg
 from ...core.rollout import guided_images
 from ...embedding import NegativeEmbedding
-from ...errors import ReNegError
+from ...errors import ReNegError, why_not_a_file
 from ...families import TextConditioning
 from ...identity import file_identity
 from ...models.device import PRECISIONS
@@ -119,7 +119,8 @@ def _precision(model: LoadedModel) -> str:
 
 def _check_file(argument: str) -> None:
     if not Path(argument).is_file():
-        raise ReNegError(f"method 'per-sample={argument}': global negative embedding file {argument} does not exist: "
+        raise ReNegError(f"method 'per-sample={argument}': global negative embedding file {argument} "
+                         f"{why_not_a_file(argument)}: "
                          "pass the .safetensors (or .pt) file that `reneg train` wrote")
 
 

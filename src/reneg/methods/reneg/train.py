@@ -207,6 +207,7 @@ class Trainer:
         self.prompts = prompts or gather_prompts(prompt=config.prompt, prompts_file=config.prompts,
                                                  fallback=list(defaults.train_prompts), what="training prompts")
         self.prompt_texts = [p.text for p in self.prompts]
+        self.family.warn_if_truncated(self.prompt_texts)
         self.reward_name = config.reward or defaults.reward
         self.reward_model = config.reward_model or defaults.reward_model
         if config.rewards:  # a weighted sum from the config file
@@ -279,6 +280,7 @@ class Trainer:
         loss = self.accelerator.reduce(torch.stack(losses).float().mean().to(self.device), reduction="mean")
         finite_loss = bool(torch.isfinite(loss))
         finite_grads = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params.parameters())
+        lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step uses (the schedule moves on below)
         if finite_loss and (finite_grads or self.scaler.is_enabled()):
             self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips non-finite (scaled) gradients
             self.scaler.update()
@@ -290,7 +292,7 @@ class Trainer:
         skipped = not bool(torch.isfinite(loss))
         self._count_nonfinite(skipped)
         reward = self.accelerator.gather(torch.cat(rewards).to(self.device)).float().mean().item()
-        return StepRecord(step=self.step, loss=loss.item(), reward=reward, lr=self.lr_scheduler.get_last_lr()[0],
+        return StepRecord(step=self.step, loss=loss.item(), reward=reward, lr=lr,
                           guidance_scale=float(torch.as_tensor(self.params.scale()).detach()), grad_from=grad_from,
                           seconds=time.perf_counter() - start, skipped=skipped)
 

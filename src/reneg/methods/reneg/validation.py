@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -81,6 +82,7 @@ def validation(path: str | Path, *, every: int, count: int = VALIDATION_PROMPTS,
             record.validation_reward = value
             write(record.step, value)
             since = f" (step 0: {state['initial']:.4f})" if "initial" in state else ""
-            tqdm.write(f"step {record.step}  validation reward {value:.5f} on {count} fixed prompts{since}")
+            tqdm.write(f"step {record.step}  validation reward {value:.5f} on {count} fixed prompts{since}",
+                       file=sys.stderr)
 
     return listen
