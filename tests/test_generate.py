@@ -118,3 +118,47 @@ def test_an_at_sign_in_a_flags_text_is_text(flag, text, tmp_path):
     assert main(["generate", "--model", "tiny", "--prompt", "a red circle", "--method", "null@3", "--steps", "2",
                  "--device", "cpu", "--out", str(tmp_path / "three")]) == 0
     assert json.loads((tmp_path / "three" / "generation.json").read_text())["guidance_scale"] == 3.0
+
+
+def test_a_png_carries_its_parameters_and_from_png_makes_it_again_bit_for_bit(tmp_path):
+    """Every generated PNG holds A1111's `parameters` and reneg's record; --from-png regenerates its batch
+    (skipping the x_T of earlier batches) and keeps that one image: the same bytes."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    negative = tmp_path / "n.safetensors"
+    save_file({"negative_embedding": torch.randn(77, 32, generator=torch.Generator().manual_seed(1)) * 0.1},
+              str(negative))
+    first = tmp_path / "first"
+    assert main(["generate", "--model", "tiny", "--prompt", "a red circle", "--prompt", "a blue square",
+                 "--num-images", "3", "--batch-size", "2", "--steps", "3", "--seed", "7", "--negative", str(negative),
+                 "--out", str(first)]) == 0
+    image = first / "00003.png"  # the second of the second batch: "a blue square"
+    parameters = Image.open(image).text["parameters"]
+    assert parameters.startswith("a blue square\nSteps: 3, Sampler: DDIM, CFG scale: 7.5, Seed: 7, Size: 64x64")
+    again = tmp_path / "again"
+    assert main(["generate", "--from-png", str(image), "--out", str(again)]) == 0
+    assert (again / "00000.png").read_bytes() == image.read_bytes()
+    assert json.loads((again / "generation.json").read_text())["reproduced_from"] == str(image)
+
+
+def test_from_png_refuses_what_it_cannot_reproduce(tmp_path, capsys):
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    assert main(["generate", "--from-png", str(plain), "--out", str(tmp_path / "a")]) == 2
+    assert "carries no reneg record" in capsys.readouterr().err
+    negative = tmp_path / "n.safetensors"
+    save_file({"negative_embedding": torch.zeros(77, 32)}, str(negative))
+    made = tmp_path / "made"
+    assert main(["generate", "--model", "tiny", "--prompt", "x", "--steps", "2", "--negative", str(negative),
+                 "--out", str(made)]) == 0
+    capsys.readouterr()
+    save_file({"negative_embedding": torch.ones(77, 32)}, str(negative))  # the file changed since
+    assert main(["generate", "--from-png", str(made / "00000.png"), "--out", str(tmp_path / "b")]) == 2
+    assert "is missing or changed" in capsys.readouterr().err
+    assert main(["generate", "--from-png", str(made / "00000.png"), "--prompt", "y", "--out", str(tmp_path / "c")]) == 2
+    assert "drop --prompt" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -17,7 +17,7 @@ SOURCES = {"reneg": ROOT / "src" / "reneg", "benchmarks": ROOT / "benchmarks", "
 LAYERS = (
     ("reneg.errors",),
     ("reneg.registry", "reneg.io", "reneg.config", "reneg.identity", "reneg.core"),
-    ("reneg.prompts", "reneg.families"),
+    ("reneg.prompts", "reneg.families", "reneg.infotext"),
     ("reneg.models", "reneg.embedding"),
     ("reneg.rewards",),
     ("reneg.methods.base", "reneg.methods.spec", "reneg.methods.baselines", "reneg.methods.randomness",

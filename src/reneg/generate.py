@@ -10,8 +10,9 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .config import BATCH_SIZE, NUM_IMAGES, builtin_command, ConditionSettings, PromptSettings, SamplingSettings, arg, require
+from . import __version__, infotext
+from .config import (BATCH_SIZE, NUM_IMAGES, ConditionSettings, PromptSettings, SamplingSettings, arg,
+                     builtin_command, require)
 from .errors import ReNegError
 from .families import TextConditioning
 from .io import save_output, write_json
@@ -48,6 +49,10 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
     num_images: int = NUM_IMAGES(aliases=("--images-per-prompt",))
     batch_size: int = BATCH_SIZE(4, "images per forward pass")
     out: str = arg("generated", "output directory", metavar="DIR", output="dir")
+    from_png: str | None = arg(None, "make again, bit for bit, an image that `reneg generate` wrote, from the record "
+                                     "its PNG carries (the prompt, method, files, seed and settings all come from "
+                                     "there; --out, --device stay yours)", metavar="IMAGE")
+    method_is_flag_text: bool = arg(False, "the --method spec came from a flag's free text (its @ is text)", cli=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,6 +73,12 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
                 "--npo/--lora combine with null text or a learned --negative FILE only")
         DnpFlags.check_flags(self, self.spec)
         NpoFlags.check_flags(self, self.spec)
+        given = [flag for flag, value in (("--prompt", self.prompt), ("--prompts", self.prompts),
+                                          ("--method", self.method), ("--model", self.model), ("--seed", self.seed),
+                                          ("--steps", self.steps), ("--guidance-scale", self.guidance_scale))
+                 if value not in (None, [], 0)] + (["a method flag"] if any(aliases) else [])
+        require(not self.from_png or not given, f"--from-png takes the prompt, model, method and settings from the "
+                f"image: drop {', '.join(given)}")
 
     @property
     def spec(self) -> str:
@@ -76,7 +87,7 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
 
     def parsed_spec(self):
         """:attr:`spec` parsed; ``@GS`` is a guidance scale only in ``--method`` (alias flags carry free text)."""
-        return parse_method_spec(self.spec, guidance_suffix=self.method is not None)
+        return parse_method_spec(self.spec, guidance_suffix=self.method is not None and not self.method_is_flag_text)
 
 
 def method_for(model: LoadedModel, config: GenerateConfig) -> Method:
@@ -90,13 +101,18 @@ def method_for(model: LoadedModel, config: GenerateConfig) -> Method:
 
 @torch.no_grad()
 def generate_images(model: LoadedModel, prompts: list[str], negative, *, guidance_scale: float, steps: int,
-                    resolution: int, generator: torch.Generator, batch_size: int) -> Iterator[torch.Tensor]:
+                    resolution: int, generator: torch.Generator, batch_size: int,
+                    skip_batches: int = 0) -> Iterator[torch.Tensor]:
     """Yield image batches (B, 3, H, W) in [0, 1], drawing x_T batch after batch from one generator.
 
     ``negative``: a :class:`TextConditioning`, an (L, D) embedding, or a method (anything with ``images``).
+    ``skip_batches``: draw (and drop) the x_T of that many full batches first (``--from-png``: the image's
+    batch was not the run's first).
     """
     family = model.family
     method = negative if hasattr(negative, "images") else FixedNegative(TextConditioning.of(negative), "given")
+    for _ in range(skip_batches):
+        family.initial_latents(batch_size, resolution=resolution, generator=generator)
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         latents = family.initial_latents(len(batch), resolution=resolution, generator=generator)
@@ -105,6 +121,28 @@ def generate_images(model: LoadedModel, prompts: list[str], negative, *, guidanc
 
 def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Path:
     """Generate images for every prompt into ``config.out``; returns the path of generation.json."""
+    if config.from_png:
+        return reproduce(config, model=model)
+    return _generate(config, model=model)
+
+
+def reproduce(config: GenerateConfig, *, model: LoadedModel | None = None) -> Path:
+    """``--from-png``: the image's whole batch again, from its record (:mod:`reneg.infotext`); only it is kept."""
+    record = infotext.read(config.from_png)
+    again = GenerateConfig(model=record["model"], method=record["method"], seed=record["seed"],
+                           method_is_flag_text=record["method_is_flag_text"], steps=record["steps"],
+                           guidance_scale=None if "@" in record["method"] and not record["method_is_flag_text"]
+                           else record["guidance_scale"], resolution=record["resolution"],
+                           precision=record["precision"], batch_size=record["batch_size"],
+                           prompt=list(record["batch_prompts"]), out=config.out, device=config.device)
+    if record.get("control_image"):
+        again.control_image = record["control_image"]
+    return _generate(again, model=model, skip_batches=record["batch_start"] // record["batch_size"],
+                     keep=record["offset"], source=config.from_png)
+
+
+def _generate(config: GenerateConfig, *, model: LoadedModel | None, skip_batches: int = 0, keep: int | None = None,
+              source: str | None = None) -> Path:
     # 1. Inputs: everything is checked before anything is written
     prompts = [p.text for p in gather_prompts(prompt=config.prompt, prompts_file=config.prompts)]
     device, dtype = resolve_device(config.device), dtype_of(config.precision)
@@ -128,23 +166,52 @@ def generate(config: GenerateConfig, *, model: LoadedModel | None = None) -> Pat
         "guidance_scale": guidance_scale, "resolution": resolution, "num_images_per_prompt": config.num_images,
         "precision": config.precision, "scheduler": model.family.sampler, "reneg_version": __version__,
         **({"control_image": config.control_image} if config.control_image else {}),
+        **({"reproduced_from": source} if source else {}),
     }
+    describe = _describer(config, model, header, skip_batches)
     batches = generate_images(model, [p for p, _ in items], method, guidance_scale=guidance_scale,
-                              steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size)
-    with tqdm(total=len(items), desc="generate", unit="img") as progress:
+                              steps=steps, resolution=resolution, generator=generator, batch_size=config.batch_size,
+                              skip_batches=skip_batches)
+    total = len(items) if keep is None else 1
+    with tqdm(total=total, desc="generate", unit="img") as progress:
         for images in batches:
             if index == 0:  # the first batch is whole: a previous run's outputs give way (never other files)
                 remove_previous_outputs(path)
             captions = [side["caption"] for side in getattr(method, "side_outputs", [])]  # DNP's n* per image
+            start = index
             for offset, image in enumerate(images):
                 prompt, number = items[index]
-                records.append({**save_output(image, out, index), "prompt": prompt, "image_index": number,
-                                **({"caption": captions[offset]} if captions else {})})
+                if keep is None or offset == keep:
+                    text = describe(items[start:start + len(images)], start, offset)
+                    records.append({**save_output(image, out, len(records), text=text), "prompt": prompt,
+                                    "image_index": number, **({"caption": captions[offset]} if captions else {})})
+                    progress.update(1)
                 index += 1
-                progress.update(1)
             # 3. The record of what was made, after every batch: an interrupted run's says what it holds
             write_json(path, {**header, "complete": index == len(items), "images": records})
     return path
+
+
+def _describer(config: GenerateConfig, model: LoadedModel, header: dict, skip_batches: int):
+    """``describe(batch items, batch start, offset)``: the PNG text chunks of one image (:mod:`reneg.infotext`)."""
+    spec = config.parsed_spec()
+    negative_text = (spec.argument if spec.name == "negative-prompt" else
+                     model.defaults.handcrafted_negative if spec.name == "handcrafted" else None)
+    files = infotext.files_of(config.spec)
+    if config.control_image:
+        files[config.control_image] = infotext.path_identity(config.control_image)
+    fixed = {key: header[key] for key in ("model", "method", "seed", "steps", "guidance_scale", "resolution",
+                                          "precision")}
+    fixed.update(method_is_flag_text=config.method is None or config.method_is_flag_text,
+                 batch_size=config.batch_size, files=files, version=__version__,
+                 control_image=config.control_image)
+
+    def describe(batch, start: int, offset: int) -> dict[str, str]:
+        record = {**fixed, "batch_start": start + skip_batches * config.batch_size,
+                  "batch_prompts": [prompt for prompt, _ in batch], "offset": offset}
+        return infotext.chunks(record, negative_text=negative_text, scheduler=header["scheduler"])
+
+    return describe
 
 
 def remove_previous_outputs(record: Path) -> None:

@@ -165,21 +165,29 @@ def open_rgb(path: str | Path, *, what: str, advice: str) -> Image.Image:
         raise ReNegError(f"{what} '{path}' cannot be read ({reason}): {advice}") from None
 
 
-def save_png(image: Image.Image, path: str | Path) -> None:
+def save_png(image: Image.Image, path: str | Path, text: dict[str, str] | None = None) -> None:
+    """``image`` as a PNG, atomically; ``text``: its text chunks (what made it: :mod:`reneg.infotext`)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)  # UTF-8: prompts are any text
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=info)
 
 
 #: Milliseconds each frame of the animated GIF shows (8 frames per second, AnimateDiff's usual export).
 GIF_FRAME_MS = 125
 
 
-def save_output(image: torch.Tensor, out: str | Path, index: int) -> dict:
-    """Save one output under ``out``: an image as ``NNNNN.png``; a video (F, 3, H, W) as its frames
-    ``NNNNN/FFFFF.png`` and the animated ``NNNNN.gif``. Returns its record (``file``, and ``frames``)."""
+def save_output(image: torch.Tensor, out: str | Path, index: int, *, text: dict[str, str] | None = None) -> dict:
+    """Save one output under ``out``: an image as ``NNNNN.png`` (with ``text`` chunks); a video (F, 3, H, W) as
+    its frames ``NNNNN/FFFFF.png`` and the animated ``NNNNN.gif``. Returns its record (``file``, and ``frames``)."""
     out, stem = Path(out), f"{index:05d}"
     if image.dim() == 3:
-        save_png(to_pil(image[None])[0], out / f"{stem}.png")
+        save_png(to_pil(image[None])[0], out / f"{stem}.png", text)
         return {"file": f"{stem}.png"}
     names = save_video(to_pil(image), out, stem)
     return {"file": f"{stem}.gif", "frames": names}

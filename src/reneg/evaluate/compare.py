@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..config import BATCH_SIZE, PRECISION, PROMPTS, SEED, builtin_command, SamplingSettings, arg, require
+from ..config import BATCH_SIZE, PRECISION, PROMPTS, SEED, SamplingSettings, arg, builtin_command, require
 from ..io import atomic_path, to_pil, write_json
 from ..methods.spec import build_methods, parse_method_spec
 from ..models.device import dtype_of, resolve_device

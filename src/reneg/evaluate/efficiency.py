@@ -27,7 +27,8 @@ from typing import Iterable, Iterator
 import torch
 
 from .. import __version__
-from ..config import PRECISION, PROMPT, PROMPTS, SEED, STEPS, builtin_command, PromptSettings, SamplingSettings, arg, require
+from ..config import (PRECISION, PROMPT, PROMPTS, SEED, STEPS, PromptSettings, SamplingSettings, arg, builtin_command,
+                      require)
 from ..core.denoiser import BASE, Weights
 from ..core.rollout import rollout, text_branches
 from ..embedding import NegativeEmbedding

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..config import builtin_command, arg, require
+from ..config import arg, builtin_command, require
 from ..embedding import NegativeEmbedding
 from . import a1111, comfyui, hub, invokeai
 from .layout import MANIFEST, Source, check_family, family_of, require_family, safe_name, staged, write_json
