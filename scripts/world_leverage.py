@@ -34,7 +34,7 @@ from reneg.evaluate.metrics import win_rate
 from reneg.families import TextConditioning
 from reneg.methods.randomness import draw_batch
 from reneg.methods.reneg.objective import reneg_objective
-from reneg.methods.reneg.validation import full_sample_rewards
+from reneg.methods.validation import full_sample_rewards
 from reneg.models.loading import load_model
 from reneg.rewards import build_reward
 from reneg.world import path
@@ -48,7 +48,7 @@ def batches(family, prompts, *, seed, first_step, count, grad_window):
 
 
 def rewards_of(family, reward, negative, measured, scale) -> list[float]:
-    """Per-item full-sample rewards of the measured batches (reneg.methods.reneg.validation's scoring, as the curve users read)."""
+    """Per-item full-sample rewards of the measured batches (reneg.methods.validation's scoring, as the curve users read)."""
     return full_sample_rewards(family, reward, negative, [p for b in measured for p in b.prompts],
                                torch.cat([b.latents for b in measured]), guidance_scale=scale, steps=STEPS,
                                resolution=RESOLUTION, batch_size=BATCH).tolist()

@@ -21,7 +21,8 @@ LAYERS = (
     ("reneg.models", "reneg.embedding"),
     ("reneg.rewards",),
     ("reneg.methods.base", "reneg.methods.spec", "reneg.methods.baselines", "reneg.methods.randomness",
-     "reneg.methods.checkpoints", "reneg.methods.listeners"),
+     "reneg.methods.checkpoints", "reneg.methods.listeners", "reneg.methods.loop", "reneg.methods.validation",
+     "reneg.methods.stopping"),
     ("reneg.methods",),  # the papers' folders, and the package that gathers them
     ("reneg.evaluate", "reneg.generate", "reneg.export"),
     ("reneg.cli", "reneg.__main__"),

@@ -2,10 +2,10 @@
 
 Shared pieces: the method protocol and registry (:mod:`~reneg.methods.base`), the spec grammar ``name=ARG@GS``
 (:mod:`~reneg.methods.spec`), the baselines (:mod:`~reneg.methods.baselines`), addressed randomness
-(:mod:`~reneg.methods.randomness`), checkpoints and the training loop's listeners. One folder per paper, none
-importing another's:
+(:mod:`~reneg.methods.randomness`), checkpoints, the one training loop and its processes
+(:mod:`~reneg.methods.loop`), its listeners and validation curve. One folder per paper, none importing another's:
 
-- :mod:`reneg.methods.reneg`: ReNeg (objective, global training, validation, per-sample Algorithm 1);
+- :mod:`reneg.methods.reneg`: ReNeg (objective, global training, per-sample Algorithm 1);
 - :mod:`reneg.methods.dnp`: DNS / DNP and the captioners of auto-DNP;
 - :mod:`reneg.methods.npo`: Diffusion-NPO (training routes, adapter weights and ``apply_npo``, reversed DPO).
 

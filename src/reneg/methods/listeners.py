@@ -25,6 +25,7 @@ def progress_bar(total: int):
         if record.step >= total:
             bar.close()
 
+    listen.close = lambda: state["bar"].close() if "bar" in state else None  # a loop that stops early
     return listen
 
 

@@ -162,3 +162,35 @@ def test_non_finite_loss_skips_steps_then_stops_keeping_the_checkpoint(tmp_path,
     with pytest.warns(RuntimeWarning, match="not finite"), pytest.raises(ReNegError, match="3 steps in a row"):
         list(trainer.run())
     assert torch.equal(trainer.embedding().tensor, init)  # no NaN ever reached n
+
+
+@pytest.mark.parametrize("route", ["reward-cfg", "dpo"])
+def test_npo_two_processes_equal_one_with_the_same_global_batch(tmp_path, route):
+    """reneg npo on the shared loop: 2 gloo processes x 2 == 1 process x 4 in micro-batches of 2 (delta to 1e-5)."""
+    data = []
+    if route == "dpo":
+        from reneg.world.pairs import write_world_pairs
+
+        data = ["--route", "dpo", "--pairs", str(write_world_pairs(tmp_path / "pairs", count=8, seed=0)),
+                "--lr", "1e-3"]
+    else:
+        data = ["--reward", "contrast", "--lr", "1e-2", "--steps", "3"]
+    common = ["npo", "--model", "tiny", "--batch-size", "4", "--train-steps", "2", "--rank", "2", "--log-every", "0",
+              "--validate-every", "0", "--device", "cpu", *data]
+    one = subprocess.run(RENEG + common + ["--micro-batch-size", "2", "--out", str(tmp_path / "one")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port()), "-m", "reneg"]
+    two = subprocess.run(launch + common + ["--out", str(tmp_path / "two")], env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count(str(tmp_path / "two")) == 1  # only the main process reports and writes
+    one_delta, two_delta = (load_file(str(tmp_path / name / "pytorch_lora_weights.safetensors"))
+                            for name in ("one", "two"))
+    assert one_delta.keys() == two_delta.keys()
+    difference = max((one_delta[k] - two_delta[k]).abs().max().item() for k in one_delta)
+    assert difference <= 1e-5, difference
+    assert max(v.abs().max().item() for k, v in one_delta.items() if "lora_B" in k) > 0  # delta moved
+    assert len((tmp_path / "two.log.jsonl").read_text().splitlines()) == 2  # one line a step, main process

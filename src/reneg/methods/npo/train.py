@@ -28,7 +28,6 @@ init (delta = 0 at the start), target modules ``to_k, to_q, to_v, to_out.0``; lr
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,21 +56,21 @@ from ...core.denoiser import BASE, BASE_ROWS, RowAdapter
 from ...core.fingerprint import pipeline_fingerprint
 from ...core.rollout import rollout, text_branches
 from ...embedding import NegativeEmbedding
-from ...errors import ReNegError, StopRequested
+from ...errors import ReNegError
 from ...families import TextConditioning
-from ...models.device import dtype_of, resolve_device
+from ...models.device import dtype_of
 from ...models.loading import LoadedModel, load_model
 from ...prompts import gather_prompts
 from ...rewards import Reward, build_reward
 from ...rewards.base import require_gradient
 from ...rewards.video import frame_rewards
 from .. import checkpoints
+from ..loop import Listener, LoopSettings, Processes, StepRecord, log_listeners, run_loop
 from ..randomness import RolloutSettings, draw_batch, mixed_seed
-from ..stopping import stop_on_signal
+from ..validation import full_sample_rewards
 from .dpo import Pairs, load_pairs, npo_dpo_loss
 from .weights import fuse_into_base, path_identity, save_adapter, with_adapter_api
 
-logger = logging.getLogger(__name__)
 
 #: The name of the trained adapter on the UNet while training.
 DELTA = "npo_delta"
@@ -85,7 +84,7 @@ LORA_INIT_STREAM = 2**31 - 1
 
 
 @dataclass
-class NPOConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSettings):
+class NPOConfig(PromptSettings, RewardSettings, ConditionSettings, LoopSettings, TrainingSettings):
     """Settings of ``reneg npo``; None means the model's default."""
 
     route: str = arg("reward-cfg", "reward-cfg: delta on the negative branch only, trained through CFG (NPO Sec. 3.1, "
@@ -133,6 +132,7 @@ class NPOConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSetti
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_batch()
         require(self.route != "dpo" or self.pairs is not None,
                 "--route dpo needs --pairs FILE (the shapes world makes one: reneg world-pairs --out DIR)")
         require(self.route == "dpo" or self.pairs is None, "--pairs applies to --route dpo only")
@@ -150,7 +150,9 @@ class NPOTrainer:
         from peft import LoraConfig
 
         self.config = c = config
-        self.device, dtype = resolve_device(c.device), dtype_of(c.precision)
+        self.processes = Processes(c.device, batch_size=c.batch_size, micro_batch_size=c.micro_batch_size)
+        self.device, dtype = self.processes.device, dtype_of(c.precision)
+        self.micro_batch_size = self.processes.micro_batch_size
         # 1. Model, defaults
         self.model = model or load_model(c.model, device=self.device, dtype=dtype)
         self.family, defaults = self.model.family, self.model.defaults
@@ -196,11 +198,12 @@ class NPOTrainer:
         trainable = list(self.delta_parameters.values())
         if self.negative is not None and c.joint:
             trainable.append(self.negative.embeds)
+        self.trainable = trainable
         self.lr = c.lr if c.lr is not None else RELEASE_LR.get(c.route, REWARD_LR)
         self.weight_decay = c.weight_decay if c.weight_decay is not None else (
             DPO_WEIGHT_DECAY if c.route == "dpo" else 0.0)
         self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
-        self.step_index = 0
+        self.step = 0
         self.restore_base = fuse_into_base(self.model.pipe, c.lora, what="--lora") if c.lora else (lambda: None)
         if c.resume:
             try:
@@ -237,10 +240,15 @@ class NPOTrainer:
         return encode(pairs.preferred), encode(pairs.rejected)
 
     # -- one step of each route --------------------------------------------------------------------
-    def _reward_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """NPO Eq. 7 (``reward``), the CFG objective (``reward-cfg``) or eta's (``positive``): loss, rewards R."""
-        batch = draw_batch(self.family, self.prompts, seed=self.config.seed, step=self.step_index,
-                           indices=range(self.config.batch_size), resolution=self.resolution, steps=self.steps,
+    @property
+    def prompt_texts(self) -> list[str]:
+        return self.prompts if self.config.route != "dpo" else self.pairs.prompts
+
+    def _reward_loss(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """NPO Eq. 7 (``reward``), the CFG objective (``reward-cfg``) or eta's (``positive``) on this process's
+        micro-batch ``micro``: loss, rewards R, the step index of x_t."""
+        batch = draw_batch(self.family, self.prompts, seed=self.config.seed, step=self.step,
+                           indices=self.processes.slice(micro), resolution=self.resolution, steps=self.steps,
                            grad_window=self.grad_window)
         route = self.config.route
         both = route in ("reward", "positive")
@@ -253,17 +261,19 @@ class NPOTrainer:
         rewards = frame_rewards(self.reward, images, batch.prompts).float()  # videos: mean over frames
         require_gradient(rewards, images)
         objective = 1 - rewards if route == "reward" else rewards  # R_NPO = 1 - R (Eq. 7); through CFG or eta: R
-        return -objective.mean(), rewards.detach()
+        return -objective.mean(), rewards.detach(), batch.grad_from
 
-    def _dpo_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Diffusion-DPO on reversed pairs (NPO Eq. 8): loss and the implicit reward margin of delta (detached)."""
+    def _dpo_loss(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Diffusion-DPO on reversed pairs (NPO Eq. 8) on this process's micro-batch ``micro`` of the step's global
+        draw: loss, the implicit reward margin of delta (detached), 0."""
         c, unet, scheduler = self.config, self.family.model, self.family.scheduler
-        generator = torch.Generator().manual_seed(mixed_seed(c.seed, self.step_index, 0))
+        generator = torch.Generator().manual_seed(mixed_seed(c.seed, self.step, 0))
         index = torch.randint(len(self.pairs), (c.batch_size,), generator=generator)
-        preferred, rejected = (lat[index].to(self.device) for lat in self.pair_latents)
-        noise = torch.randn(preferred.shape, generator=generator).to(self.device)
+        noise = torch.randn((c.batch_size, *self.pair_latents[0].shape[1:]), generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (c.batch_size,), generator=generator)
-        t = t.to(self.device)
+        rows = list(self.processes.slice(micro))  # the global draw above, then this slice of it
+        index, noise, t = index[rows], noise[rows].to(self.device), t[rows].to(self.device)
+        preferred, rejected = (lat[index].to(self.device) for lat in self.pair_latents)
         latents = torch.cat([preferred, rejected])
         noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
         noisy = scheduler.add_noise(latents, noise2, t2)
@@ -280,21 +290,43 @@ class NPOTrainer:
         ref_error = ((reference - target) ** 2).mean(dim=(1, 2, 3))
         (model_p, model_r), (ref_p, ref_r) = model_error.chunk(2), ref_error.chunk(2)
         loss = npo_dpo_loss(model_p, model_r, ref_p, ref_r, beta=c.dpo_beta)
-        return loss, ((ref_p - model_p) - (ref_r - model_r)).detach()
+        return loss, ((ref_p - model_p) - (ref_r - model_r)).detach(), 0
 
-    def step(self) -> dict:
-        """One optimizer step; returns its record (step, loss, mean reward or DPO margin, grad_from, seconds)."""
-        start = time.perf_counter()
-        loss, measure = self._dpo_loss() if self.config.route == "dpo" else self._reward_loss()
+    def train_step(self) -> StepRecord:
+        """One optimizer step over the global batch (all processes, all micro-batches): its record (``reward``:
+        the mean reward, or DPO's implicit reward margin)."""
+        start, processes = time.perf_counter(), self.processes
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise ReNegError(f"the loss is not finite at step {self.step_index}: lower --lr or use --precision fp32")
-        loss.backward()
+        losses, measures = [], []
+        for micro in range(processes.accumulation_steps):
+            loss, measure, grad_from = (self._dpo_loss if self.config.route == "dpo" else self._reward_loss)(micro)
+            if not torch.isfinite(loss):
+                raise ReNegError(f"the loss is not finite at step {self.step + 1}: lower --lr or use --precision fp32")
+            (loss / processes.accumulation_steps).backward()
+            losses.append(loss.detach())
+            measures.append(measure.float().reshape(-1))
+        processes.all_reduce(self.trainable)
         torch.nn.utils.clip_grad_norm_(list(self.delta_parameters.values()), 1.0)
         self.optimizer.step()
-        self.step_index += 1
-        return {"step": self.step_index, "loss": float(loss.detach()), "measure": float(measure.float().mean()),
-                "seconds": time.perf_counter() - start}
+        self.step += 1
+        loss = processes.mean(torch.stack(losses).float().mean().to(self.device))
+        measure = processes.gather(torch.cat(measures).to(self.device)).mean()
+        return StepRecord(step=self.step, loss=loss.item(), reward=measure.item(), lr=self.lr,
+                          guidance_scale=float(self.guidance_scale or 0.0), grad_from=grad_from,
+                          seconds=time.perf_counter() - start)
+
+    def run(self):
+        """Train until ``train_steps``, yielding a :class:`~reneg.methods.loop.StepRecord` after each step."""
+        while self.step < self.config.train_steps:
+            yield self.train_step()
+
+    def validation_reward(self, prompts: list[str], latents: torch.Tensor, *, initial: bool = False) -> float:
+        """Mean reward of fully sampled images with delta on the negative branch (``initial``: delta off)."""
+        negative = TextConditioning(self.negative.embeds.detach(), self.negative.pooled)
+        weights = BASE if initial else RowAdapter(DELTA)
+        return full_sample_rewards(self.family, self.reward, negative, prompts, latents,
+                                   guidance_scale=self.guidance_scale, steps=self.steps, resolution=self.resolution,
+                                   batch_size=self.micro_batch_size, negative_weights=weights).mean().item()
 
     def metadata(self, history: list[dict]) -> dict:
         """npo.json: what was trained, on what, how."""
@@ -302,7 +334,7 @@ class NPOTrainer:
         return {
             "route": c.route, "reward": self.reward_name, "reward_model": self.reward_model,
             "pairs": _file_hash(c.pairs) if c.pairs else None, "dpo_beta": c.dpo_beta if c.route == "dpo" else None,
-            "train_steps": self.step_index, "batch_size": c.batch_size, "lr": self.lr,
+            "train_steps": self.step, "batch_size": c.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "rank": c.rank,
             "lora": f"{c.lora} (sha256:{path_identity(c.lora)})" if c.lora else None,
             "lora_alpha": c.lora_alpha or c.rank, "target_modules": list(c.target_modules),
@@ -312,8 +344,8 @@ class NPOTrainer:
             "negative": c.negative, "joint": c.joint, "resolution": self.resolution, "seed": c.seed,
             "precision": c.precision, "base_model": self.model.name,
             "text_encoder_fingerprint": pipeline_fingerprint(self.model.pipe),
-            "first_measure": history[0]["measure"] if history else None,
-            "last_measure": history[-1]["measure"] if history else None,
+            "first_measure": history[0].reward if history else None,
+            "last_measure": history[-1].reward if history else None,
             "reneg_version": __version__,
         }
 
@@ -327,26 +359,31 @@ class NPOTrainer:
     def _recipe(self) -> dict:
         """What a resumed run must share with its checkpoint: everything that decides delta but the step count."""
         recipe = {k: v for k, v in asdict(self.config).items()
-                  if k not in ("train_steps", "checkpoint_every", "resume", "log_every", "out", "device")}
+                  if k not in ("train_steps", "checkpoint_every", "resume", "log_every", "out", "device",
+                               "micro_batch_size", "validate_every", "validate_prompts", "report_to")}
         return {**recipe, "lr": self.lr, "weight_decay": self.weight_decay, "base_model": self.model.name}
 
     def save_checkpoint(self) -> Path:
-        return checkpoints.save(self.config.checkpoint_dir, step=self.step_index,
-                                parameters={k: v.detach() for k, v in self._trained().items()},
-                                optimizer=self.optimizer, extra={"recipe": self._recipe(), "reneg_version": __version__})
+        """Save a resumable checkpoint (main process; the others wait until it is whole)."""
+        if self.processes.is_main:
+            checkpoints.save(self.config.checkpoint_dir, step=self.step,
+                             parameters={k: v.detach() for k, v in self._trained().items()},
+                             optimizer=self.optimizer, extra={"recipe": self._recipe(), "reneg_version": __version__})
+        self.processes.accelerator.wait_for_everyone()
+        return self.config.checkpoint_dir
 
     def load_checkpoint(self, directory: str | Path) -> None:
         state, tensors, optimizer_tensors = checkpoints.load(directory)
         checkpoints.check_recipe(directory, state.get("recipe") or {}, self._recipe())
         checkpoints.restore_parameters(directory, tensors, self._trained())
         checkpoints.restore_optimizer(self.optimizer, state["param_groups"], optimizer_tensors, source=str(directory))
-        self.step_index = state["step"]
+        self.step = state["step"]
 
     def learned_negative(self) -> NegativeEmbedding:
         """--joint: the embedding learned with delta, as a ReNeg file."""
         return NegativeEmbedding(self.negative.embeds.detach().squeeze(0).float().cpu(), {
             "text_encoder_fingerprint": pipeline_fingerprint(self.model.pipe), "base_model": self.model.name,
-            "reward": self.reward_name or "", "train_steps": str(self.step_index), "steps": str(self.steps),
+            "reward": self.reward_name or "", "train_steps": str(self.step), "steps": str(self.steps),
             "guidance_scale": str(self.guidance_scale), "npo_joint": "true", "reneg_version": __version__})
 
 
@@ -354,28 +391,15 @@ def _file_hash(path: str) -> str:
     return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _loop(trainer: NPOTrainer, config: NPOConfig, history: list, label: str, stop: dict) -> None:
-    while trainer.step_index < config.train_steps:
-        record = trainer.step()
-        history.append(record)
-        if config.log_every and (record["step"] % config.log_every == 0 or record["step"] == 1):
-            logger.info("npo step %d/%d  loss %.4f  %s %.4f  %.2fs", record["step"], config.train_steps,
-                        record["loss"], label, record["measure"], record["seconds"])
-        if stop["signal"]:
-            raise StopRequested.after(stop["signal"], trainer.step_index, trainer.save_checkpoint())
-        if config.checkpoint_every and record["step"] % config.checkpoint_every == 0:
-            trainer.save_checkpoint()
-
-
-def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None) -> Path:
-    """Train delta and write ``config.out`` (the LoRA file, npo.json, and negative.safetensors with --joint)."""
+def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None,
+              listeners: tuple[Listener, ...] = ()) -> Path:
+    """Train delta on the shared loop and write ``config.out`` (the LoRA file, npo.json, and negative.safetensors
+    with --joint) from the main process."""
     trainer = NPOTrainer(config, model=model, reward=reward)
     history = []
-    label = "DPO margin" if config.route == "dpo" else "reward"
     try:
-        with stop_on_signal() as stop:
-            _loop(trainer, config, history, label, stop)
-        trainer.save_checkpoint()  # first the checkpoint: a failure writing the adapter then loses nothing
+        run_loop(trainer, (*listeners, lambda trainer, record: history.append(record)),
+                 checkpoint_every=config.checkpoint_every)
     except BaseException:
         trainer.restore_base()
         trainer.family.model.delete_adapters(DELTA)
@@ -383,11 +407,21 @@ def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Re
     out = Path(config.out)
     unet = trainer.family.model
     trainer.restore_base()  # theta again: the adapter's fingerprint is of the base it applies to
-    if config.joint:
-        trainer.learned_negative().save(out / "negative.safetensors")
-    save_adapter(unet, DELTA, out, trainer.metadata(history))
+    if trainer.processes.is_main:
+        if config.joint:
+            trainer.learned_negative().save(out / "negative.safetensors")
+        save_adapter(unet, DELTA, out, trainer.metadata(history))
     unet.delete_adapters(DELTA)
+    trainer.processes.accelerator.wait_for_everyone()
     return out
 
 
-COMMAND = builtin_command("npo", NPOConfig, train_npo)
+def _run(config: NPOConfig) -> str | None:
+    """``reneg npo``: progress, log lines, ``<out>.log.jsonl``, the reward plot and (reward routes) the
+    validation curve; the main process prints where delta went."""
+    listeners = log_listeners(config, config.out, validate=config.route != "dpo")
+    out = train_npo(config, listeners=listeners)
+    return str(out) if Processes.is_main_process() else None
+
+
+COMMAND = builtin_command("npo", NPOConfig, _run)

@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -53,22 +53,21 @@ from ...config import (
 )
 from ...core.family import unmasked
 from ...embedding import NegativeEmbedding
-from ...errors import ReNegError, StopRequested
+from ...errors import ReNegError
 from ...families import TextConditioning
-from ...models.device import dtype_of, resolve_device
+from ...models.device import dtype_of
 from ...models.loading import LoadedModel, load_model
 from ...prompts import Prompt, gather_prompts
 from ...rewards import Reward, build_reward, build_rewards_from_config
 from .. import checkpoints
-from ..listeners import jsonl_log, log_lines, progress_bar, reward_plot, tensorboard_log
+from ..loop import Listener, LoopSettings, Processes, StepRecord, log_listeners, run_loop
 from ..randomness import RolloutSettings, draw_batch
-from ..stopping import stop_on_signal
+from ..validation import full_sample_rewards
 from .objective import reneg_objective
-from .validation import VALIDATION_PROMPTS, validation
 
 
 @dataclass
-class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSettings):
+class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, LoopSettings, TrainingSettings):
     """Settings of ``reneg train``; None means the model's default."""
 
     prompt: list[str] = PROMPT(help="a training prompt (repeatable)")
@@ -79,8 +78,6 @@ class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSet
                    output="file")
     train_steps: int = TRAIN_STEPS(120, "optimizer steps (paper: 4000; the default suits the shapes world on a CPU)")
     batch_size: int = BATCH_SIZE(8, "prompts per optimizer step (paper: 64)")
-    micro_batch_size: int | None = BATCH_SIZE(None, "prompts per forward pass; gradients are accumulated up to "
-                                                    "--batch-size (default: --batch-size)")
     lr: float = LR(1e-2, "AdamW learning rate (paper: 5e-3)")
     weight_decay: float = arg(0.0, "AdamW weight decay", min=0)
     warmup_steps: int = arg(0, "linear warm-up steps before the cosine decay", min=0)
@@ -96,24 +93,13 @@ class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSet
     checkpoint_every: int = arg(0, "save a resumable checkpoint every N steps (0: only at the end)", metavar="N",
                                 min=0)
     resume: str | None = arg(None, "resume from this checkpoint directory", metavar="DIR")
-    validate_every: int | None = arg(None, "measure the validation reward (fully sampled images of fixed prompts "
-                                           "and noise) every N steps (default: 5 times a run; 0: never)",
-                                     metavar="N", min=0)
-    validate_prompts: int = arg(VALIDATION_PROMPTS, "how many fixed training prompts (each with its fixed x_T) the "
-                                "validation reward is measured on", metavar="N", min=1)
     max_nonfinite_steps: int = arg(5, "stop after this many non-finite steps in a row (each is skipped with a "
                                       "warning; the last good checkpoint is kept)", metavar="K", min=1)
     log_every: int = LOG_EVERY()
-    report_to: str = arg("none", "also log reward/loss/lr per step to this tracker (tensorboard: <out>.tensorboard/, "
-                                 "needs `pip install tensorboard`)", choices=["none", "tensorboard"])
 
     def __post_init__(self):
         super().__post_init__()
-        micro = self.micro_batch_size or self.batch_size
-        require(micro >= 1 and self.batch_size % micro == 0,
-                f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size {micro}")
-        require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size,
-                f"--micro-batch-size {self.micro_batch_size} must not exceed --batch-size {self.batch_size}")
+        self.check_batch()
         require(self.out.endswith(".safetensors"), f"--out must end in .safetensors, got '{self.out}'")
         require(not (self.rewards and (self.reward or self.reward_model)),
                 "give either a [rewards] table or --reward/--reward-model, not both")
@@ -121,21 +107,6 @@ class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, TrainingSet
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.out).with_suffix(".checkpoint")
-
-
-@dataclass
-class StepRecord:
-    """What one optimizer step emits to listeners."""
-
-    step: int
-    loss: float
-    reward: float
-    lr: float
-    guidance_scale: float
-    grad_from: int
-    seconds: float
-    skipped: bool = False
-    validation_reward: float | None = None  # set by the validation listener on the steps it measures
 
 
 class NegativeEmbeddingParameters(nn.Module):
@@ -177,23 +148,16 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, model: LoadedModel | None = None, reward: Reward | None = None,
                  prompts: list[Prompt] | None = None):
-        from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
 
         self.config = config
         # 1. Processes and the device: one process honours --device (cuda:N too); several take their local rank's
-        requested = resolve_device(config.device)
-        self.accelerator = Accelerator(cpu=requested.type == "cpu", device_placement=False)
-        acc = self.accelerator
-        self.device = acc.device if acc.num_processes > 1 else requested
+        self.processes = Processes(config.device, batch_size=config.batch_size,
+                                   micro_batch_size=config.micro_batch_size)
+        self.accelerator, self.device = self.processes.accelerator, self.processes.device
+        self.micro_batch_size = self.processes.micro_batch_size
+        self.accumulation_steps = self.processes.accumulation_steps
         dtype = dtype_of(config.precision)
-        micro = config.micro_batch_size or config.batch_size // acc.num_processes
-        require(config.batch_size % (acc.num_processes * micro) == 0 and micro >= 1,
-                f"--batch-size {config.batch_size} must be a multiple of processes ({acc.num_processes}) x "
-                f"--micro-batch-size ({config.micro_batch_size or micro})")
-        self.micro_batch_size = micro
-        self.per_process = config.batch_size // acc.num_processes
-        self.accumulation_steps = self.per_process // micro
         # 2. Model, its defaults, prompts and reward
         self.model = model or load_model(config.model, device=self.device, dtype=dtype)
         self.model.family.condition_on(control_image=config.control_image, num_frames=config.num_frames)
@@ -243,15 +207,10 @@ class Trainer:
                 "precision": c.precision}
 
     # -- one step -------------------------------------------------------------------------------
-    def _slice(self, micro: int) -> range:
-        """Indices in the global batch of this process's micro-batch ``micro``."""
-        start = self.accelerator.process_index * self.per_process + micro * self.micro_batch_size
-        return range(start, start + self.micro_batch_size)
-
     def _micro_step(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Forward and backward of one micro-batch; returns its loss, rewards and the step index k of x_t."""
         batch = draw_batch(self.family, self.prompt_texts, seed=self.config.seed, step=self.step,
-                           indices=self._slice(micro), resolution=self.resolution, steps=self.steps,
+                           indices=self.processes.slice(micro), resolution=self.resolution, steps=self.steps,
                            grad_window=self.grad_window)
         loss, rewards = reneg_objective(self.family, self.reward, batch, self.params.negative(),
                                         guidance_scale=self.params.scale(), steps=self.steps,
@@ -259,14 +218,6 @@ class Trainer:
         if torch.isfinite(loss):
             self.scaler.scale(loss / self.accumulation_steps).backward()
         return loss.detach(), rewards, batch.grad_from
-
-    def _all_reduce_gradients(self) -> None:
-        """The mean gradient over processes (each holds the mean over its own slices)."""
-        if self.accelerator.num_processes == 1:
-            return
-        for parameter in self.params.parameters():
-            grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
-            parameter.grad = self.accelerator.reduce(grad, reduction="mean")
 
     def train_step(self) -> StepRecord:
         """One optimizer step over the global batch (all processes, all micro-batches)."""
@@ -276,7 +227,7 @@ class Trainer:
             loss, micro_rewards, grad_from = self._micro_step(micro)
             losses.append(loss)
             rewards.append(micro_rewards)
-        self._all_reduce_gradients()
+        self.processes.all_reduce(self.params.parameters())
         loss = self.accelerator.reduce(torch.stack(losses).float().mean().to(self.device), reduction="mean")
         finite_loss = bool(torch.isfinite(loss))
         finite_grads = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params.parameters())
@@ -315,6 +266,13 @@ class Trainer:
         """Train until ``train_steps``, yielding a :class:`StepRecord` after each optimizer step."""
         while self.step < self.config.train_steps:
             yield self.train_step()
+
+    def validation_reward(self, prompts: list[str], latents: torch.Tensor, *, initial: bool = False) -> float:
+        """Mean reward of fully sampled images with the current embedding (``initial``: the null text, step 0)."""
+        negative = self.family.null_text() if initial else self.params.negative()
+        return full_sample_rewards(self.family, self.reward, negative, prompts, latents,
+                                   guidance_scale=float(torch.as_tensor(self.params.scale())), steps=self.steps,
+                                   resolution=self.resolution, batch_size=self.micro_batch_size).mean().item()
 
     # -- outputs --------------------------------------------------------------------------------
     def embedding(self) -> NegativeEmbedding:
@@ -365,19 +323,6 @@ class Trainer:
         self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
 
 
-Listener = Callable[[Trainer, StepRecord], None]
-
-
-def checkpointer(every: int) -> Listener:
-    """A listener that saves a checkpoint every ``every`` steps (0: never; the end of training always saves)."""
-
-    def listen(trainer: Trainer, record: StepRecord) -> None:
-        if every and record.step % every == 0 and record.step < trainer.config.train_steps:
-            trainer.save_checkpoint()
-
-    return listen
-
-
 def check_output(out: str | Path) -> None:
     """Refuse, before anything runs, an ``--out`` that cannot be written (a directory, an unwritable or full place)."""
     out = Path(out)
@@ -401,51 +346,13 @@ def train(config: TrainConfig, *, listeners: tuple[Listener, ...] = (), **overri
     """
     check_output(config.out)
     trainer = Trainer(config, **overrides)
-    main = trainer.accelerator.is_main_process
-    listeners = (*(listeners if main else ()), checkpointer(config.checkpoint_every))
-    with stop_on_signal() as stop:
-        for record in trainer.run():
-            for listener in listeners:
-                listener(trainer, record)
-            if stop["signal"]:
-                raise StopRequested.after(stop["signal"], trainer.step, trainer.save_checkpoint())
-    trainer.save_checkpoint()  # first the checkpoint: a failure writing the embedding then loses nothing
+    main = trainer.processes.is_main
+    run_loop(trainer, listeners, checkpoint_every=config.checkpoint_every)
     embedding = trainer.embedding()
     if main:
         embedding.save(config.out)
     trainer.accelerator.wait_for_everyone()
     return embedding if main else None
-
-
-# -- the listeners of `reneg train` ------------------------------------------------------------------------------------
-def _tensorboard_for(config) -> tuple:
-    return (tensorboard_log(Path(config.out).with_suffix(".tensorboard"), total=config.train_steps),)
-
-
-#: ``--report-to NAME`` -> the listeners of that tracker, built from the train config.
-REPORTERS = {"none": lambda config: (), "tensorboard": _tensorboard_for}
-
-
-def log_listeners(config) -> tuple:
-    """The CLI's listeners: a progress bar, log lines, ``<out>.log.jsonl``, ``<out stem>.reward.png`` and the
-    ``--report-to`` tracker (checked here, before training starts)."""
-    out = Path(config.out)
-    log_path = out.with_suffix(".log.jsonl")
-    report_to = getattr(config, "report_to", "none")
-    if report_to not in REPORTERS:
-        raise ReNegError(f"--report-to must be one of {', '.join(REPORTERS)}, got '{report_to}'")
-    every = getattr(config, "validate_every", 0)
-    every = max(1, config.train_steps // 5) if every is None else every
-    validation_path = out.with_suffix(".validation.jsonl")
-    checks = ()
-    if every:
-        checks = (validation(validation_path, every=every, fresh=not config.resume,
-                             count=getattr(config, "validate_prompts", VALIDATION_PROMPTS)),)
-    return (*checks, progress_bar(config.train_steps), log_lines(config.log_every),  # validation first: it fills
-            jsonl_log(log_path, fresh=not config.resume),  # the record; the log before reward_plot, which reads it
-            reward_plot(out.with_suffix(".reward.png"), log_path=log_path, total=config.train_steps,
-                        validation_path=validation_path if every else None),
-            *REPORTERS[report_to](config))
 
 
 def _run(config: TrainConfig) -> str | None:

@@ -1,16 +1,15 @@
-"""The validation reward: the curve users read while training.
+"""The validation reward: the curve users read while training (any trainer of :mod:`reneg.methods.loop`).
 
-The batch reward of the one-step prediction is noisy (new prompts, noise and t
-every step). Every ``--validate-every`` steps this listener generates fully
-sampled images for ``--validate-prompts`` fixed training prompts from fixed
-x_T with the current negative embedding and scores them with the training
-reward; step 0 is the null text (the embedding's initial value). Values go to
-``<out>.validation.jsonl`` and into the step record (for trackers), and the
-reward plot draws them.
+The batch reward of the one-step prediction is noisy (new prompts, noise and t every step). Every
+``--validate-every`` steps this listener generates fully sampled images for ``--validate-prompts`` fixed
+training prompts from fixed x_T with what is being learned (``trainer.validation_reward``: ReNeg's current
+embedding, NPO's delta on the negative branch) and scores them with the training reward; step 0 is the
+starting point (the null text; delta off). Values go to ``<out>.validation.jsonl`` and into the step record
+(for trackers), and the reward plot draws them.
 
-64 prompts by default: on the shapes world the quickstart's gain over the null
-text is ~0.009 with a per-item standard deviation of ~0.05, so 16 prompts
-(the old default) measure it with a standard error larger than the effect.
+64 prompts by default: on the shapes world the quickstart's gain over the null text is ~0.009 with a per-item
+standard deviation of ~0.05, so 16 prompts (the old default) measure it with a standard error larger than the
+effect.
 """
 
 from __future__ import annotations
@@ -23,10 +22,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ...core.rollout import guided_images
-from ...families import TextConditioning
-from ...rewards.video import frame_rewards
-from ..randomness import mixed_seed
+from ..core.denoiser import BASE
+from ..core.rollout import guided_images
+from ..families import TextConditioning
+from ..rewards.video import frame_rewards
+from .randomness import mixed_seed
 
 #: mixed into the seed of the validation noise, so that it never equals a training draw
 VALIDATION_STREAM = 2**31 - 1
@@ -36,22 +36,18 @@ VALIDATION_PROMPTS = 64
 
 @torch.no_grad()
 def full_sample_rewards(family, reward, negative: TextConditioning, prompts: list[str], latents: torch.Tensor, *,
-                        guidance_scale: float, steps: int, resolution: int, batch_size: int) -> torch.Tensor:
-    """``reward`` of each fully sampled image of ``prompts`` from ``latents`` with ``negative`` (fp32, CPU)."""
+                        guidance_scale: float, steps: int, resolution: int, batch_size: int,
+                        negative_weights=BASE) -> torch.Tensor:
+    """``reward`` of each fully sampled image of ``prompts`` from ``latents`` with ``negative`` (on the negative
+    branch's ``negative_weights``: NPO's delta) (fp32, CPU)."""
     scores = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         images = guided_images(family, batch, negative, latents[start:start + batch_size],
-                               guidance_scale=guidance_scale, steps=steps, resolution=resolution)
+                               guidance_scale=guidance_scale, steps=steps, resolution=resolution,
+                               negative_weights=negative_weights)
         scores.append(frame_rewards(reward, images, batch).float().cpu())
     return torch.cat(scores)
-
-
-def validation_reward(trainer, negative: TextConditioning, prompts: list[str], latents: torch.Tensor) -> float:
-    """Mean training reward of fully sampled images of ``prompts`` from ``latents`` with ``negative``."""
-    return full_sample_rewards(trainer.family, trainer.reward, negative, prompts, latents,
-                               guidance_scale=float(torch.as_tensor(trainer.params.scale())), steps=trainer.steps,
-                               resolution=trainer.resolution, batch_size=trainer.micro_batch_size).mean().item()
 
 
 def validation(path: str | Path, *, every: int, count: int = VALIDATION_PROMPTS, fresh: bool = True):
@@ -74,11 +70,11 @@ def validation(path: str | Path, *, every: int, count: int = VALIDATION_PROMPTS,
             state["latents"] = trainer.family.initial_latents(count, resolution=trainer.resolution,
                                                               generator=generator)
             if record.step == 1:  # step 0: the initial embedding, the null text
-                initial = validation_reward(trainer, trainer.family.null_text(), state["prompts"], state["latents"])
+                initial = trainer.validation_reward(state["prompts"], state["latents"], initial=True)
                 write(0, initial)
                 state["initial"] = initial
         if record.step % every == 0 or record.step == trainer.config.train_steps:
-            value = validation_reward(trainer, trainer.params.negative(), state["prompts"], state["latents"])
+            value = trainer.validation_reward(state["prompts"], state["latents"])
             record.validation_reward = value
             write(record.step, value)
             since = f" (step 0: {state['initial']:.4f})" if "initial" in state else ""
