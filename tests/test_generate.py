@@ -162,3 +162,14 @@ def test_from_png_refuses_what_it_cannot_reproduce(tmp_path, capsys):
     assert main(["generate", "--from-png", str(made / "00000.png"), "--prompt", "y", "--out", str(tmp_path / "c")]) == 2
     assert "drop --prompt" in capsys.readouterr().err
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_eval_images_carry_a1111_parameters(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", "tiny", "--benchmark", "tiny", "--limit", "1", "--methods", "null",
+                 "--metrics", "contrast", "--steps", "2", "--out", str(out)]) == 0
+    image = next((out / "images").rglob("p00000-i00.png"))
+    text = Image.open(image).text["parameters"]
+    assert "Steps: 2, Sampler: DDIM" in text and "ReNeg method: null" in text and "ReNeg source: reneg eval" in text

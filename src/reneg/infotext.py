@@ -33,15 +33,20 @@ def files_of(spec: str) -> dict[str, str]:
     return found
 
 
-def parameters_line(record: dict, *, negative_text: str | None, scheduler: str) -> str:
-    """A1111's infotext of one image: its prompt, the negative prompt (text methods), then ``Key: value, ...``."""
-    prompt = record["batch_prompts"][record["offset"]]
-    pairs = {"Steps": record["steps"], "Sampler": scheduler, "CFG scale": record["guidance_scale"],
-             "Seed": record["seed"], "Size": f"{record['resolution']}x{record['resolution']}",
-             "Model": record["model"], "ReNeg method": record["method"], "Version": f"reneg {record['version']}"}
+def parameters_text(prompt: str, negative_text: str | None, pairs: dict) -> str:
+    """A1111's infotext: the prompt, ``Negative prompt: ...`` (text methods), then ``Key: value, ...`` (a value
+    holding a comma quoted, as A1111 writes it)."""
     lines = [prompt] + ([f"Negative prompt: {negative_text}"] if negative_text else [])
     return "\n".join(lines + [", ".join(f"{key}: {json.dumps(value) if ',' in str(value) else value}"
                                         for key, value in pairs.items())])
+
+
+def parameters_line(record: dict, *, negative_text: str | None, scheduler: str) -> str:
+    """A1111's infotext of one image of ``reneg generate`` (its record)."""
+    pairs = {"Steps": record["steps"], "Sampler": scheduler, "CFG scale": record["guidance_scale"],
+             "Seed": record["seed"], "Size": f"{record['resolution']}x{record['resolution']}",
+             "Model": record["model"], "ReNeg method": record["method"], "Version": f"reneg {record['version']}"}
+    return parameters_text(record["batch_prompts"][record["offset"]], negative_text, pairs)
 
 
 def chunks(record: dict, *, negative_text: str | None, scheduler: str) -> dict[str, str]:

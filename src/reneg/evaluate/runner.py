@@ -28,7 +28,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, infotext
 from ..config import (
     BATCH_SIZE,
     GUIDANCE_SCALE,
@@ -214,7 +214,11 @@ def generate_missing(plan: Plan, store: ImageStore, batches: list[tuple[Run, lis
             for item, image, side in zip(batch, store.outputs(images), sides):
                 if not store.has(run.slug, item.name):
                     store.save_side(run.slug, item.name, side)  # before the image: a saved image has its side
-                    store.save(run.slug, item.name, image)
+                    store.save(run.slug, item.name, image, {"parameters": infotext.parameters_text(
+                        item.prompt.text, None, {"Steps": plan.steps, "Sampler": plan.model.family.sampler,
+                                                 "CFG scale": run.guidance_scale, "Seed": item.seed,
+                                                 "Model": plan.model.name, "ReNeg method": run.base,
+                                                 "ReNeg source": "reneg eval"})})
             progress.update(len(batch))
 
 

@@ -73,8 +73,8 @@ class ImageStore:
         if not record.is_file():
             write_json(record, settings)
 
-    def save(self, slug: str, item: str, image: Image.Image) -> None:
-        save_png(image, self.path(slug, item))
+    def save(self, slug: str, item: str, image: Image.Image, text: dict[str, str] | None = None) -> None:
+        save_png(image, self.path(slug, item), text)
 
     def save_side(self, slug: str, item: str, side: dict) -> None:
         """A method's by-products of one image (``side_outputs``: DNP's DNS image ``dns`` and ``caption``)."""

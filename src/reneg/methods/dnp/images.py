@@ -118,6 +118,7 @@ def _slug(text: str) -> str:
 
 def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
     """Run ``reneg dnp``: per prompt and image, the DNS image, its caption n* and the DNP image; returns index.json."""
+    from ...infotext import parameters_text
     from ...io import atomic_path, save_png, to_pil, write_json
     from ...models.device import dtype_of, resolve_device
     from ...models.loading import load_model
@@ -150,10 +151,14 @@ def dnp(config: DnpConfig, *, model: LoadedModel | None = None) -> Path:
                     zip(batch, to_pil(negatives), captions, to_pil(images))):
                 index = start + offset
                 folder = "." if len(items) == 1 else f"{index:04d}-{_slug(prompt)}"
-                save_png(dns_image, out / folder / "dns.png")
+                pairs = {"Steps": steps, "Sampler": family.sampler, "Seed": config.seed, "Batch index": index,
+                         "Model": model.name, "ReNeg source": "reneg dnp"}
+                save_png(dns_image, out / folder / "dns.png", {"parameters": parameters_text(
+                    prompt, None, {**pairs, "CFG scale": dns_scale, "ReNeg method": "DNS (DNP Eq. 19)"})})
                 with atomic_path(out / folder / "caption.txt") as tmp:
                     tmp.write_text(text + "\n", encoding="utf-8")
-                save_png(image, out / folder / "dnp.png")
+                save_png(image, out / folder / "dnp.png", {"parameters": parameters_text(
+                    prompt, text, {**pairs, "CFG scale": guidance_scale, "ReNeg method": f"dnp ({config.dnp_rule})"})})
                 records.append({"prompt": prompt, "image_index": number, "dir": folder, "caption": text})
             progress.update(len(batch))
     path = out / "index.json"
