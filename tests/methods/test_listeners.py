@@ -119,3 +119,19 @@ def test_validation_reward_is_measured_logged_and_plotted(tmp_path, monkeypatch)
     assert plotted["validation"] == values
     lines = [json.loads(line) for line in (tmp_path / "neg.validation.jsonl").read_text().splitlines()]
     assert {line["prompts"] for line in lines} == {3}  # each point names the size of the set it was measured on
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """A run killed after logging steps 1-3 and resumed from its step-2 checkpoint redoes step 3: logged once."""
+    from reneg.methods.listeners import jsonl_log
+
+    path = tmp_path / "run.log.jsonl"
+    first = jsonl_log(path, fresh=True)
+    for step in (1, 2, 3):
+        first(None, _record(step))
+    with path.open("a") as handle:
+        handle.write('{"step": 4, "rew')  # cut short by the kill
+    resumed = jsonl_log(path, fresh=False)
+    for step in (3, 4):
+        resumed(None, _record(step))
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]

@@ -38,12 +38,32 @@ def _ends_mid_line(path: Path) -> bool:
         return handle.read(1) != b"\n"
 
 
+def keep_steps_before(path: Path, step: int) -> None:
+    """Cut a JSON-lines log back to the steps before ``step``: a run resumed from a checkpoint redoes the steps
+    an interrupted run logged after it, and each step is logged once. A line cut short goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) < step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
 def jsonl_log(path: str | Path, *, fresh: bool):
-    """Write every step record to a JSON-lines file: a fresh run starts it anew, a resumed one appends."""
+    """Write every step record to a JSON-lines file: a fresh run starts it anew, a resumed one goes on from the
+    checkpoint's step (what an interrupted run logged after it is redone, not repeated)."""
     path, state = Path(path), {"mode": "w" if fresh else "a"}
 
     def listen(trainer, record):
         path.parent.mkdir(parents=True, exist_ok=True)
+        if state["mode"] == "a" and not state.get("cut"):
+            keep_steps_before(path, record.step)
+            state["cut"] = True
         separator = "\n" if state["mode"] == "a" and _ends_mid_line(path) else ""
         with path.open(state["mode"]) as handle:
             handle.write(separator + json.dumps(asdict(record)) + "\n")

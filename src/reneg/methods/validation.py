@@ -26,6 +26,7 @@ from ..core.denoiser import BASE
 from ..core.rollout import guided_images
 from ..families import TextConditioning
 from ..rewards.video import frame_rewards
+from .listeners import keep_steps_before
 from .randomness import mixed_seed
 
 #: mixed into the seed of the validation noise, so that it never equals a training draw
@@ -56,6 +57,8 @@ def validation(path: str | Path, *, every: int, count: int = VALIDATION_PROMPTS,
 
     def write(step: int, value: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not fresh and not state.get("written"):
+            keep_steps_before(path, step)  # a resumed run: what was measured after its checkpoint is measured again
         mode = "w" if fresh and not state.get("written") else "a"
         with path.open(mode) as handle:
             handle.write(json.dumps({"step": step, "validation_reward": value, "prompts": count}) + "\n")
