@@ -24,7 +24,7 @@ LAYERS = (
      "reneg.methods.checkpoints", "reneg.methods.listeners", "reneg.methods.loop", "reneg.methods.validation",
      "reneg.methods.stopping"),
     ("reneg.methods",),  # the papers' folders, and the package that gathers them
-    ("reneg.evaluate", "reneg.generate", "reneg.export"),
+    ("reneg.evaluate", "reneg.generate", "reneg.export", "reneg.ui"),
     ("reneg.cli", "reneg.__main__"),
     ("reneg.world",),
 )

@@ -447,6 +447,7 @@ BUILTIN_COMMANDS = {
                                "diffusers Hub folder"),
     "rewards": ("reneg.rewards.base", "list the registered rewards"),
     "models": ("reneg.models.loading", "list the built-in models"),
+    "ui": ("reneg.ui.app", "a local web UI: methods side by side from one seed, each image scored (needs gradio)"),
 }
 
 
