@@ -182,7 +182,7 @@ def _os_error_message(error: OSError, out: str | None = None) -> str | None:
 
 
 def _fail(command: str, message: str, status: int) -> int:
-    print(f"reneg {command}: error: {_one_line(message)}", file=sys.stderr)
+    print(f"reneg{' ' + command if command else ''}: error: {_one_line(message)}", file=sys.stderr)
     return status
 
 
@@ -231,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(argv).parse_args(argv)  # imports the chosen command's module: seconds
     except KeyboardInterrupt:
-        print("reneg: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
-        return 130
+        words = sys.argv[1:] if argv is None else argv
+        command = next((word for word in words if not word.startswith("-")), None)
+        return _fail(command or "", "interrupted (Ctrl-C) while starting; nothing was written", 130)
     return run_command(args)
 
 

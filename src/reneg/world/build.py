@@ -301,16 +301,16 @@ def build(config: BuildConfig) -> Path:
     """
     import torch
 
+    if config.until in (None, "ship") and "ship" not in config.skip:
+        from .ship import check_replaceable
+
+        check_replaceable(Path(config.out))  # before hours of training (and before anything is written)
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(work / "build.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    if config.until in (None, "ship") and "ship" not in config.skip:
-        from .ship import check_replaceable
-
-        check_replaceable(Path(config.out))  # before hours of training, not after
     state, start, threads = {}, time.time(), torch.get_num_threads()
     parallel = (config.jobs == 2 and "sd" not in config.skip
                 and STAGES.index(config.until or "ship") >= STAGES.index("pick"))
