@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from reneg.cli import main
 from reneg.embedding import NegativeEmbedding
+from reneg.errors import ReNegError
 
 
 @pytest.fixture()
@@ -135,6 +136,32 @@ def test_a_second_run_on_the_same_out_is_refused_in_one_line(tmp_path, capsys):
         holder.wait()
     with exclusive(out):  # released when its holder died
         pass
+
+
+def test_a_process_started_by_the_lock_holder_shares_its_lock(tmp_path):
+    """world-build's evaluators run as a second `reneg world-build` on the same --work-dir: part of one run."""
+    import subprocess
+    import sys
+
+    from reneg.io import exclusive
+
+    out = tmp_path / "work"
+    child = ("from reneg.io import exclusive\n"
+             f"with exclusive({str(out)!r}):\n    print('inside')")
+    with exclusive(out):
+        found = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip() == "inside", found.stderr
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; from reneg.io import exclusive\n"
+                                 f"with exclusive({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert stranger.stdout.readline().strip() == "held"
+        with pytest.raises(ReNegError, match="being written by another reneg process"):
+            with exclusive(out):
+                pass
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 @pytest.mark.parametrize("args, needle", [

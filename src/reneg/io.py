@@ -61,13 +61,20 @@ def sort_safetensors_metadata(path: str | Path) -> None:
 def exclusive(path: str | Path, *, flag: str = "--out"):
     """Hold an advisory lock on ``path`` for the block (released when the process ends, even killed); a second
     reneg process writing the same path is refused in one line instead of interleaving its files. The lock file
-    lives in the temp folder, named by the path's hash: nothing is written beside the output."""
+    lives in the temp folder, named by the path's hash: nothing is written beside the output.
+
+    The processes the holder starts (world-build's evaluators, a launcher's workers) are part of its run: the
+    held keys travel to them in ``RENEG_HELD_LOCKS``, and their own lock on the same path is a no-op."""
     import fcntl
     import hashlib
 
     from .errors import ReNegError
 
     key = hashlib.sha256(str(Path(path).expanduser().absolute()).encode()).hexdigest()[:24]
+    held = os.environ.get(HELD_LOCKS, "").split(",")
+    if key in held:
+        yield  # a child of the process holding it
+        return
     folder = Path(tempfile.gettempdir()) / f"reneg-locks-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -81,11 +88,21 @@ def exclusive(path: str | Path, *, flag: str = "--out"):
         handle.close()
         raise ReNegError(f"{flag} {path} is being written by another reneg process: wait for it to end, or pick "
                          f"another {flag}") from None
+    previous = os.environ.get(HELD_LOCKS)
+    os.environ[HELD_LOCKS] = ",".join([k for k in held if k] + [key])
     try:
         yield
     finally:
+        if previous is None:
+            os.environ.pop(HELD_LOCKS, None)
+        else:
+            os.environ[HELD_LOCKS] = previous
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+#: The environment variable naming the locks this process (or its parent) holds.
+HELD_LOCKS = "RENEG_HELD_LOCKS"
 
 
 def write_json(path: str | Path, data) -> None:
