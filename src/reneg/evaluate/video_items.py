@@ -77,8 +77,8 @@ class VideoStore(ImageStore):
         """A generated batch (B, F, 3, H, W) as each video's frames."""
         return [to_pil(video) for video in videos]
 
-    def save(self, slug: str, item: str, frames: list[Image.Image]) -> None:
-        save_video(frames, self.directory(slug), item)
+    def save(self, slug: str, item: str, frames: list[Image.Image], text: dict[str, str] | None = None) -> None:
+        save_video(frames, self.directory(slug), item)  # (frames carry no text chunks: ``text`` is for images)
 
     def load(self, slug: str, items: list[str]) -> torch.Tensor:
         """Saved videos as floats in [0, 1], (B, F, 3, H, W), read from their frames."""
