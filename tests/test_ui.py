@@ -67,3 +67,14 @@ def test_a_non_local_host_needs_allow_remote():
     with pytest.raises(ReNegError, match="--allow-remote"):
         UiConfig(host="0.0.0.0")
     assert UiConfig(host="0.0.0.0", allow_remote=True).host == "0.0.0.0"
+
+
+def test_the_world_s_rewards_score_the_sampler_s_inference_tensors():
+    """The sampler returns inference tensors; the world's scorers (truth, shapes-hps) score them in the UI."""
+    from reneg.models.loading import load_model
+    from reneg.ui.grid import Scorer, grid
+
+    world = load_model("shapes")
+    cells = grid(world, Scorer(world, ["shapes-hps", "truth-adherence"]), "a red circle on a blue background",
+                 ["null"], seed=0, steps=2, guidance_scales=[None])
+    assert set(cells[0].scores) == {"shapes-hps", "truth-adherence"}

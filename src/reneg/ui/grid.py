@@ -38,6 +38,7 @@ class Scorer:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> list[dict[str, float]]:
+        images = images.clone()  # the sampler's inference tensors as a normal one (rewards may read its version)
         scores = {name: reward(images, prompts).float().cpu().tolist() for name, reward in self.rewards.items()}
         return [{name: scores[name][row] for name in self.names} for row in range(len(prompts))]
 

@@ -61,6 +61,8 @@ class _SharedJudgement:
         """
         from .truth import judge
 
+        if images.is_inference():  # no version counter: judged each time
+            return judge(model, images, prompts)
         key = (images._version, tuple(prompts))
         if images is not self.images or key != self.key:
             self.images, self.key, self.value = None, None, judge(model, images, prompts)
