@@ -54,6 +54,14 @@ def _scales(text: str) -> list[float | None]:
     return scales or [None]
 
 
+def _short(spec: str) -> str:
+    """A spec with its file paths cut to their names (``embedding=.../neg.safetensors`` -> ``embedding=neg...``)."""
+    from pathlib import PurePath
+
+    return ",".join("=".join(PurePath(part).name if "/" in part else part for part in piece.split("="))
+                    for piece in spec.split(","))
+
+
 def build_app(model, scorer, *, methods: str = ""):
     """The Gradio Blocks of the UI over a loaded ``model`` and its :class:`~reneg.ui.grid.Scorer`; ``methods``:
     the specs the page starts with besides the ticks."""
@@ -69,7 +77,7 @@ def build_app(model, scorer, *, methods: str = ""):
             raise gr.Error(str(error), print_exception=False) from None
         except Exception as error:  # noqa: BLE001 - the page shows one line, as the CLI does
             raise gr.Error(f"internal error: {type(error).__name__}: {error}", print_exception=False) from None
-        labels = [f"{c.spec} @ {c.guidance_scale:g}" for c in cells]
+        labels = [f"{_short(c.spec)} @ {c.guidance_scale:g}" for c in cells]
         gallery = [(c.image, f"{label}  " + "  ".join(f"{k} {v:.4f}" for k, v in c.scores.items()))
                    for c, label in zip(cells, labels)]
         table = [[label, *[round(v, 5) for v in c.scores.values()]] for c, label in zip(cells, labels)]
@@ -89,7 +97,7 @@ def build_app(model, scorer, *, methods: str = ""):
             others = gr.Textbox(label="more methods: specs as in `reneg eval --methods` (embedding=FILE, "
                                       "per-sample=FILE, npo=DIR, negative-prompt=TEXT, ...)", value=methods, scale=3)
         go = gr.Button("generate", variant="primary")
-        gallery = gr.Gallery(label="same seed, each method", columns=4, height="auto")
+        gallery = gr.Gallery(label="same seed, each method", columns=6, height=320, object_fit="contain")
         table = gr.Dataframe(headers=["method @ guidance", *scorer.names], label="scores")
         slider = gr.ImageSlider(label="first vs last")
         go.click(run, [prompt, seed, steps, scales, ticked, others], [gallery, table, slider], api_name="grid")
