@@ -25,6 +25,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _two_processes() -> list[str]:
+    """`reneg` under `accelerate launch`, two gloo processes on this machine."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(_free_port()), "-m", "reneg"]
+
+
 def _embedding(path):
     return load_file(str(path))["negative_embedding"]
 
@@ -36,10 +43,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     one = subprocess.run(RENEG + common + ["--micro-batch-size", "2", "--out", str(tmp_path / "one.safetensors")],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port()), "-m", "reneg"]
-    two = subprocess.run(launch + common + ["--out", str(tmp_path / "two.safetensors")], env=ENV,
+    two = subprocess.run(_two_processes() + common + ["--out", str(tmp_path / "two.safetensors")], env=ENV,
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("two.safetensors") == 1  # only the main process reports and writes
@@ -180,11 +184,8 @@ def test_npo_two_processes_equal_one_with_the_same_global_batch(tmp_path, route)
     one = subprocess.run(RENEG + common + ["--micro-batch-size", "2", "--out", str(tmp_path / "one")],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port()), "-m", "reneg"]
-    two = subprocess.run(launch + common + ["--out", str(tmp_path / "two")], env=ENV, capture_output=True, text=True,
-                         timeout=300)
+    two = subprocess.run(_two_processes() + common + ["--out", str(tmp_path / "two")], env=ENV, capture_output=True,
+                         text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count(str(tmp_path / "two")) == 1  # only the main process reports and writes
     one_delta, two_delta = (load_file(str(tmp_path / name / "pytorch_lora_weights.safetensors"))
