@@ -137,3 +137,12 @@ def test_lora_rows_are_reproducible_for_a_seed(tmp_path):
                      "--resolution", "16", "--lora-ranks", "4", "--seed", "3", "--out", str(out)]) == 0
         runs.append(json.loads((out / "efficiency.json").read_text())["parameters"]["lora-4"]["E"])
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-sd3"])
+def test_efficiency_runs_on_families_with_a_pooled_negative(name, tmp_path):
+    """SDXL's and SD3's negatives have a pooled part: it rides along fixed (was: an internal error)."""
+    assert main(["efficiency", "--model", name, "--prompt", "a red circle", "--steps", "2", "--num-samples", "2",
+                 "--probes", "2", "--lora-ranks", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "efficiency.json").read_text())
+    assert {"negative", "unet"} <= set(record["parameters"])

@@ -198,10 +198,13 @@ class ActiveAdapters:
 
 
 def denoised_latents(model: LoadedModel, prompts: list[str], negative: torch.Tensor, latents: torch.Tensor, *,
-                     steps: int, guidance_scale: float, resolution: int, weights: Weights = BASE) -> torch.Tensor:
-    """X: the denoised latents (N, D) of ``prompts`` from x_T = ``latents``, differentiable through every step."""
+                     steps: int, guidance_scale: float, resolution: int, weights: Weights = BASE,
+                     pooled: torch.Tensor | None = None) -> torch.Tensor:
+    """X: the denoised latents (N, D) of ``prompts`` from x_T = ``latents``, differentiable through every step
+    (``pooled``: the negative's fixed pooled part, SDXL and SD3)."""
     family = model.family
-    branches = text_branches(family, family.encode(prompts), TextConditioning(negative), resolution=resolution)
+    branches = text_branches(family, family.encode(prompts), TextConditioning(negative, pooled),
+                             resolution=resolution)
     for branch in branches.values():
         branch.weights = weights
     x0 = rollout(family, branches, latents, steps=steps, guidance_scale=guidance_scale, decode=False,
@@ -217,10 +220,11 @@ def _choose_prompts(config: EfficiencyConfig, model: LoadedModel) -> list[str]:
     return [pool[order[i % len(pool)]] for i in range(config.num_samples)]  # all distinct while N <= the pool
 
 
-def _negative(config: EfficiencyConfig, model: LoadedModel) -> torch.Tensor:
+def _negative(config: EfficiencyConfig, model: LoadedModel) -> TextConditioning:
+    """The negative the Jacobian is taken at (its sequence part; a pooled part, SDXL/SD3, rides along fixed)."""
     if config.negative is None:
-        return model.family.null_text().embeds
-    return NegativeEmbedding.load(config.negative).for_pipeline(model.pipe).tensor.unsqueeze(0)
+        return model.family.null_text()
+    return TextConditioning.of(NegativeEmbedding.load(config.negative).for_pipeline(model.pipe))
 
 
 def _summary(sets, norms: torch.Tensor, *, samples: int, dim: int, confidence: float) -> dict:
@@ -290,7 +294,8 @@ def plot_efficiency(path: str | Path, results: dict, *, confidence: float) -> Pa
 
 def measure(model: LoadedModel, prompts: list[str], negative: torch.Tensor, latents: torch.Tensor, *,
             steps: int, guidance_scale: float, resolution: int, probes: int, lora_ranks: list[int],
-            confidence: float = 0.95, seed: int = 0, exact: bool = False, lora_init: str = "gaussian") -> dict:
+            confidence: float = 0.95, seed: int = 0, exact: bool = False, lora_init: str = "gaussian",
+            pooled: torch.Tensor | None = None) -> dict:
     """E(theta) for the negative embedding, the denoiser and LoRA of ``lora_ranks`` (see the module docstring).
 
     Returns ``{"parameters": {name: {...E, E_interval...}}, "exact": {name: ||J||_F^2} (with ``exact``), ...}``.
@@ -310,7 +315,7 @@ def measure(model: LoadedModel, prompts: list[str], negative: torch.Tensor, late
         weights = ActiveAdapters() if names else BASE
         with torch.enable_grad():
             output = denoised_latents(model, prompts, negative, latents, steps=steps, guidance_scale=guidance_scale,
-                                      resolution=resolution, weights=weights)
+                                      resolution=resolution, weights=weights, pooled=pooled)
             generator = torch.Generator().manual_seed(mixed_seed(seed, PROBE_STREAM))  # not x_T's stream: v != x_T
             norms = projected_norms(output, sets, gaussian_probes(tuple(output.shape), probes, generator=generator))
             exact_norms = projected_norms(output, sets, basis_probes(tuple(output.shape))).sum(0) if exact else None
@@ -347,9 +352,10 @@ def efficiency(config: EfficiencyConfig, *, model: LoadedModel | None = None) ->
     latents = model.family.initial_latents(len(prompts), resolution=resolution,
                                            generator=torch.Generator().manual_seed(config.seed))
     # 2. The measurement
-    record = measure(model, prompts, negative, latents, steps=steps, guidance_scale=guidance_scale,
+    record = measure(model, prompts, negative.embeds, latents, steps=steps, guidance_scale=guidance_scale,
                      resolution=resolution, probes=config.probes, lora_ranks=config.lora_ranks,
-                     confidence=config.confidence, seed=config.seed, exact=config.exact, lora_init=config.lora_init)
+                     confidence=config.confidence, seed=config.seed, exact=config.exact, lora_init=config.lora_init,
+                     pooled=None if negative.pooled is None else negative.pooled.detach())
     # 3. The record and the chart
     out = Path(config.out)
     plot_efficiency(out / "efficiency.png", record["parameters"], confidence=config.confidence)
