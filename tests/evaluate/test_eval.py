@@ -375,3 +375,20 @@ def test_short_labels_name_files_by_stem_and_keep_specs_unique():
     # the same file twice (no folder tells them apart): the full specs
     same = ["embedding=x.safetensors", "embedding=./x.safetensors"]
     assert short_labels(same) == {spec: spec for spec in same}
+
+
+def test_a_saved_image_that_does_not_decode_is_made_again(tmp_path):
+    """A rerun over an image cut short (a crash, a full disk) makes it again instead of reading it as whole."""
+    from PIL import Image
+
+    args = ["eval", "--model", "tiny", "--benchmark", "tiny", "--limit", "2", "--methods", "null", "--metrics",
+            "contrast", "--steps", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    image = next((tmp_path / "images").rglob("p00001-i00.png"))
+    whole = image.read_bytes()
+    image.write_bytes(whole[:100])
+    for scores in tmp_path.glob("scores*.jsonl"):
+        scores.unlink()
+    assert main(args) == 0
+    assert image.read_bytes() == whole
+    Image.open(image).load()

@@ -14,6 +14,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -50,7 +51,18 @@ class ImageStore:
         return f"{IMAGES_DIR}/{slug}/{item}.png"
 
     def has(self, slug: str, item: str) -> bool:
-        return self.path(slug, item).is_file()
+        """Whether the image is saved whole: a file that does not decode (cut short by a crash of the disk, or
+        edited) counts as missing and is made again, with a warning."""
+        path = self.path(slug, item)
+        if not path.is_file():
+            return False
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            return True
+        except Exception:  # noqa: BLE001 - any decoding failure means "not whole"
+            logging.getLogger("reneg").warning("saved image %s does not decode: it is made again", path)
+            return False
 
     def check_settings(self, slug: str, settings: dict) -> None:
         """ReNegError if ``OUT`` holds images of this run made with other settings (nothing is written)."""
