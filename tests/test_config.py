@@ -12,11 +12,12 @@ SHARED = ("model", "device", "precision", "steps", "guidance_scale", "resolution
 
 
 MODEL_FREE = ("world-build", "world-pairs", "export")  # build a world or convert a file: no model is sampled
+IN_THE_PAGE = ("ui",)  # the UI takes --model and --device; its sampling settings are fields of the page
 
 
 def _configs():
     return {name: command.config for name, command in command_table().items()
-            if command.config is not None and name not in MODEL_FREE}
+            if command.config is not None and name not in MODEL_FREE + IN_THE_PAGE}
 
 
 def test_every_command_config_inherits_the_model_and_sampling_settings():

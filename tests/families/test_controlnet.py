@@ -106,7 +106,7 @@ def test_control_image_bad_input_is_one_line(case, controlnet_dir, tmp_path, cap
     model, extra, needle = {
         "missing": (controlnet_dir, [], "needs a control image"),
         "sd": ("tiny", ["--control-image", str(junk)], "ControlNet pipelines only"),
-        "not-an-image": (controlnet_dir, ["--control-image", str(junk)], "not a readable image"),
+        "not-an-image": (controlnet_dir, ["--control-image", str(junk)], "cannot be read"),
         "no-file": (controlnet_dir, ["--control-image", str(tmp_path / "none.png")], "does not exist"),
     }[case]
     assert _generate(model, tmp_path / "out", *extra) == 2

@@ -57,4 +57,4 @@ def test_world_v4_data_gate_counts_what_it_declares():
     result = json.loads(run.stdout)
     assert result["gate"] == "G0 data" and set(result["met"]) >= {"degraded_share", "wrong", "omitted", "benchmark"}
     assert result["met"]["benchmark"] and result["measured"]["benchmark_in_training"] == 0
-    assert 0.4 < result["measured"]["degraded_share"] < 0.6
+    assert 0.7 < result["measured"]["degraded_share"] < 0.8  # three in four since gate run 3
