@@ -86,13 +86,6 @@ class Processes:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    @staticmethod
-    def is_main_process() -> bool:
-        """Whether this is the run's main process (accelerate's shared state, also after the trainer is gone)."""
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
-
     def slice(self, micro: int) -> range:
         """Indices in the global batch of this process's micro-batch ``micro``."""
         start = self.accelerator.process_index * self.per_process + micro * self.micro_batch_size
