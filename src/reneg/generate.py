@@ -22,6 +22,7 @@ from .methods.dnp.apply import DnpFlags
 from .methods.npo.apply import NpoFlags
 from .methods.reneg.apply import PerSampleFlags
 from .methods.spec import build_methods, parse_method_spec
+from .core.nag import NAG_DEFAULT_SCALE, NAGRule
 from .models.device import dtype_of, resolve_device
 from .models.loading import LoadedModel, load_model
 from .prompts import gather_prompts
@@ -71,6 +72,9 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
         require(not uses_npo or not (self.negative_prompt is not None or self.handcrafted or self.per_sample
                                      or self.dnp or self.caption is not None),
                 "--npo/--lora combine with null text or a learned --negative FILE only")
+        require(not self.nag or not (uses_npo or self.per_sample or self.dnp or self.caption is not None),
+                "--nag applies a fixed negative (null text, --negative-prompt, --handcrafted, --negative FILE): drop "
+                "--npo, --lora, --per-sample, --dnp and --caption, or --nag")
         DnpFlags.check_flags(self, self.spec)
         NpoFlags.check_flags(self, self.spec)
         given = [flag for flag, value in (("--prompt", self.prompt), ("--prompts", self.prompts),
@@ -154,6 +158,10 @@ def _generate(config: GenerateConfig, *, model: LoadedModel | None, skip_batches
     spec_scale = config.parsed_spec().guidance_scale  # `--method SPEC@GS`
     require(spec_scale is None or config.guidance_scale is None, f"--method {config.spec} sets the guidance scale "
             "and so does --guidance-scale: give one of them")
+    if spec_scale is None and config.guidance_scale is None and isinstance(getattr(method, "rule", None), NAGRule):
+        # NAG's s, not the model's CFG scale: the file's, else NAG's default
+        metadata = getattr(method, "metadata", {}) or {}
+        spec_scale = float(metadata.get("guidance_scale", NAG_DEFAULT_SCALE))
     sampling = model.sampling(config, **({} if spec_scale is None else {"guidance_scale": spec_scale}))
     steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
     # 2. Items in diffusers' order: each prompt's images together

@@ -246,6 +246,9 @@ class GuidedDenoiser:
         return outputs
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        guided_call = getattr(self.rule, "guided_call", None)  # a rule that guides inside the model (NAG)
+        if guided_call is not None:
+            return guided_call(self, x_t, t)
         if not self.uses_guidance:
             return self.outputs(x_t, t, ("cond",))["cond"]
         outputs = self.outputs(x_t, t, self.rule.branches)

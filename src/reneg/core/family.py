@@ -121,6 +121,9 @@ class Family:
     text_encoder_names: tuple[str, ...] = ("text_encoder",)
     #: the sampler the rollout steps with, as recorded in generation.json and results.json
     sampler: str = "DDIM"
+    #: how NAG (:mod:`reneg.core.nag`) reaches the text in this family's model: ``"cross"`` (a UNet's
+    #: cross-attention), ``"joint"`` (an MM-DiT's joint attention), or None (NAG is refused)
+    attention_guidance: str | None = None
 
     def __init__(self, pipe):
         self.pipe = pipe

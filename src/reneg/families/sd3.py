@@ -48,6 +48,7 @@ class StableDiffusion3Family(Family):
     """SD3 / SD3.5 (``StableDiffusion3Pipeline``): flow matching with ``FlowMatchEulerDiscreteScheduler``."""
 
     name = "sd3"
+    attention_guidance = "joint"
     pipeline_classes = ("StableDiffusion3Pipeline",)
     description = "SD3, SD3.5"
     text_encoder_names = ("text_encoder", "text_encoder_2", "text_encoder_3")

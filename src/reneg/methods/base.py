@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from ..core.guidance import CFG, Rule
 from ..core.rollout import guided_images as rollout_images
 from ..families import TextConditioning
 from ..models.loading import LoadedModel
@@ -38,23 +39,29 @@ class Method(Protocol):
 
 
 def guided_images(model: LoadedModel, prompts: list[str], negative: TextConditioning, latents: torch.Tensor, *,
-                  guidance_scale: float, steps: int) -> torch.Tensor:
-    """DDIM + CFG from x_T with a one-row negative, decoded to [0, 1]: the one rollout, no gradient."""
+                  guidance_scale: float, steps: int, rule: Rule = CFG) -> torch.Tensor:
+    """DDIM + CFG (or ``rule``: NAG) from x_T with a one-row negative, decoded to [0, 1]: the one rollout, no
+    gradient."""
     family = model.family
     return rollout_images(family, prompts, negative, latents, guidance_scale=guidance_scale, steps=steps,
-                          resolution=family.resolution_of(latents))
+                          resolution=family.resolution_of(latents), rule=rule)
 
 
 @dataclass
 class FixedNegative:
-    """One negative for every prompt: null text, a negative prompt, or a learned file (one-row conditioning)."""
+    """One negative for every prompt: null text, a negative prompt, or a learned file (one-row conditioning),
+    applied by ``rule`` (CFG; NAG for a file learned for it or a ``nag-*`` method)."""
 
     negative: TextConditioning
     identity: str
+    rule: Rule = CFG
+    #: the file's metadata, for a learned negative (its ``guidance_scale`` is NAG's default s in generate)
+    metadata: dict | None = None
 
     def images(self, model: LoadedModel, prompts: list[str], latents: torch.Tensor, *,
                guidance_scale: float, steps: int) -> torch.Tensor:
-        return guided_images(model, prompts, self.negative, latents, guidance_scale=guidance_scale, steps=steps)
+        return guided_images(model, prompts, self.negative, latents, guidance_scale=guidance_scale, steps=steps,
+                             rule=self.rule)
 
 
 # ---------------------------------------------------------------- the registry

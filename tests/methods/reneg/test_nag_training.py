@@ -1,0 +1,130 @@
+"""ReNeg with NAG in the loop: `reneg train --guidance nag`, its file, and the methods that apply it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reneg.cli import main
+from reneg.core.nag import guidance_rule
+from reneg.core.rollout import guided_images
+from reneg.embedding import NegativeEmbedding
+from reneg.families import TextConditioning
+from reneg.models.loading import load_model
+from reneg.rewards import build_reward
+
+PROMPTS = ["a red circle on a blue background", "a green square on a white background"]
+
+
+def _train(out, *extra):
+    args = ["train", "--model", "tiny", "--reward", "contrast", "--train-steps", "3", "--batch-size", "2",
+            "--steps", "4", "--lr", "0.5", "--device", "cpu", "--validate-every", "0", "--log-every", "0",
+            "--out", str(out), *extra]
+    for prompt in PROMPTS:
+        args += ["--prompt", prompt]
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def nag_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nag") / "neg.safetensors"
+    assert _train(out, "--guidance", "nag", "--guidance-scale", "3", "--nag-alpha", "0.4") == 0
+    return out
+
+
+def test_the_file_records_the_rule_it_was_learned_for(nag_file):
+    metadata = NegativeEmbedding.load(nag_file).metadata
+    assert metadata["guidance"] == "nag" and metadata["guidance_scale"] == "3.0"
+    assert (metadata["nag_tau"], metadata["nag_alpha"], metadata["nag_end"]) == ("2.5", "0.4", "1.0")
+    null = load_model("tiny").family.null_text().embeds[0]
+    assert not torch.equal(NegativeEmbedding.load(nag_file).tensor, null)  # it learned
+
+
+def test_a_step_along_the_gradient_lowers_the_nag_objective():
+    """The NAG objective's gradient w.r.t. the negative is a descent direction on a fixed batch (x_t, t fixed)."""
+    from reneg.methods.randomness import draw_batch
+    from reneg.methods.reneg.objective import reneg_objective
+
+    family, reward = load_model("tiny").family, build_reward("contrast")
+    batch = draw_batch(family, PROMPTS, seed=0, step=0, indices=[0, 1], resolution=64, steps=4, grad_window=2)
+    rule = guidance_rule(family, "nag")
+
+    def loss(embeds):
+        return reneg_objective(family, reward, batch, TextConditioning(embeds), guidance_scale=5.0, steps=4,
+                               resolution=64, rule=rule)[0]
+
+    embeds = family.null_text().embeds.clone().requires_grad_(True)
+    before = loss(embeds)
+    before.backward()
+    with torch.no_grad():
+        after = loss(embeds - 0.05 * embeds.grad / embeds.grad.norm())
+    assert after < before
+
+
+def test_generate_applies_a_nag_file_with_nag_at_its_scale(nag_file, tmp_path):
+    assert main(["generate", "--model", "tiny", "--negative", str(nag_file), "--prompt", PROMPTS[0], "--steps", "4",
+                 "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert record["guidance_scale"] == 3.0
+    ours = np.asarray(Image.open(tmp_path / "out" / record["images"][0]["file"]))
+    model = load_model("tiny")
+    family = model.family
+    negative = TextConditioning.of(NegativeEmbedding.load(nag_file))
+    latents = family.initial_latents(1, resolution=64, generator=torch.Generator().manual_seed(0))
+    rule = guidance_rule(family, "nag", alpha=0.4)
+    direct = guided_images(family, [PROMPTS[0]], negative, latents, guidance_scale=3.0, steps=4, resolution=64,
+                           rule=rule)
+    expected = (direct[0].permute(1, 2, 0).numpy() * 255).round()
+    assert np.abs(ours.astype(float) - expected).max() <= 1
+    cfg = guided_images(family, [PROMPTS[0]], negative, latents, guidance_scale=3.0, steps=4, resolution=64)
+    assert (cfg - direct).abs().max() > 1e-3  # and that is not what CFG makes
+
+
+def test_a_cfg_file_under_nag_says_so_in_one_line(tmp_path, caplog):
+    cfg_file = tmp_path / "cfg.safetensors"
+    assert _train(cfg_file) == 0
+    assert NegativeEmbedding.load(cfg_file).metadata["guidance"] == "cfg"
+    caplog.clear()
+    assert main(["generate", "--model", "tiny", "--negative", str(cfg_file), "--nag", "--prompt", PROMPTS[0],
+                 "--steps", "3", "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
+    lines = [r.getMessage() for r in caplog.records if "learned for CFG" in r.getMessage()]
+    assert len(lines) == 1 and "NAG" in lines[0]
+    assert json.loads((tmp_path / "out" / "generation.json").read_text())["method"].startswith("nag-embedding=")
+
+
+def test_nag_is_refused_in_one_line_where_the_family_has_no_nag():
+    from reneg.errors import ReNegError
+    from reneg.families.pixart import PixArtAlphaFamily
+
+    assert PixArtAlphaFamily.attention_guidance is None
+    with pytest.raises(ReNegError, match="NAG is not available for pixart-alpha pipelines yet.*--guidance cfg"):
+        guidance_rule(PixArtAlphaFamily.__new__(PixArtAlphaFamily), "nag")
+
+
+def test_resume_refuses_another_rule(tmp_path, capsys):
+    out = tmp_path / "neg.safetensors"
+    assert _train(out, "--guidance", "nag", "--checkpoint-every", "1") == 0
+    capsys.readouterr()
+    assert _train(out, "--resume", str(out.with_suffix(".checkpoint")), "--train-steps", "3") == 2
+    assert "--guidance" in capsys.readouterr().err
+
+
+def test_full_chain_objective_reaches_the_negative_through_every_step():
+    """The full-chain loss's gradient reaches the negative, and differs from the one-step window's."""
+    from reneg.methods.randomness import draw_batch
+    from reneg.methods.reneg.objective import reneg_objective
+
+    model = load_model("tiny")
+    family, reward = model.family, build_reward("contrast")
+    batch = draw_batch(family, PROMPTS, seed=0, step=0, indices=[0, 1], resolution=64, steps=3, grad_window=1)
+    grads = []
+    for full_chain in (False, True):
+        negative = family.null_text().embeds.clone().requires_grad_(True)
+        loss, _ = reneg_objective(family, reward, batch, TextConditioning(negative), guidance_scale=3.0, steps=3,
+                                  resolution=64, rule=guidance_rule(family, "nag"), full_chain=full_chain)
+        loss.backward()
+        grads.append(negative.grad)
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().max() > 0 for g in grads)
+    assert not torch.allclose(grads[0], grads[1])
