@@ -64,7 +64,7 @@ def _linear_reward(images: torch.Tensor) -> torch.Tensor:
 def _last_step_objective(family, prompts, negative: TextConditioning, x_t, *, steps: int, grad_from: int,
                          guidance_scale: float) -> torch.Tensor:
     """R(decode(x0_pred)) from a frozen x_t: the one guided call at step ``grad_from`` alone."""
-    family.scheduler.set_timesteps(steps)
+    family.set_timesteps(steps, resolution=64)
     t = family.scheduler.timesteps[grad_from]
     branches = text_branches(family, prompts, negative, resolution=64)
     output = GuidedDenoiser(family.model, branches, guidance_scale)(x_t, t)
