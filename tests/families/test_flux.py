@@ -127,3 +127,12 @@ def test_refusals(tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "--resolution 72 must be a multiple of 16" in errors[0], errors
     assert not (tmp_path / "b" / "generation.json").exists()
+
+
+def test_npo_trains_and_generates(tmp_path):
+    """Diffusion-NPO's LoRA sits on the FLUX transformer (behind the family's wrapper) as on SD3's."""
+    common = ["--model", "tiny-flux", "--device", "cpu", "--steps", "2"]
+    assert main(["npo", *common, "--reward", "contrast", "--train-steps", "1", "--batch-size", "1", "--rank", "2",
+                 "--prompt", "a red circle", "--out", str(tmp_path / "delta")]) == 0
+    assert main(["generate", *common, "--prompt", "a red circle", "--npo", str(tmp_path / "delta"),
+                 "--out", str(tmp_path / "images")]) == 0
