@@ -180,6 +180,11 @@ class Family:
         """The image size in pixels that latents of this shape decode to."""
         return latents.shape[-1] * self.pipe.vae_scale_factor
 
+    def set_timesteps(self, steps: int, *, resolution: int, device: torch.device | str | None = None) -> None:
+        """Set the sampler's schedule of ``steps`` steps for images of ``resolution`` pixels (what the pipeline's
+        ``retrieve_timesteps`` does): ``scheduler.set_timesteps(steps)`` here; FLUX shifts it by the image size."""
+        self.scheduler.set_timesteps(steps, device=device)
+
     # -- text
     def encode(self, prompts: list[str]) -> TextConditioning:
         """Text conditioning of ``prompts`` exactly as the pipeline's own ``encode_prompt`` makes it."""

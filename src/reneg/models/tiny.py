@@ -174,3 +174,47 @@ def tiny_sd3_pipeline(*, seed: int = 0):
         text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), text_encoder_2=text_encoder_2,
         tokenizer_2=build_clip_tokenizer(), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer,
     )
+
+
+def tiny_flux_pipeline(*, seed: int = 0, schnell: bool = False):
+    """A random-weight FLUX.1 (64x64 pixels, 8x VAE with 16 latent channels and a shift, a CLIP text encoder of
+    width 32 for the pooled part, a T5 of width 64, one double- and one single-stream block): negative (512, 64),
+    pooled (32,).
+
+    FLUX.1-dev's layout (``guidance_embeds``, dynamic shifting as its ``scheduler_config.json``); ``schnell``:
+    FLUX.1-schnell's (no guidance embedding, a fixed shift of 1). ``default_sample_size`` is 8 (64 px) on the
+    built pipeline; it is not saved, so a saved copy loads at ``FluxPipeline``'s 1024 px default.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    t5_tokenizer = build_t5_tokenizer()
+    rng = _seeded(seed)
+    try:
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32, guidance_embeds=not schnell,
+            axes_dims_rope=(4, 6, 6),
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=16, sample_size=64, norm_num_groups=4,
+            block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+        )
+        text_encoder = CLIPTextModel(_clip_text_config(32))
+        text_encoder_2 = T5EncoderModel(T5Config(
+            vocab_size=len(t5_tokenizer), d_model=64, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )).eval()  # built in training mode: T5's dropout (0.1) would make encodings random
+    finally:
+        rng.__exit__(None, None, None)
+    if schnell:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                    max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                        tokenizer=build_clip_tokenizer(), text_encoder_2=text_encoder_2, tokenizer_2=t5_tokenizer)
+    pipe.default_sample_size = 8
+    return pipe
