@@ -16,7 +16,7 @@ from reneg.core.denoiser import Branch, GuidedDenoiser
 from reneg.core.nag import nag, nag_rule
 from reneg.core.rollout import text_branches
 from reneg.families import family_for
-from reneg.models.tiny import tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from reneg.models.tiny import tiny_flux_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 PROMPTS = ["a red circle", "two blue squares"]
 SCALE, TAU = 4.0, 2.5
@@ -133,8 +133,8 @@ def test_joint_attention_nag_equals_the_paper():
     assert torch.allclose(ours, out[: len(x)], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("build", [tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_sd3_pipeline],
-                         ids=["sd", "sdxl", "sd3"])
+@pytest.mark.parametrize("build", [tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_sd3_pipeline, tiny_flux_pipeline],
+                         ids=["sd", "sdxl", "sd3", "flux"])
 def test_negative_equal_to_the_prompt_or_scale_one_is_the_plain_pass(build):
     family = family_for(build())
     prompts = family.encode(PROMPTS)
@@ -201,3 +201,61 @@ def test_gradient_reaches_the_negative_as_finite_differences():
                          objective(start.embeds - epsilon * direction)) / (2 * epsilon))
     assert embeds.grad.abs().max() > 0
     assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
+class DirectFluxNAG:
+    """Flux's attention with NAG written out: double-stream blocks (own text projections, rotary embedding,
+    [text, image] joint attention, output projections) and single-stream blocks ([text, image] rows, no
+    projection after the attention); rows [0, B) carry the prompt's text, [B, 2B) the negative's."""
+
+    def __init__(self, alpha, text_tokens):
+        self.alpha, self.text_tokens = alpha, text_tokens
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        def heads(x):
+            return x.unflatten(-1, (-1, attn.head_dim))
+
+        query, key, value = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), \
+            heads(attn.to_v(hidden_states))
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        if encoder_hidden_states is not None:
+            text_q = attn.norm_added_q(heads(attn.add_q_proj(encoder_hidden_states)))
+            text_k = attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states)))
+            text_v = heads(attn.add_v_proj(encoder_hidden_states))
+            query, key, value = (torch.cat(pair, 1) for pair in ((text_q, query), (text_k, key), (text_v, value)))
+        query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+        key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+        out = out.transpose(1, 2).flatten(2, 3)
+        text_len = self.text_tokens
+        positive, negative = out.chunk(2)
+        guided = paper_formula(positive[:, text_len:], negative[:, text_len:], SCALE, TAU, self.alpha)
+        if encoder_hidden_states is None:  # single-stream: each row keeps its text tokens
+            return torch.cat([torch.cat([positive[:, :text_len], guided], 1),
+                              torch.cat([negative[:, :text_len], guided], 1)])
+        image = attn.to_out[1](attn.to_out[0](torch.cat([guided, guided])))
+        return image, attn.to_add_out(out[:, :text_len])
+
+
+def test_flux_joint_and_single_stream_nag_equals_the_paper():
+    family = family_for(tiny_flux_pipeline())
+    branches = _branches(family)
+    x, t = _latents(family), torch.tensor(701.0)
+    rule = nag_rule(family.attention_guidance)
+    cond, negative = branches["cond"].conditioning, branches["negative"].conditioning
+    text_len = cond["encoder_hidden_states"].shape[1]
+    direct = copy.deepcopy(family.model)
+    for module in direct.transformer.modules():
+        if hasattr(module, "processor") and hasattr(module, "to_q"):
+            module.processor = DirectFluxNAG(rule.alpha, text_len)
+    both = {"encoder_hidden_states": torch.cat([cond["encoder_hidden_states"], negative["encoder_hidden_states"]]),
+            "pooled_projections": torch.cat([cond["pooled_projections"]] * 2), "guidance": cond["guidance"]}
+    with torch.no_grad():
+        out = direct(torch.cat([x, x]), t, **both, return_dict=False)[0]
+        ours = GuidedDenoiser(family.model, branches, SCALE, rule)(x, t)
+        plain = family.model(x, t, **cond, return_dict=False)[0]
+    assert torch.allclose(out[: len(x)], out[len(x):], atol=1e-6)  # one image stream
+    assert (ours - plain).abs().max() > 1e-3
+    assert torch.allclose(ours, out[: len(x)], atol=1e-5, rtol=0)

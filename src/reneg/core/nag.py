@@ -17,12 +17,13 @@ Two ways the layers see the two texts, chosen by the family's ``attention_guidan
   carry the negative's rows after the prompt's, and each cross-attention (``attn2``) layer attends to both
   and combines them before its output projection. Every other layer runs once: the cost is one pass plus a
   second key/value projection and attention per cross-attention layer.
-- ``"joint"`` (MM-DiT: SD3): the negative's text is a stream of its own through the joint blocks, so the batch
+- ``"joint"`` (MM-DiT: SD3, Flux): the negative's text is a stream of its own through the joint blocks, so the batch
   holds the image twice (prompt's text, negative's text); each joint attention combines the image tokens' two
   outputs before its output projection and gives both rows the result, so the image stream stays one. The
   pooled embedding, which modulates the whole block, stays the prompt's (the reference pipeline uses the
   negative's pooled embedding for the negative text stream; here the negative is its sequence only). Cost:
-  a second pass, as CFG.
+  a second pass, as CFG. Flux's single-stream blocks (text and image tokens in one sequence, no output
+  projection in the attention) combine the image tokens' attention outputs and keep each row's text tokens.
 
 Parameters follow the reference pipelines (ChenDarYen/Normalized-Attention-Guidance): tau = 2.5, alpha =
 0.25 for transformers and 0.5 for UNets, ``end`` = 1.0 (NAG at timesteps t >= (1 - end) * 1000, the
@@ -72,6 +73,8 @@ class _Active:
     tau: float = DEFAULT_TAU
     alpha: float = 0.5
     norm: int = 1
+    #: text tokens ahead of the image tokens in a single-stream block's rows (Flux)
+    text_tokens: int = 0
 
 
 @dataclass
@@ -95,46 +98,62 @@ def _combine_rows_hook(cell: _Cell):
 class NAGProcessor:
     """Wraps an attention layer's diffusers processor; between NAG calls it is that processor.
 
-    During a NAG call (``cell.active`` set) the layer's output projection sees the attention output of the
-    prompt's rows and of the negative's rows and gets :func:`nag` of them. ``mode="cross"``: the layer is
-    given B query rows and 2B text rows; it runs its processor on the queries twice and returns B rows.
-    ``mode="joint"``: the layer is given 2B rows of both (the batch of a joint call) and returns 2B rows.
+    During a NAG call (``cell.active`` set) the prompt's rows and the negative's rows of the layer's attention
+    output are combined by :func:`nag`, before the output projection where the layer has one:
+
+    - ``kind="cross"``: the layer is given B query rows and 2B text rows (prompt's, negative's); it runs its
+      processor on the queries twice and returns B rows.
+    - ``kind="joint"``: the layer is given 2B rows of both (a joint call's batch) and returns 2B rows.
+    - ``kind="single"`` (Flux's single-stream blocks, no output projection): the 2B rows hold [text, image]
+      tokens; the image tokens' outputs are combined, each row keeps its text tokens' own.
     """
 
-    def __init__(self, processor, cell: _Cell, mode: str):
-        self.processor, self.cell, self.mode = processor, cell, mode
+    def __init__(self, processor, cell: _Cell, kind: str):
+        self.processor, self.cell, self.kind = processor, cell, kind
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        if self.cell.active is None or encoder_hidden_states is None:
-            return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        def call(states, text):
+            return self.processor(attn, states, text, attention_mask, *args, **kwargs)
+
+        active = self.cell.active
+        if active is None or (encoder_hidden_states is None and self.kind != "single"):
+            return call(hidden_states, encoder_hidden_states)
+        if self.kind == "single":
+            output = call(hidden_states, encoder_hidden_states)
+            positive, negative = output.chunk(2)
+            text = active.text_tokens
+            image = nag(positive[:, text:], negative[:, text:], active.scale, tau=active.tau, alpha=active.alpha,
+                        norm=active.norm)
+            return torch.cat([torch.cat([positive[:, :text], image], 1), torch.cat([negative[:, :text], image], 1)])
         rows = hidden_states.shape[0]
-        if self.mode == "cross":
+        if self.kind == "cross":
             if encoder_hidden_states.shape[0] != 2 * rows:
                 raise ValueError(f"NAG's cross-attention expects 2 x {rows} text rows, got "
                                  f"{encoder_hidden_states.shape[0]}")
             hidden_states = torch.cat([hidden_states, hidden_states])
         handle = attn.to_out[0].register_forward_pre_hook(_combine_rows_hook(self.cell))
         try:
-            output = self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+            output = call(hidden_states, encoder_hidden_states)
         finally:
             handle.remove()
-        if self.mode == "cross":
-            return output[:rows]
-        return output
+        return output[:rows] if self.kind == "cross" else output
 
 
-def _guided_layers(model: torch.nn.Module, mode: str) -> list[torch.nn.Module]:
-    """The attention layers NAG acts in: cross-attention (``attn2``) for UNets, joint attention for MM-DiTs."""
-    from diffusers.models.attention_processor import Attention
-
+def _guided_layers(model: torch.nn.Module, mode: str) -> list[tuple[torch.nn.Module, str]]:
+    """The attention layers NAG acts in and how: cross-attention (``attn2``) for UNets; for MM-DiTs the joint
+    attention layers (SD3, Flux's double-stream blocks) and Flux's single-stream ones."""
     layers = []
     for module in model.modules():
-        if not isinstance(module, Attention) or module.to_out is None:
+        if not hasattr(module, "processor") or not hasattr(module, "to_q"):
             continue
-        if mode == "cross" and module.is_cross_attention and getattr(module, "add_k_proj", None) is None:
-            layers.append(module)
-        elif mode == "joint" and getattr(module, "add_k_proj", None) is not None:
-            layers.append(module)
+        joint = getattr(module, "add_k_proj", None) is not None
+        projected = getattr(module, "to_out", None) is not None
+        if mode == "cross" and getattr(module, "is_cross_attention", False) and not joint and projected:
+            layers.append((module, "cross"))
+        elif mode == "joint" and joint and projected:
+            layers.append((module, "joint"))
+        elif mode == "joint" and getattr(module, "pre_only", False) and not joint and not projected:
+            layers.append((module, "single"))
     return layers
 
 
@@ -145,16 +164,16 @@ def install(model: torch.nn.Module, mode: str) -> _Cell:
     """Wrap the processors of ``model``'s guided layers once (idempotent); returns the cell that switches them."""
     cell = _INSTALLED.get(model)
     layers = _guided_layers(model, mode)
-    if cell is not None and all(isinstance(layer.processor, NAGProcessor) for layer in layers):
+    if cell is not None and all(isinstance(layer.processor, NAGProcessor) for layer, _ in layers):
         return cell
     if not layers:
         raise ValueError(f"{type(model).__name__} has no {mode}-attention layer for NAG")
     cell = _Cell()
-    for layer in layers:
+    for layer, kind in layers:
         processor = layer.processor
         if isinstance(processor, NAGProcessor):
             processor = processor.processor
-        layer.processor = NAGProcessor(processor, cell, mode)
+        layer.processor = NAGProcessor(processor, cell, kind)
     _INSTALLED[model] = cell
     return cell
 
@@ -213,7 +232,8 @@ class NAGRule(Rule):
         else:
             x = x_t
         cell = install(_network(denoiser.model), self.mode)
-        cell.active = _Active(scale=scale, tau=self.tau, alpha=self.alpha, norm=self.norm)
+        cell.active = _Active(scale=scale, tau=self.tau, alpha=self.alpha, norm=self.norm,
+                              text_tokens=conditioning[self.text_keys[0]].shape[1])
         try:
             output = denoiser.model(x.to(dtype), t, **_cast(conditioning, dtype), return_dict=False)[0]
         finally:

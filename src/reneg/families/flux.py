@@ -79,6 +79,7 @@ class FluxFamily(Family):
     """
 
     name = "flux"
+    attention_guidance = "joint"
     pipeline_classes = ("FluxPipeline",)
     description = "FLUX.1-dev, FLUX.1-schnell"
     text_encoder_names = ("text_encoder", "text_encoder_2")

@@ -128,3 +128,15 @@ def test_full_chain_objective_reaches_the_negative_through_every_step():
         grads.append(negative.grad)
     assert all(g is not None and torch.isfinite(g).all() and g.abs().max() > 0 for g in grads)
     assert not torch.allclose(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3"])
+def test_train_with_nag_runs_end_to_end_on_transformers(model, tmp_path):
+    out = tmp_path / "neg.safetensors"
+    assert main(["train", "--model", model, "--guidance", "nag", "--reward", "contrast", "--train-steps", "2",
+                 "--batch-size", "2", "--steps", "3", "--device", "cpu", "--validate-every", "0", "--log-every",
+                 "0", "--prompt", PROMPTS[0], "--out", str(out)]) == 0
+    metadata = NegativeEmbedding.load(out).metadata
+    assert metadata["guidance"] == "nag" and metadata["nag_alpha"] == "0.25"  # the transformers' alpha
+    assert main(["generate", "--model", model, "--negative", str(out), "--prompt", PROMPTS[0], "--steps", "3",
+                 "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
