@@ -140,3 +140,20 @@ def test_train_with_nag_runs_end_to_end_on_transformers(model, tmp_path):
     assert metadata["guidance"] == "nag" and metadata["nag_alpha"] == "0.25"  # the transformers' alpha
     assert main(["generate", "--model", model, "--negative", str(out), "--prompt", PROMPTS[0], "--steps", "3",
                  "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
+
+
+def test_per_sample_adaptation_from_a_nag_file_runs_under_nag(nag_file, tmp_path):
+    """`reneg adapt` from a NAG file adapts under NAG (its objective and settings) and the adapted file says so."""
+    from reneg.methods.reneg import adapt as adapting
+
+    model = load_model("tiny")
+    metadata = NegativeEmbedding.load(nag_file).metadata
+    settings = adapting.resolve_settings(model, metadata, steps=4, adapt_steps=1, selection_draws=1)
+    assert settings.guidance_scale == 3.0 and dict(settings.guidance)["guidance"] == "nag"
+    assert settings.rule(model.family).alpha == 0.4
+    cfg_settings = adapting.resolve_settings(model, {}, steps=4)
+    assert cfg_settings.rule(model.family).name == "cfg" and "guidance" not in json.dumps(cfg_settings.identity())
+    out = tmp_path / "adapted.safetensors"
+    assert main(["adapt", "--model", "tiny", "--negative", str(nag_file), "--prompt", PROMPTS[0], "--reward",
+                 "contrast", "--adapt-steps", "1", "--steps", "4", "--device", "cpu", "--out", str(out)]) == 0
+    assert NegativeEmbedding.load(out).metadata["guidance"] == "nag"
