@@ -1,7 +1,10 @@
 """``reneg ui``: the Gradio app. One model is loaded at start (``--model``, the shapes world by default); the
 page takes a prompt, a seed, steps and guidance scales, ticks methods (null, handcrafted, a learned embedding
 file, per-sample, DNP, NPO, any other spec) and shows them side by side from the same x_T, each image with its
-scores, and two of them in an image slider. Bad input shows a one-line message in the page, never a traceback.
+scores, and two of them in an image slider. Other tabs: win rates of the chosen methods over N prompts
+(``reneg eval --limit N``'s numbers), training (``reneg train`` in the background, a live curve, Stop; the file
+joins the methods) and export (``reneg export`` to a host's layout). Bad input shows a one-line message in the
+page, never a traceback.
 
 Bound to 127.0.0.1 unless ``--allow-remote`` (the UI reads files by the paths typed into it).
 """
@@ -93,11 +96,11 @@ def build_app(model, scorer, *, methods: str = "", workdir: str | Path | None = 
         gr.Markdown(f"### reneg: negatives side by side  \nmodel `{model.name}`; every image from the same x_T "
                     "(the first image `reneg generate --seed S` makes)")
         with gr.Row():
-            ticked = gr.CheckboxGroup(list(TICKS), value=["null", "handcrafted"], label="methods")
-            learned = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, scale=2,
+            ticked = gr.CheckboxGroup(list(TICKS), value=["null", "handcrafted"], label="methods", min_width=340)
+            learned = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
                                   label="learned files (the training tab's, or a typed path)")
             others = gr.Textbox(label="more methods: specs as in `reneg eval --methods` (embedding=FILE, "
-                                      "per-sample=FILE, npo=DIR, negative-prompt=TEXT, ...)", value=methods, scale=3)
+                                      "per-sample=FILE, npo=DIR, negative-prompt=TEXT, ...)", value=methods, scale=2)
         chosen = [ticked, others, learned]
         with gr.Tabs():
             with gr.Tab("grid"):
