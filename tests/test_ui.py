@@ -148,6 +148,24 @@ def test_stop_ends_a_training_after_a_step_and_saves_it(served, tmp_path):
     assert client.predict(api_name="/stop") == "no training is running"
 
 
+def test_one_training_at_a_time(served, tmp_path):
+    """A second training is refused while one runs (the page queues its clicks; this guards a lost page)."""
+    from reneg.ui.session import Session
+    from reneg.ui.training import TrainRequest
+
+    model, scorer, _ = served
+    session = Session(model, scorer, tmp_path)
+    request = TrainRequest("", "contrast", 500, 0.01, 7.5, 3, 2, 1, str(tmp_path / "a.safetensors"))
+    job = session.train(request)
+    try:
+        with pytest.raises(ReNegError, match="a training is running"):
+            session.train(request)
+    finally:
+        session.stop()
+        job.wait(60)
+    assert session.finished(job).startswith("stopped by the Stop button") and session.learned == [job.saved]
+
+
 def test_training_refuses_bad_input_in_one_line(served, tmp_path):
     from gradio_client import Client
 
