@@ -120,12 +120,14 @@ def checkpointer(every: int) -> Listener:
     return listen
 
 
-def run_loop(trainer, listeners: tuple[Listener, ...] = (), *, checkpoint_every: int = 0) -> None:
+def run_loop(trainer, listeners: tuple[Listener, ...] = (), *, checkpoint_every: int = 0,
+             stop: dict[str, str | None] | None = None) -> None:
     """Step ``trainer`` to its ``train_steps``; listeners on the main process, a checkpoint every
-    ``checkpoint_every`` steps and at the end; SIGINT/SIGTERM stop between steps after a checkpoint."""
+    ``checkpoint_every`` steps and at the end; SIGINT/SIGTERM (or ``stop["signal"]`` set by another thread: the
+    UI's Stop button) stop between steps after a checkpoint."""
     listeners = (*(listeners if trainer.processes.is_main else ()), checkpointer(checkpoint_every))
     try:
-        with stop_on_signal() as stop:
+        with stop_on_signal(stop) as stop:
             for record in trainer.run():
                 for listener in listeners:
                     listener(trainer, record)

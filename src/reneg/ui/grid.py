@@ -13,6 +13,7 @@ import torch
 from ..errors import ReNegError
 from ..io import to_pil
 from ..methods.spec import build_methods, parse_method_spec
+from ..models.device import PRECISIONS
 from ..models.loading import LoadedModel
 from ..rewards import build_reward
 
@@ -41,6 +42,14 @@ class Scorer:
         images = images.clone()  # the sampler's inference tensors as a normal one (rewards may read its version)
         scores = {name: reward(images, prompts).float().cpu().tolist() for name, reward in self.rewards.items()}
         return [{name: scores[name][row] for name in self.names} for row in range(len(prompts))]
+
+
+def model_flags(model: LoadedModel) -> dict[str, str]:
+    """``--model``, ``--device`` and ``--precision`` of the loaded model, for the configs of the commands the UI
+    runs on it (``reneg eval``, ``reneg train``)."""
+    dtype = getattr(model.pipe, "dtype", torch.float32)
+    precision = next((name for name, d in PRECISIONS.items() if d == dtype), "fp32")
+    return {"model": model.name, "device": str(model.pipe.device), "precision": precision}
 
 
 def check_request(prompt: str, specs: list[str], steps: int, seed: int) -> None:
