@@ -259,9 +259,10 @@ def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
 
 
 def _listing(config=None) -> str:
-    default = default_model()
-    return "\n".join(f"{name:16s} {builtin.description}{' (default)' if name == default else ''}"
-                     for name, builtin in builtin_models().items())
+    default, models = default_model(), builtin_models()
+    width = max(map(len, models), default=0)
+    return "\n".join(f"{name:{width}s}  {builtin.description}{' (default)' if name == default else ''}"
+                     for name, builtin in models.items())
 
 
 COMMAND = builtin_command("models", None, _listing)
