@@ -227,16 +227,46 @@ class Processing:
 # ---------------------------------------------------------------- ComfyUI's own code
 
 
-def run_comfyui_probe(request: dict) -> dict:
-    """tests/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one."""
+def comfyui_checkout() -> Path:
+    """The ComfyUI checkout named by RENEG_COMFYUI; skips (one line) without one."""
     checkout = os.environ.get("RENEG_COMFYUI", "")
     if not (Path(checkout) / "comfy" / "sd1_clip.py").is_file():
-        pytest.skip("ComfyUI is not here: set RENEG_COMFYUI to a ComfyUI checkout (its comfy/ package imports with "
-                    "reneg's dependencies plus einops) to load through ComfyUI's own code")
+        pytest.skip("ComfyUI absent: set RENEG_COMFYUI to a ComfyUI checkout (scripts/host_checks.sh makes one)")
+    return Path(checkout)
+
+
+def run_comfyui_probe(request: dict) -> dict:
+    """tests/export/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one, or where
+    ComfyUI does not import (it needs reneg's dependencies plus einops and torchsde)."""
+    checkout = str(comfyui_checkout())
     env = {**os.environ, "PYTHONPATH": checkout, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
                             cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
-        pytest.skip(f"ComfyUI does not import here: {result.stderr.strip().splitlines()[-1]}")
+        pytest.skip(f"ComfyUI does not import with this Python: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def comfyui_unet(family: str, width: int, pooled: int | None, *, seed: int = 0):
+    """A random-weight diffusers UNet in the layout ComfyUI's own SD1.5 / SDXL model classes build (GroupNorm of 32
+    groups; SD1.5's 8 heads, SDXL's 64-wide heads and its six 256-wide size embeddings), at the file's width:
+    (the UNet, the ComfyUI class that takes it)."""
+    from diffusers import UNet2DConditionModel
+
+    common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=32,
+                  cross_attention_dim=width)
+    rng = torch.random.fork_rng(devices=[])
+    with rng:
+        torch.manual_seed(seed)
+        if family == "sdxl":
+            unet = UNet2DConditionModel(
+                **common, block_out_channels=(64, 128), attention_head_dim=(1, 2), use_linear_projection=True,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), addition_embed_type="text_time",
+                addition_time_embed_dim=256, projection_class_embeddings_input_dim=6 * 256 + pooled)
+            return unet.eval(), "SDXL"
+        unet = UNet2DConditionModel(
+            **common, block_out_channels=(32, 64), attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    return unet.eval(), "SD15"
