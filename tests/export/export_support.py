@@ -237,10 +237,12 @@ def comfyui_checkout() -> Path:
 
 def run_comfyui_probe(request: dict) -> dict:
     """tests/export/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one, or where
-    ComfyUI does not import (it needs reneg's dependencies plus einops and torchsde)."""
+    ComfyUI does not import. It runs with RENEG_COMFYUI_PYTHON, else this Python: reneg's dependencies plus einops,
+    torchsde and av (PyAV) import ComfyUI's comfy/ package and its nodes."""
     checkout = str(comfyui_checkout())
     env = {**os.environ, "PYTHONPATH": checkout, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
+    python = os.environ.get("RENEG_COMFYUI_PYTHON") or sys.executable
+    result = subprocess.run([python, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
                             cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
         pytest.skip(f"ComfyUI does not import with this Python: {result.stderr.strip().splitlines()[-1]}")
@@ -270,3 +272,32 @@ def comfyui_unet(family: str, width: int, pooled: int | None, *, seed: int = 0):
             **common, block_out_channels=(32, 64), attention_head_dim=8,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
     return unet.eval(), "SD15"
+
+
+# ---------------------------------------------------------------- InvokeAI's own code
+
+
+def invokeai_python() -> str:
+    """A Python that imports InvokeAI: RENEG_INVOKEAI_PYTHON, else this one where it has ``invokeai``; skips (one
+    line) without either."""
+    python = os.environ.get("RENEG_INVOKEAI_PYTHON", "")
+    if python:
+        if not Path(python).is_file():
+            pytest.skip(f"InvokeAI absent: RENEG_INVOKEAI_PYTHON={python} does not exist")
+        return python
+    if importlib.util.find_spec("invokeai") is None:
+        pytest.skip("InvokeAI absent: set RENEG_INVOKEAI_PYTHON to a Python with invokeai 6.x "
+                    "(scripts/host_checks.sh makes one)")
+    return sys.executable
+
+
+def run_invokeai_probe(request: dict) -> dict:
+    """tests/export/invokeai_probe.py with InvokeAI's Python, INVOKEAI_ROOT in ``request["root"]``."""
+    python = invokeai_python()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "INVOKEAI_ROOT": request["root"]}
+    result = subprocess.run([python, str(Path(__file__).with_name("invokeai_probe.py")), json.dumps(request)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
+        pytest.skip(f"InvokeAI does not import with {python}: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -4,7 +4,11 @@
   tiny SD1.5 / SDXL UNet built by ComfyUI's own model classes, the loaded conditioning as the negative: what the
   negative branch's model call received equals reneg's tensors (<= 1e-6), and what it returned equals diffusers'
   UNet given reneg's negative.
-- InvokeAI (``invokeai`` importable: scripts/host_checks.sh makes a venv): see test_export_invokeai.py.
+- InvokeAI (``RENEG_INVOKEAI_PYTHON``, a Python with invokeai 6.x: it pins other diffusers/transformers/numpy
+  versions than reneg): the exported node pack loaded by InvokeAI's ``load_custom_nodes``, its node invoked with
+  InvokeAI's conditioning store, Denoise's own reading of it, and one step of InvokeAI's own denoising loop on the
+  tiny pipeline's UNet: the negative branch gets reneg's tensors (<= 1e-6) and returns what diffusers' UNet returns
+  given them. InvokeAI's model identification takes no reneg file for a textual inversion (nor for any model).
 - A1111 / Forge: a whole web UI, not run; the names the exported script uses are checked against the Forge source
   when ``RENEG_FORGE`` names a checkout.
 
@@ -16,11 +20,12 @@ import warnings
 
 import pytest
 import torch
-from export_support import canonical_file, comfyui_checkout, comfyui_unet, run_comfyui_probe
+from export_support import (canonical_file, comfyui_checkout, comfyui_unet, invokeai_python, pipeline,
+                            run_comfyui_probe, run_invokeai_probe)
 from safetensors.torch import load_file, save_file
 
 from reneg.embedding import NegativeEmbedding
-from reneg.export import ExportConfig, export
+from reneg.export import HOSTS, ExportConfig, export
 
 EXACT = dict(atol=1e-6, rtol=0)
 #: ComfyUI's UNet against diffusers' on the same weights: two implementations of the same float32 arithmetic.
@@ -85,3 +90,90 @@ def test_comfyui_samples_a_step_with_the_loaded_negative(kind, tmp_path):
     guided = negative["denoised"] + CFG * (positive_branch["denoised"] - negative["denoised"])
     assert torch.allclose(record["samples"] * step["latent_scale"], guided, atol=1e-5)
     assert torch.isfinite(record["samples"]).all()
+
+
+# ---------------------------------------------------------------- InvokeAI
+
+
+@pytest.mark.parametrize("kind", ("world", "sd", "sdxl", "sd3"))
+def test_invokeai_node_conditions_a_denoising_step(kind, tmp_path):
+    invokeai_python()  # skips at once without one
+    source = canonical_file(kind, tmp_path, seed=3)
+    embedding = NegativeEmbedding.load(source)
+    out = export(ExportConfig(file=str(source), to="invokeai", out=str(tmp_path / "invokeai")))
+    length, width = embedding.shape
+    run = {"out": str(tmp_path / "run.safetensors")}
+    if kind == "sd3":
+        run.update(invocation="reneg_negative_sd3", fields={}, joint_attention_dim=width)
+    else:
+        pipe = pipeline(kind)
+        pipe.unet.save_pretrained(tmp_path / "unet")
+        pipe.scheduler.save_pretrained(tmp_path / "scheduler")
+        generator = torch.Generator().manual_seed(1)
+        positive = {"embeds": torch.randn(1, length, width, generator=generator)}
+        if embedding.pooled is not None:  # as InvokeAI's SDXL prompt node stores it
+            positive.update(pooled_embeds=torch.randn(1, len(embedding.pooled), generator=generator),
+                            add_time_ids=torch.tensor([[128.0, 64, 0, 0, 128, 64]]))
+        save_file(positive, str(tmp_path / "positive.safetensors"))
+        run.update(invocation="reneg_negative", fields={"width": 64, "height": 128}, size=64, cfg=CFG,
+                   positive=str(tmp_path / "positive.safetensors"), unet=str(tmp_path / "unet"),
+                   scheduler=str(tmp_path / "scheduler"))
+    report = run_invokeai_probe({"root": str(tmp_path / "root"), "pack": str(out / "reneg_negative"), "runs": [run]})
+    [result] = report["runs"]
+    stored = {"sd3": "SD3ConditioningInfo", "sdxl": "SDXLConditioningInfo"}.get(kind, "BasicConditioningInfo")
+    assert result["stored"] == [stored]
+    record = load_file(run["out"])
+
+    # what InvokeAI's Denoise makes of the stored conditioning: reneg's tensors
+    assert torch.allclose(record["denoise.embeds"][0], embedding.tensor, **EXACT)
+    if embedding.pooled is not None:
+        assert torch.allclose(record["denoise.pooled_embeds"][0], embedding.pooled, **EXACT)
+    if kind == "sdxl":
+        assert record["denoise.add_time_ids"].tolist() == [[128, 64, 0, 0, 128, 64]]
+    if kind == "sd3":
+        return  # SD3's denoising needs InvokeAI's model manager (its transformer loads by model key): not run
+
+    # one step of InvokeAI's denoising loop: the UNet's batch is (negative, positive), as its
+    # _apply_standard_conditioning concatenates them
+    hidden = record["unet.encoder_hidden_states"]
+    assert hidden.shape[0] == 2 and torch.allclose(hidden[0], embedding.tensor, **EXACT)
+    assert torch.allclose(hidden[1], positive["embeds"][0], **EXACT)
+    extra = {}
+    if kind == "sdxl":
+        assert torch.allclose(record["unet.text_embeds"][0], embedding.pooled, **EXACT)
+        assert record["unet.time_ids"][0].tolist() == [128, 64, 0, 0, 128, 64]
+        extra["added_cond_kwargs"] = {"text_embeds": embedding.expand_pooled(1),
+                                      "time_ids": record["unet.time_ids"][:1]}
+    with torch.no_grad():  # reneg's own diffusers, the same UNet, the negative given as reneg gives it
+        eps = pipe.unet(record["unet.sample"][:1], record["unet.timestep"][:1],
+                        encoder_hidden_states=embedding.expand(1), **extra).sample
+    assert torch.allclose(record["unet.output"][:1], eps, atol=1e-5, rtol=0)
+    assert result["guidance_scale"] == CFG and torch.isfinite(record["result"]).all()
+
+
+def test_invokeai_identifies_no_reneg_file_as_a_textual_inversion(tmp_path):
+    """InvokeAI's model identification (what installing a file runs) on every file reneg writes for an SD1.5-width
+    negative and each tiny family: no config matches; a real textual inversion beside them is one."""
+    invokeai_python()
+    files = {}
+    sd15 = tmp_path / "sd15.safetensors"
+    NegativeEmbedding(torch.randn(77, 768, generator=torch.Generator().manual_seed(0)), {"family": "sd"}).save(sd15)
+    sources = {"sd15": sd15, **{kind: canonical_file(kind, tmp_path) for kind in ("world", "sd", "sdxl", "sd3")}}
+    for name, source in sources.items():
+        files[f"{name} canonical"] = source
+        family = NegativeEmbedding.load(source).metadata.get("family", "sd")
+        for host, module in HOSTS.items():
+            if module.FAMILIES is None or family in module.FAMILIES:
+                folder = export(ExportConfig(file=str(source), to=host, out=str(tmp_path / f"{name}-{host}")))
+                files[f"{name} {host}"] = next(folder.rglob("*.safetensors"))
+    control = tmp_path / "learned_ti.safetensors"
+    save_file({"emb_params": torch.randn(2, 768)}, str(control))
+    report = run_invokeai_probe({"root": str(tmp_path / "root"), "pack": None, "runs": [],
+                                 "textual_inversions": [str(control), *map(str, files.values())]})
+    verdicts = report["textual_inversions"]
+    assert verdicts.pop(str(control))["config"] == "TI_File_SD1_Config"  # the identification does find TIs
+    for label, path in files.items():
+        verdict = verdicts[str(path)]
+        assert verdict["config"] is None, label
+        file_refusals = {k: v for k, v in verdict["textual_inversion_refusals"].items() if k.startswith("TI_File_")}
+        assert len(file_refusals) == 3 and all(v.startswith("NotAMatchError") for v in file_refusals.values()), label
