@@ -6,7 +6,9 @@ that importing ComfyUI (its global device and logging state) stays out of the te
 "samples": [sampling requests]}`` (``samples`` optional).
 
 - ``embedding:NAME``: ComfyUI's tokenizer and text model, ``comfy.sd1_clip.SDTokenizer.tokenize_with_weights`` and
-  ``SDClipModel.process_tokens`` (a CLIP of the given width, random weights): which token vectors it spliced in.
+  ``SDClipModel.process_tokens`` (a CLIP of the given width, random weights), with the tokenizer's embedding key
+  (``clip_l``; ``[path, width, key]`` entries name ``clip_g`` or ``t5xxl`` as SDXL's and SD3's tokenizers do): which
+  token vectors it spliced in (reported under ``path|key`` for such entries).
 - Load Conditioning: the checkout's own node ``comfy_extras.nodes_cond.ConditioningLoader`` when it has one (its
   ``execute``, with the file's folder as ComfyUI's ``embeddings`` folder); a checkout that predates the node gets
   its rule re-expressed over ComfyUI's own ``comfy.utils.load_torch_file``: ``sd.pop("conditioning")``, every other
@@ -47,12 +49,13 @@ class Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def spliced(path: Path, width: int, warnings: Warnings) -> dict:
+def spliced(path: Path, width: int, warnings: Warnings, key: str = "clip_l") -> dict:
     config = {"hidden_size": width, "intermediate_size": 2 * width, "num_attention_heads": 2, "num_hidden_layers": 1,
               "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
               "projection_dim": width, "eos_token_id": 49407, "bos_token_id": 0, "pad_token_id": 1}
     model = comfy.sd1_clip.SDClipModel(textmodel_json_config=config)
-    tokenizer = comfy.sd1_clip.SDTokenizer(embedding_directory=str(path.parent), embedding_size=width)
+    tokenizer = comfy.sd1_clip.SDTokenizer(embedding_directory=str(path.parent), embedding_size=width,
+                                           embedding_key=key)
     warnings.messages.clear()
     batches = tokenizer.tokenize_with_weights(f"a photo of a cat embedding:{path.stem}")
     infos = [model.process_tokens([[token for token, *_ in batch]], "cpu")[3] for batch in batches]  # 77 a batch
@@ -179,7 +182,11 @@ def main() -> None:
     request = json.loads(sys.argv[1])
     warnings = Warnings()
     logging.getLogger().addHandler(warnings)
-    report = {"embeddings": {p: spliced(Path(p), request["width"], warnings) for p in request["embeddings"]},
+    embeddings = {}
+    for entry in request["embeddings"]:  # a path (CLIP-L at the request's width), or [path, width, key]
+        path, width, key = (entry, request["width"], "clip_l") if isinstance(entry, str) else entry
+        embeddings[f"{path}|{key}" if not isinstance(entry, str) else path] = spliced(Path(path), width, warnings, key)
+    report = {"embeddings": embeddings,
               "conditionings": {p: load_conditioning(Path(p)) for p in request["conditionings"]},
               "samples": [sample(s) for s in request.get("samples", [])]}
     print(json.dumps(report))
