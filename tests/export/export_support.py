@@ -301,3 +301,30 @@ def run_invokeai_probe(request: dict) -> dict:
         pytest.skip(f"InvokeAI does not import with {python}: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- Forge's own code
+
+
+def forge_checkout() -> Path:
+    """The Stable Diffusion WebUI Forge checkout named by RENEG_FORGE; skips (one line) without one."""
+    checkout = os.environ.get("RENEG_FORGE", "")
+    if not (Path(checkout) / "modules" / "script_callbacks.py").is_file():
+        pytest.skip("Forge absent: set RENEG_FORGE to a stable-diffusion-webui-forge checkout "
+                    "(scripts/host_checks.sh makes one)")
+    return Path(checkout)
+
+
+def run_forge_probe(request: dict) -> dict:
+    """tests/export/forge_probe.py in the Forge checkout, with RENEG_FORGE_PYTHON (else this Python: reneg's
+    dependencies plus gguf and lark import the parts of Forge it runs)."""
+    checkout = str(forge_checkout())
+    python = os.environ.get("RENEG_FORGE_PYTHON") or sys.executable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([checkout, *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([python, str(Path(__file__).with_name("forge_probe.py")), json.dumps(request)],
+                            cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
+        pytest.skip(f"Forge does not import with {python}: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -9,8 +9,11 @@
   InvokeAI's conditioning store, Denoise's own reading of it, and one step of InvokeAI's own denoising loop on the
   tiny pipeline's UNet: the negative branch gets reneg's tensors (<= 1e-6) and returns what diffusers' UNet returns
   given them. InvokeAI's model identification takes no reneg file for a textual inversion (nor for any model).
-- A1111 / Forge: a whole web UI, not run; the names the exported script uses are checked against the Forge source
-  when ``RENEG_FORGE`` names a checkout.
+- Forge (``RENEG_FORGE``, a checkout; A1111 is not fetched): the web UI itself does not run, the parts of Forge that
+  meet the exported extension do (tests/export/forge_probe.py): its prompt parser's typed negative, its
+  script_callbacks registry and ``CFGDenoiserParams`` dispatching the script's callback, its ``sampling_function``
+  (conditions compiled, batched model calls, CFG) around a diffusers UNet standing in for Forge's model; and its
+  textual-inversion loader on every file reneg writes.
 
 Each test skips with one line when its host is absent. scripts/host_checks.sh sets the hosts up and runs them.
 """
@@ -20,8 +23,9 @@ import warnings
 
 import pytest
 import torch
-from export_support import (canonical_file, comfyui_checkout, comfyui_unet, invokeai_python, pipeline,
-                            run_comfyui_probe, run_invokeai_probe)
+from export_host_rules import a1111_verdict
+from export_support import (canonical_file, comfyui_checkout, comfyui_unet, forge_checkout, invokeai_python, pipeline,
+                            run_comfyui_probe, run_forge_probe, run_invokeai_probe)
 from safetensors.torch import load_file, save_file
 
 from reneg.embedding import NegativeEmbedding
@@ -177,3 +181,84 @@ def test_invokeai_identifies_no_reneg_file_as_a_textual_inversion(tmp_path):
         assert verdict["config"] is None, label
         file_refusals = {k: v for k, v in verdict["textual_inversion_refusals"].items() if k.startswith("TI_File_")}
         assert len(file_refusals) == 3 and all(v.startswith("NotAMatchError") for v in file_refusals.values()), label
+
+
+# ---------------------------------------------------------------- Forge
+
+
+@pytest.mark.parametrize("kind, strength", [("world", 1.0), ("sd", 1.0), ("sdxl", 1.0), ("sdxl", 0.5)])
+def test_forge_cfg_step_uses_the_exported_negative(kind, strength, tmp_path):
+    forge_checkout()  # skips at once without one
+    source = canonical_file(kind, tmp_path, seed=3)
+    embedding = NegativeEmbedding.load(source)
+    out = export(ExportConfig(file=str(source), to="a1111", out=str(tmp_path / "a1111")))
+    length, width = embedding.shape
+    pooled = None if embedding.pooled is None else len(embedding.pooled)
+    pipe = pipeline(kind)
+    pipe.unet.save_pretrained(tmp_path / "unet")
+    generator = torch.Generator().manual_seed(5)
+    typed = {"crossattn": torch.randn(1, 2 * 77, width, generator=generator)}  # a long typed negative: 2 chunks
+    positive = {"crossattn": torch.randn(1, length, width, generator=generator)}
+    if pooled:  # SDXL's vector: the pooled part, then the size embeddings
+        typed["vector"] = torch.randn(1, pooled + 48, generator=generator)
+        positive["vector"] = torch.randn(1, pooled + 48, generator=generator)
+    save_file(typed, str(tmp_path / "typed.safetensors"))
+    save_file(positive, str(tmp_path / "positive.safetensors"))
+    request = {"extension": str(out / "reneg-negative"), "name": kind, "strength": strength,
+               "typed": str(tmp_path / "typed.safetensors"), "positive": str(tmp_path / "positive.safetensors"),
+               "unet": str(tmp_path / "unet"), "pooled": pooled, "cfg": CFG, "sigma": 2.0,
+               "out": str(tmp_path / "step.safetensors")}
+    report = run_forge_probe({"step": request})["step"]
+    assert report["infotext"]["ReNeg negative"] == kind and report["uncond_type"] == (
+        "DictWithShape" if pooled else "Tensor")
+    record = load_file(request["out"])
+
+    # what Forge's model call got for the negative branch: reneg's rows (strength 1), or the blend
+    expected = torch.lerp(typed["crossattn"][:, :length], embedding.tensor[None], strength)
+    assert torch.allclose(record["negative.c_crossattn"], expected, **EXACT)
+    if strength == 1.0:
+        assert torch.allclose(record["negative.c_crossattn"][0], embedding.tensor, **EXACT)
+    assert torch.allclose(record["positive.c_crossattn"], positive["crossattn"], **EXACT)
+    extra = {}
+    if pooled:
+        vector = torch.lerp(typed["vector"][:, :pooled], embedding.pooled[None], strength)
+        assert torch.allclose(record["negative.y"][:, :pooled], vector, **EXACT)
+        assert torch.equal(record["negative.y"][:, pooled:], typed["vector"][:, pooled:])
+        extra["added_cond_kwargs"] = {"text_embeds": vector, "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
+
+    # what it returned is the UNet given that negative, and Forge's CFG combines the two branches
+    x, sigma = record["x"], record["sigma"]
+    with torch.no_grad():
+        eps = pipe.unet(x / (sigma ** 2 + 1) ** 0.5, 500, encoder_hidden_states=expected, **extra).sample
+    assert torch.allclose(record["negative.denoised"], x - sigma * eps, atol=1e-5, rtol=0)
+    assert torch.allclose(record["uncond_pred"], record["negative.denoised"], **EXACT)
+    guided = record["uncond_pred"] + CFG * (record["cond_pred"] - record["uncond_pred"])
+    assert torch.allclose(record["denoised"], guided, atol=1e-5, rtol=0)
+
+
+def test_forge_textual_inversion_loader_on_every_reneg_file(tmp_path):
+    """Forge's EmbeddingDatabase on one folder per family: every exported file is refused or set aside; the
+    canonical file is registered exactly where the re-expressed rule (CANONICAL_TODAY in test_export_safety) says."""
+    forge_checkout()
+    sd15 = tmp_path / "sources" / "sd15.safetensors"
+    sd15.parent.mkdir()
+    NegativeEmbedding(torch.randn(77, 768, generator=torch.Generator().manual_seed(0)), {"family": "sd"}).save(sd15)
+    sources = {"sd15": (sd15, 768), **{kind: (canonical_file(kind, tmp_path / "sources"), width)
+                                      for kind, width in (("world", 64), ("sd", 32), ("sdxl", 64))}}
+    for name, (source, expected_shape) in sources.items():
+        folder = tmp_path / f"embeddings-{name}"
+        folder.mkdir()
+        files = {f"{name}-canonical": source}
+        for host in HOSTS:  # every host takes SD1.x and SDXL
+            out = export(ExportConfig(file=str(source), to=host, out=str(tmp_path / f"{name}-{host}")))
+            files[f"{name}-{host}"] = next(out.rglob("*.safetensors"))
+        for label, path in files.items():
+            (folder / f"{label}.safetensors").write_bytes(path.read_bytes())
+        report = run_forge_probe({"textual_inversion": {"folder": str(folder),
+                                                        "expected_shape": expected_shape}})["textual_inversion"]
+        canonical_rule = a1111_verdict(load_file(str(source)), expected_shape)
+        assert (f"{name}-canonical" in report["registered"]) == (canonical_rule == "misread"), report
+        exported = [label for label in files if label != f"{name}-canonical"]
+        assert not set(exported) & set(report["registered"]), report
+        refused = [label for label in exported if f"Error loading embedding {label}.safetensors" in report["printed"]]
+        assert refused == exported, report  # "embedding file has multiple terms in it"
