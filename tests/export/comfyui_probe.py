@@ -14,12 +14,15 @@ that importing ComfyUI (its global device and logging state) stays out of the te
   its rule re-expressed over ComfyUI's own ``comfy.utils.load_torch_file``: ``sd.pop("conditioning")``, every other
   tensor an option of that name, the JSON ``conditioning_options`` the scalar options. The tensors are written
   beside each file as ``.loaded``; the report says which of the two ran (``loader``).
-- A sampling request ``{"conditioning": file, "positive": file (``conditioning``, and ``pooled_output`` for SDXL), "unet": file, "unet_config": file, "model": "SD15" |
-  "SDXL", "cfg": float, "seed": int, "out": file}``: a diffusers-layout UNet's weights converted by ComfyUI's own
-  key map (``comfy.utils.unet_to_diffusers``), its layout read back from the converted weights by ComfyUI's own
-  ``comfy.model_detection.detect_unet_config``, built as that ComfyUI model class (``comfy.supported_models``: the
-  class ComfyUI picks for a full-size SD1.5 / SDXL checkpoint by its sizes, which a tiny UNet cannot match, so it
-  is named), wrapped in ``comfy.model_patcher.ModelPatcher``, and sampled for one Euler step by ``comfy.sample.sample``
+- A sampling request ``{"conditioning": file, "positive": file (``conditioning``, and ``pooled_output`` for SDXL and
+  SD3), "unet": file, "unet_config": file, "model": "SD15" | "SDXL" | "SD3", "latent_channels": int, "cfg": float,
+  "seed": int, "out": file}``: the model, then one sampling step. SD3: the diffusers transformer's weights go through
+  ComfyUI's own loader, ``comfy.sd.load_diffusion_model_state_dict`` (the *Load Diffusion Model* node's call), which
+  converts and detects them as its SD3 class. SD1.5 / SDXL: ComfyUI detects diffusers UNets by full-size configs
+  only, so the UNet's weights are converted by ComfyUI's own key map (``comfy.utils.unet_to_diffusers``), their
+  layout read back by ComfyUI's own ``comfy.model_detection.detect_unet_config``, and built as the named ComfyUI
+  model class (``comfy.supported_models``: the class ComfyUI picks for a full-size SD1.5 / SDXL checkpoint), wrapped
+  in ``comfy.model_patcher.ModelPatcher``. The model is sampled for one Euler step by ``comfy.sample.sample``
   (KSampler's own call) with that positive and the loaded conditioning as the negative. A
   ``model_function_wrapper`` (ComfyUI's hook around each model call) records what each branch received and returned;
   all of it goes to ``out`` (safetensors).
@@ -123,6 +126,13 @@ def comfy_model(request: dict):
     import comfy.supported_models
 
     diffusers_sd = load_file(request["unet"])
+    if request["model"] == "SD3":
+        import comfy.sd
+
+        patcher = comfy.sd.load_diffusion_model_state_dict(diffusers_sd, model_options={"dtype": torch.float32})
+        assert patcher is not None, "ComfyUI does not recognise the transformer"
+        assert type(patcher.model.model_config).__name__ == "SD3", type(patcher.model.model_config).__name__
+        return patcher, {}
     config = json.loads(Path(request["unet_config"]).read_text())
     key_map = comfy.utils.unet_to_diffusers(ldm_layout(config))
     missing = sorted(set(diffusers_sd) - set(key_map))
@@ -164,7 +174,7 @@ def sample(request: dict) -> dict:
     negative, loader = load_conditioning_list(Path(request["conditioning"]))
     positive = load_file(request["positive"])  # as CLIPTextEncode outputs it: the tensor, SDXL's pooled_output
     positive = [[positive.pop("conditioning"), positive]]
-    latent = torch.zeros(1, 4, 8, 8)
+    latent = torch.zeros(1, request.get("latent_channels", 4), 8, 8)
     noise = comfy.sample.prepare_noise(latent, request["seed"])
     samples = comfy.sample.sample(patcher, noise, 1, request["cfg"], "euler", "normal", positive, negative, latent,
                                   seed=request["seed"], disable_pbar=True)
@@ -173,9 +183,10 @@ def sample(request: dict) -> dict:
     assert sorted(names) == ["negative", "positive"], f"expected one call per branch, got {names}"
     for name, entry in records:
         tensors.update({f"{name}.{key}": value for key, value in entry.items()})
-    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}, request["out"])
+    save_file({k: v.detach().to("cpu", torch.float32).clone() for k, v in tensors.items()}, request["out"])
     return {"loader": loader, "model_class": type(patcher.model).__name__, "layout": layout,
-            "latent_scale": patcher.model.latent_format.scale_factor}
+            "latent_scale": patcher.model.latent_format.scale_factor,
+            "latent_shift": getattr(patcher.model.latent_format, "shift_factor", 0.0)}
 
 
 def main() -> None:

@@ -252,9 +252,19 @@ def run_comfyui_probe(request: dict) -> dict:
 
 def comfyui_unet(family: str, width: int, pooled: int | None, *, seed: int = 0):
     """A random-weight diffusers UNet in the layout ComfyUI's own SD1.5 / SDXL model classes build (GroupNorm of 32
-    groups; SD1.5's 8 heads, SDXL's 64-wide heads and its six 256-wide size embeddings), at the file's width:
-    (the UNet, the ComfyUI class that takes it)."""
-    from diffusers import UNet2DConditionModel
+    groups; SD1.5's 8 heads, SDXL's 64-wide heads and its six 256-wide size embeddings), or an SD3 transformer as
+    ComfyUI detects one (16 latent channels, 64-wide heads, one per layer), at the file's width: (the model, the
+    ComfyUI class that takes it)."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+
+    if family == "sd3":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            transformer = SD3Transformer2DModel(
+                sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=64,
+                num_attention_heads=1, caption_projection_dim=64, joint_attention_dim=width,
+                pooled_projection_dim=pooled, pos_embed_max_size=16)
+        return transformer.eval(), "SD3"
 
     common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=32,
                   cross_attention_dim=width)
@@ -270,7 +280,8 @@ def comfyui_unet(family: str, width: int, pooled: int | None, *, seed: int = 0):
             return unet.eval(), "SDXL"
         unet = UNet2DConditionModel(
             **common, block_out_channels=(32, 64), attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
     return unet.eval(), "SD15"
 
 

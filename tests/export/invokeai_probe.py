@@ -39,7 +39,6 @@ def conditioning_store(folder: Path):
     from invokeai.backend.stable_diffusion.diffusion import conditioning_data as data
 
     safe = [getattr(data, name) for name in ("BasicConditioningInfo", "SDXLConditioningInfo", "SD3ConditioningInfo")]
-    from invokeai.app.invocations.model import ModelIdentifierField  # noqa: F401 (fields the pickles may name)
     from invokeai.app.services.shared.invocation_context import ConditioningFieldData
 
     return ObjectSerializerForwardCache(ObjectSerializerDisk[ConditioningFieldData](
@@ -49,7 +48,8 @@ def conditioning_store(folder: Path):
 def context_for(root: Path):
     from invokeai.app.services.shared.invocation_context import build_invocation_context
 
-    services = SimpleNamespace(conditioning=conditioning_store(root / "conditioning"), logger=logging.getLogger("invokeai"))
+    services = SimpleNamespace(conditioning=conditioning_store(root / "conditioning"),
+                               logger=logging.getLogger("invokeai"))
     return build_invocation_context(services=services, data=None, is_canceled=lambda: False)
 
 
@@ -100,7 +100,8 @@ def one_step(unet_folder: str, scheduler_folder: str, conditioning) -> dict:
 
     def record(module, args, kwargs, output):
         call = signature.bind(*args, **kwargs).arguments
-        entry = {"sample": call["sample"], "timestep": torch.as_tensor(call["timestep"], dtype=torch.float32).reshape(-1),
+        timestep = torch.as_tensor(call["timestep"], dtype=torch.float32).reshape(-1)
+        entry = {"sample": call["sample"], "timestep": timestep,
                  "encoder_hidden_states": call["encoder_hidden_states"], "output": output[0]}
         entry.update(call.get("added_cond_kwargs") or {})
         calls.append(entry)

@@ -1,9 +1,9 @@
 """Each host loads what `reneg export` writes through its own code, and samples with it where that can run here.
 
 - ComfyUI (``RENEG_COMFYUI``, a checkout): its Load Conditioning, then one Euler step of ``comfy.sample.sample`` on a
-  tiny SD1.5 / SDXL UNet built by ComfyUI's own model classes, the loaded conditioning as the negative: what the
-  negative branch's model call received equals reneg's tensors (<= 1e-6), and what it returned equals diffusers'
-  UNet given reneg's negative.
+  tiny SD1.5 / SDXL UNet built by ComfyUI's own model classes, or a tiny SD3 transformer loaded by ComfyUI's own
+  loader, the loaded conditioning as the negative: what the negative branch's model call received equals reneg's
+  tensors (<= 1e-6), and what it returned equals diffusers' model given reneg's negative.
 - InvokeAI (``RENEG_INVOKEAI_PYTHON``, a Python with invokeai 6.x: it pins other diffusers/transformers/numpy
   versions than reneg): the exported node pack loaded by InvokeAI's ``load_custom_nodes``, its node invoked with
   InvokeAI's conditioning store, Denoise's own reading of it, and one step of InvokeAI's own denoising loop on the
@@ -37,19 +37,24 @@ SAME_MODEL = dict(atol=2e-4, rtol=0)  # seen: 2e-5 on values up to 50
 CFG = 5.0
 
 
-def _diffusers_denoised(unet, entry: dict, embedding: NegativeEmbedding, size: int) -> torch.Tensor:
-    """x - sigma * eps: diffusers' UNet on the input ComfyUI scaled, at ComfyUI's timestep, with reneg's negative
-    (and, for SDXL, reneg's pooled part and the size ids diffusers gives a ``size`` image: no crop)."""
-    extra = {}
-    if embedding.pooled is not None:
-        extra["added_cond_kwargs"] = {"text_embeds": embedding.expand_pooled(1),
-                                      "time_ids": torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)}
+def _diffusers_denoised(model, entry: dict, embedding: NegativeEmbedding, size: int) -> torch.Tensor:
+    """x - sigma * prediction: diffusers' model on the input ComfyUI scaled, at ComfyUI's timestep, with reneg's
+    negative (SDXL: its pooled part and the size ids diffusers gives a ``size`` image, no crop; SD3: its pooled part;
+    SD3's prediction is a velocity, ComfyUI's denoised the same x - sigma * v)."""
     with torch.no_grad():
-        eps = unet(entry["xc"], entry["t"], encoder_hidden_states=embedding.expand(1), **extra).sample
-    return entry["x"] - entry["sigma"].reshape(-1, 1, 1, 1) * eps
+        if embedding.metadata["family"] == "sd3":
+            prediction = model(entry["xc"], encoder_hidden_states=embedding.expand(1),
+                               pooled_projections=embedding.expand_pooled(1), timestep=entry["t"]).sample
+        else:
+            extra = {}
+            if embedding.pooled is not None:
+                ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)
+                extra["added_cond_kwargs"] = {"text_embeds": embedding.expand_pooled(1), "time_ids": ids}
+            prediction = model(entry["xc"], entry["t"], encoder_hidden_states=embedding.expand(1), **extra).sample
+    return entry["x"] - entry["sigma"].reshape(-1, 1, 1, 1) * prediction
 
 
-@pytest.mark.parametrize("kind", ("world", "sd", "sdxl"))
+@pytest.mark.parametrize("kind", ("world", "sd", "sdxl", "sd3"))
 def test_comfyui_samples_a_step_with_the_loaded_negative(kind, tmp_path):
     comfyui_checkout()  # skips at once without one
     source = canonical_file(kind, tmp_path, seed=3)
@@ -66,12 +71,13 @@ def test_comfyui_samples_a_step_with_the_loaded_negative(kind, tmp_path):
               str(tmp_path / "positive.safetensors"))
     request = {"conditioning": str(out / f"{kind}.safetensors"), "positive": str(tmp_path / "positive.safetensors"),
                "unet": str(tmp_path / "unet.safetensors"), "unet_config": str(tmp_path / "unet.json"),
-               "model": model_class, "cfg": CFG, "seed": 0, "out": str(tmp_path / "step.safetensors")}
+               "model": model_class, "latent_channels": unet.config.in_channels, "cfg": CFG, "seed": 0,
+               "out": str(tmp_path / "step.safetensors")}
     report = run_comfyui_probe({"width": width, "embeddings": [], "conditionings": [], "samples": [request]})
     [step] = report["samples"]
     if step["loader"] != "comfy_extras.nodes_cond.ConditioningLoader":
         warnings.warn(f"ComfyUI's Load Conditioning: {step['loader']}")
-    assert step["model_class"] == ("SDXL" if pooled else "BaseModel")
+    assert step["model_class"] == {"sd3": "SD3", "sdxl": "SDXL"}.get(kind, "BaseModel")
     record = load_file(request["out"])
     negative = {key.split(".", 1)[1]: value for key, value in record.items() if key.startswith("negative.")}
     positive_branch = {key.split(".", 1)[1]: value for key, value in record.items() if key.startswith("positive.")}
@@ -86,13 +92,13 @@ def test_comfyui_samples_a_step_with_the_loaded_negative(kind, tmp_path):
     # what it returned: diffusers' UNet with reneg's negative, on the same weights
     size = 8 * record["samples"].shape[-1]
     assert torch.allclose(negative["denoised"], _diffusers_denoised(unet, negative, embedding, size), **SAME_MODEL)
-    other = NegativeEmbedding(torch.zeros_like(embedding.tensor), {}, embedding.pooled)  # the comparison can fail
+    other = NegativeEmbedding(torch.zeros_like(embedding.tensor), embedding.metadata, embedding.pooled)  # can fail
     assert not torch.allclose(negative["denoised"], _diffusers_denoised(unet, negative, other, size), **SAME_MODEL)
 
     # the step: one Euler step to sigma 0 lands on CFG's denoised, uncond + cfg * (cond - uncond), in ComfyUI's
-    # latent space (samples come back divided by the latent format's scale factor)
+    # latent space (samples come back as latent / scale + shift, the latent format's process_out)
     guided = negative["denoised"] + CFG * (positive_branch["denoised"] - negative["denoised"])
-    assert torch.allclose(record["samples"] * step["latent_scale"], guided, atol=1e-5)
+    assert torch.allclose((record["samples"] - step["latent_shift"]) * step["latent_scale"], guided, atol=1e-5)
     assert torch.isfinite(record["samples"]).all()
 
 
