@@ -2,7 +2,8 @@
 
 Loaders exercised for real: diffusers' ``load_textual_inversion`` (a tiny real SD pipeline), and, when
 ``RENEG_COMFYUI`` names a ComfyUI checkout, ComfyUI's own tokenizer and text model (tests/comfyui_probe.py).
-A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py.
+A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py; their
+own loaders run in tests/export/test_export_hosts.py where scripts/host_checks.sh sets them up.
 """
 
 from pathlib import Path
