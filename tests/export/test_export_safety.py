@@ -2,7 +2,8 @@
 
 Loaders exercised for real: diffusers' ``load_textual_inversion`` (a tiny real SD pipeline), and, when
 ``RENEG_COMFYUI`` names a ComfyUI checkout, ComfyUI's own tokenizer and text model (tests/comfyui_probe.py).
-A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py.
+A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py; their
+own loaders run in tests/export/test_export_hosts.py where scripts/host_checks.sh sets them up.
 """
 
 from pathlib import Path
@@ -102,18 +103,29 @@ def test_what_the_canonical_file_meets_today(kind_files):
 # ---------------------------------------------------------------- ComfyUI's own code (optional)
 
 
-@pytest.mark.parametrize("kind", ("world", "sd"))
-def test_comfyui_prompt_embedding_ignores_exports_and_splices_the_canonical_file(kind, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_comfyui_prompt_embedding_ignores_exports_and_agrees_with_the_rule(kind, tmp_path):
+    """``embedding:NAME`` through ComfyUI's own tokenizer and text model, with each of the family's tokenizer keys
+    and token widths: every exported file is ignored ("shape mismatch"); the canonical file is spliced exactly where
+    the re-expressed rule (export_host_rules.comfyui_verdict, pinned in CANONICAL_TODAY) says it is misread."""
     files = {"canonical": tmp_path / f"{kind}.safetensors", **exported_files(kind, tmp_path)}
     alone = {}  # each in a folder of its own: ComfyUI looks for embedding:NAME in subfolders too
     for label, path in files.items():
         alone[label] = tmp_path / f"probe-{label}" / f"{label}.safetensors"
         alone[label].parent.mkdir()
         alone[label].write_bytes(path.read_bytes())
-    report = run_comfyui_probe({"width": token_widths(kind)[0], "conditionings": [],
-                                "embeddings": [str(path) for path in alone.values()]})["embeddings"]
-    length = load_file(str(files["canonical"]))["negative_embedding"].shape[0]
-    assert report[str(alone.pop("canonical"))]["spliced_vectors"] == length  # today: L token vectors in the prompt
-    for path in alone.values():
-        assert report[str(path)]["spliced_vectors"] == 0
-        assert any("shape mismatch" in message for message in report[str(path)]["warnings"])
+    tokenizers = list(zip(token_widths(kind), COMFY_KEYS[kind]))
+    entries = [[str(path), width, key] for path in alone.values() for width, key in tokenizers]
+    report = run_comfyui_probe({"width": 0, "conditionings": [], "embeddings": entries})["embeddings"]
+    canonical = load_file(str(files["canonical"]))
+    for width, key in tokenizers:
+        got = report[f"{alone['canonical']}|{key}"]["spliced_vectors"]
+        rule = comfyui_verdict(canonical, width, key)
+        assert (got > 0) == (rule == "misread"), (key, got, rule)
+        if got:
+            assert got == canonical["negative_embedding"].shape[0]  # today: L token vectors in the prompt
+        for label, path in alone.items():
+            if label != "canonical":
+                entry = report[f"{path}|{key}"]
+                assert entry["spliced_vectors"] == 0, (label, key)
+                assert any("shape mismatch" in message for message in entry["warnings"]), (label, key)
