@@ -244,7 +244,7 @@ def test_forge_cfg_step_uses_the_exported_negative(kind, strength, tmp_path):
 
 def test_forge_textual_inversion_loader_on_every_reneg_file(tmp_path):
     """Forge's EmbeddingDatabase on one folder per family: every exported file is refused or set aside; the
-    canonical file is registered exactly where the re-expressed rule (CANONICAL_TODAY in test_export_safety) says."""
+    canonical file (it carries the marker) as the re-expressed rule says: never registered."""
     forge_checkout()
     sd15 = tmp_path / "sources" / "sd15.safetensors"
     sd15.parent.mkdir()

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import torch
 
-from ..embedding import EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, POOLED_KEY, VERSION, NegativeEmbedding
+from ..embedding import (EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, MARKER_KEY, POOLED_KEY, VERSION, NegativeEmbedding,
+                         marker)
 from ..errors import ReNegError
 from ..io import save_tensors
 
-#: The tensor that keeps every textual-inversion loader away (see the module docstring).
-MARKER_KEY = "_reneg_not_a_textual_inversion"
 #: Token length of the CLIP part (SD1.x/2.x, SDXL, and the CLIP rows of SD3's joint sequence).
 CLIP_LENGTH = 77
 #: The manifest every export folder holds; ``--overwrite`` replaces only folders that have one.
@@ -125,10 +124,6 @@ def require_family(source: Source, host: str, families) -> None:
 
 
 # ---------------------------------------------------------------- files
-
-
-def marker() -> torch.Tensor:
-    return torch.ones(1, dtype=torch.float32)
 
 
 def embedding_tensors(source: Source) -> dict[str, torch.Tensor]:
