@@ -23,10 +23,10 @@ import torch
 from diffusers.pipelines.flux.pipeline_flux import FluxPipeline, calculate_shift, retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..core.family import Family, TextConditioning, WrappedDenoiser
-from ..core.guidance import predict_x0_flow
+from ..core.family import TextConditioning, WrappedDenoiser
 from ..errors import ReNegError
 from .base import register_family
+from .flow import FlowMatchingFamily
 
 #: ``FluxPipeline.__call__``'s default T5 sequence length (the negative's L).
 MAX_SEQUENCE_LENGTH = 512
@@ -69,7 +69,7 @@ class FluxDenoiser(WrappedDenoiser):
 
 
 @register_family
-class FluxFamily(Family):
+class FluxFamily(FlowMatchingFamily):
     """FLUX.1-dev / -schnell (``FluxPipeline``): flow matching with ``FlowMatchEulerDiscreteScheduler``.
 
     Attributes:
@@ -154,15 +154,6 @@ class FluxFamily(Family):
         latents = randn_tensor((batch_size, channels, side, side), generator=generator, device=self.device,
                                dtype=self.dtype)
         return self.pipe._pack_latents(latents, batch_size, channels, side, side)
-
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """sigma_t of the scheduler's current schedule at its timestep ``t``."""
-        timesteps = self.scheduler.timesteps
-        index = int((timesteps == t.to(timesteps.device)).nonzero()[0])
-        return self.scheduler.sigmas[index]
-
-    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return predict_x0_flow(model_output, x_t, self.sigma(t))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``_unpack_latents``, then ``latents / scaling_factor + shift_factor`` through the VAE, as the pipeline."""

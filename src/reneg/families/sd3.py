@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..core.family import Family, TextConditioning, WrappedDenoiser
-from ..core.guidance import predict_x0_flow
+from ..core.family import TextConditioning, WrappedDenoiser
 from ..errors import ReNegError
 from .base import register_family
+from .flow import FlowMatchingFamily
 
 #: ``StableDiffusion3Pipeline.__call__``'s default T5 sequence length.
 MAX_SEQUENCE_LENGTH = 256
@@ -44,7 +44,7 @@ class TransformerDenoiser(WrappedDenoiser):
 
 
 @register_family
-class StableDiffusion3Family(Family):
+class StableDiffusion3Family(FlowMatchingFamily):
     """SD3 / SD3.5 (``StableDiffusion3Pipeline``): flow matching with ``FlowMatchEulerDiscreteScheduler``."""
 
     name = "sd3"
@@ -104,15 +104,6 @@ class StableDiffusion3Family(Family):
         factor = self.pipe.vae_scale_factor
         shape = (batch_size, self.pipe.transformer.config.in_channels, resolution // factor, resolution // factor)
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
-
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """sigma_t of the scheduler's current schedule at its timestep ``t``."""
-        timesteps = self.scheduler.timesteps
-        index = int((timesteps == t.to(timesteps.device)).nonzero()[0])
-        return self.scheduler.sigmas[index]
-
-    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return predict_x0_flow(model_output, x_t, self.sigma(t))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``latents / scaling_factor + shift_factor`` through the VAE, as the pipeline decodes."""
