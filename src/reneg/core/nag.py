@@ -277,11 +277,20 @@ def guidance_rule(family, guidance: str = "cfg", *, tau: float = DEFAULT_TAU, al
 
 def rule_from_metadata(family, metadata: dict) -> Rule:
     """The rule an embedding file says it was learned for (``guidance``, ``nag_*``; CFG for files without)."""
+    from ..errors import ReNegError
+
     if metadata.get("guidance", "cfg") != "nag":
         return guidance_rule(family, "cfg")
-    return guidance_rule(family, "nag", tau=float(metadata.get("nag_tau", DEFAULT_TAU)),
-                         alpha=float(metadata["nag_alpha"]) if "nag_alpha" in metadata else None,
-                         end=float(metadata.get("nag_end", DEFAULT_END)), norm=int(metadata.get("nag_norm", 1)))
+    try:
+        tau, end = float(metadata.get("nag_tau", DEFAULT_TAU)), float(metadata.get("nag_end", DEFAULT_END))
+        alpha = float(metadata["nag_alpha"]) if "nag_alpha" in metadata else None
+        norm = int(metadata.get("nag_norm", 1))
+    except ValueError:
+        tau = end = norm = None
+    if tau is None or not (tau > 0 and 0 <= end <= 1 and (alpha is None or 0 <= alpha <= 1) and norm in (1, 2)):
+        raise ReNegError("the file's NAG settings (nag_tau, nag_alpha, nag_end, nag_norm) are not valid numbers in "
+                         "range: train it again (or write valid ones into its metadata)")
+    return guidance_rule(family, "nag", tau=tau, alpha=alpha, end=end, norm=norm)
 
 
 def rule_metadata(rule: Rule) -> dict[str, str]:

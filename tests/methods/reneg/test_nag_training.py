@@ -157,3 +157,14 @@ def test_per_sample_adaptation_from_a_nag_file_runs_under_nag(nag_file, tmp_path
     assert main(["adapt", "--model", "tiny", "--negative", str(nag_file), "--prompt", PROMPTS[0], "--reward",
                  "contrast", "--adapt-steps", "1", "--steps", "4", "--device", "cpu", "--out", str(out)]) == 0
     assert NegativeEmbedding.load(out).metadata["guidance"] == "nag"
+
+
+@pytest.mark.parametrize("key, value", [("nag_tau", "abc"), ("nag_alpha", "2"), ("nag_end", "nan")])
+def test_a_file_with_broken_nag_settings_is_refused_in_one_line(nag_file, tmp_path, capsys, key, value):
+    negative = NegativeEmbedding.load(nag_file)
+    negative.metadata[key] = value
+    negative.save(tmp_path / "bad.safetensors")
+    assert main(["generate", "--model", "tiny", "--negative", str(tmp_path / "bad.safetensors"), "--prompt",
+                 PROMPTS[0], "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert "NAG settings" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
