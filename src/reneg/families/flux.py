@@ -23,10 +23,10 @@ import torch
 from diffusers.pipelines.flux.pipeline_flux import FluxPipeline, calculate_shift, retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..core.family import TextConditioning, WrappedDenoiser
+from ..core.family import TextConditioning
 from ..errors import ReNegError
 from .base import register_family
-from .flow import FlowMatchingFamily
+from .flow import FlowMatchingFamily, TransformerWrapper
 
 #: ``FluxPipeline.__call__``'s default T5 sequence length (the negative's L).
 MAX_SEQUENCE_LENGTH = 512
@@ -34,7 +34,7 @@ MAX_SEQUENCE_LENGTH = 512
 DEFAULT_EMBEDDED_GUIDANCE = 3.5
 
 
-class FluxDenoiser(WrappedDenoiser):
+class FluxDenoiser(TransformerWrapper):
     """``FluxTransformer2DModel`` behind the denoiser's ``model(x, t, **conditioning)``, called as the pipeline's
     denoising loop calls it.
 
@@ -44,14 +44,6 @@ class FluxDenoiser(WrappedDenoiser):
     The timestep is ``t / 1000`` broadcast to the batch; ``guidance`` (a float or None) is the distilled
     guidance, ``torch.full`` over the batch as the pipeline makes it.
     """
-
-    def __init__(self, transformer: torch.nn.Module):
-        super().__init__()
-        self.transformer = transformer
-
-    @property
-    def network(self) -> torch.nn.Module:
-        return self.transformer
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
                 pooled_projections: torch.Tensor, guidance: float | None, return_dict: bool = False):
@@ -79,6 +71,7 @@ class FluxFamily(FlowMatchingFamily):
     """
 
     name = "flux"
+    denoiser = FluxDenoiser
     attention_guidance = "joint"
     pipeline_classes = ("FluxPipeline",)
     description = "FLUX.1-dev, FLUX.1-schnell"
@@ -87,7 +80,6 @@ class FluxFamily(FlowMatchingFamily):
 
     def __init__(self, pipe):
         super().__init__(pipe)
-        self._denoiser = None
         embeds = pipe.transformer.config.get("guidance_embeds", False)
         self.embedded_guidance: float | None = DEFAULT_EMBEDDED_GUIDANCE if embeds else None
 
@@ -96,12 +88,6 @@ class FluxFamily(FlowMatchingFamily):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         self.pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config)
-
-    @property
-    def model(self) -> torch.nn.Module:
-        if self._denoiser is None or self._denoiser.transformer is not self.pipe.transformer:
-            self._denoiser = FluxDenoiser(self.pipe.transformer)
-        return self._denoiser
 
     @property
     def default_resolution(self) -> int:
