@@ -22,7 +22,7 @@ from .methods.dnp.apply import DnpFlags
 from .methods.npo.apply import NpoFlags
 from .methods.reneg.apply import PerSampleFlags
 from .methods.spec import build_methods, parse_method_spec
-from .core.nag import NAG_DEFAULT_SCALE, NAGRule
+from .core.nag import NAGRule, learned_scale
 from .models.device import dtype_of, resolve_device
 from .models.loading import LoadedModel, load_model
 from .prompts import gather_prompts
@@ -160,8 +160,7 @@ def _generate(config: GenerateConfig, *, model: LoadedModel | None, skip_batches
             "and so does --guidance-scale: give one of them")
     if spec_scale is None and config.guidance_scale is None and isinstance(getattr(method, "rule", None), NAGRule):
         # NAG's s, not the model's CFG scale: the file's, else NAG's default
-        metadata = getattr(method, "metadata", {}) or {}
-        spec_scale = float(metadata.get("guidance_scale", NAG_DEFAULT_SCALE))
+        spec_scale = learned_scale(getattr(method, "metadata", None) or {})
     sampling = model.sampling(config, **({} if spec_scale is None else {"guidance_scale": spec_scale}))
     steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
     # 2. Items in diffusers' order: each prompt's images together

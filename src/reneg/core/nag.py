@@ -293,6 +293,22 @@ def rule_from_metadata(family, metadata: dict) -> Rule:
     return guidance_rule(family, "nag", tau=tau, alpha=alpha, end=end, norm=norm)
 
 
+def learned_scale(metadata: dict) -> float:
+    """NAG's s for a file learned for NAG when none is asked: the s it was learned at, else NAG's default (a model's
+    CFG scale is no NAG scale). One line for a value that is not a number in [0, 100]."""
+    from ..errors import ReNegError
+
+    text = metadata.get("guidance_scale", NAG_DEFAULT_SCALE)
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = float("nan")
+    if not 0 <= scale <= 100:
+        raise ReNegError(f"the file's guidance_scale '{text}' is not a number in [0, 100]: pass --guidance-scale, "
+                         "or train it again")
+    return scale
+
+
 def rule_metadata(rule: Rule) -> dict[str, str]:
     """What an embedding file records of the rule it was learned for."""
     settings = getattr(rule, "settings", None)

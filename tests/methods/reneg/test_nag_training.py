@@ -168,3 +168,12 @@ def test_a_file_with_broken_nag_settings_is_refused_in_one_line(nag_file, tmp_pa
                  PROMPTS[0], "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
     assert "NAG settings" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_nag_file_with_a_broken_scale_is_refused_in_one_line(nag_file, tmp_path, capsys):
+    negative = NegativeEmbedding.load(nag_file)
+    negative.metadata["guidance_scale"] = "lots"
+    negative.save(tmp_path / "bad.safetensors")
+    assert main(["generate", "--model", "tiny", "--negative", str(tmp_path / "bad.safetensors"), "--prompt",
+                 PROMPTS[0], "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert "guidance_scale 'lots'" in capsys.readouterr().err

@@ -58,7 +58,7 @@ from ...config import (
     require,
 )
 from ...core.guidance import Rule
-from ...core.nag import NAG_DEFAULT_SCALE, rule_from_metadata, rule_metadata
+from ...core.nag import learned_scale, rule_from_metadata, rule_metadata
 from ...embedding import NegativeEmbedding
 from ...errors import ReNegError, why_not_a_file
 from ...families import Family, TextConditioning
@@ -311,7 +311,7 @@ def resolve_settings(model: LoadedModel, metadata: dict[str, str], *, steps: int
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     nag = metadata.get("guidance") == "nag"
     if nag and guidance_scale is None:  # NAG's s as the file was learned at, not the model's CFG scale
-        guidance_scale = float(metadata.get("guidance_scale", NAG_DEFAULT_SCALE))
+        guidance_scale = learned_scale(metadata)
     sampling = model.sampling(steps=steps, guidance_scale=guidance_scale, resolution=resolution)
     steps = sampling.steps
     stored_window = int(metadata.get("grad_window", 0) or 0)
