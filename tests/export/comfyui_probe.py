@@ -25,7 +25,11 @@ that importing ComfyUI (its global device and logging state) stays out of the te
   in ``comfy.model_patcher.ModelPatcher``. The model is sampled for one Euler step by ``comfy.sample.sample``
   (KSampler's own call) with that positive and the loaded conditioning as the negative. A
   ``model_function_wrapper`` (ComfyUI's hook around each model call) records what each branch received and returned;
-  all of it goes to ``out`` (safetensors).
+  all of it goes to ``out`` (safetensors). With ``"npo": {"node": folder, "lora": file, "strength": float}`` the
+  exported ReNegNPO custom node (imported from its folder as ComfyUI imports a custom node, its LoRA found through
+  ComfyUI's ``folder_paths`` "loras") is applied to the model after the recording wrapper, which it must compose.
+- ``"npo_refusals": [sampling requests]`` (optional): the node applied to each request's model with its ``npo``
+  LoRA, which it must refuse (ValueError): the message, or None where it took the LoRA.
 """
 
 import json
@@ -150,6 +154,37 @@ def comfy_model(request: dict):
     return patcher, layout
 
 
+def apply_npo_node(patcher, npo: dict):
+    """(the patcher with the exported ReNegNPO node applied, the node's display name): the node folder imported as
+    ``nodes.load_custom_node`` does (``spec_from_file_location`` of its ``__init__.py``), its LoRA listed and found
+    through ``folder_paths`` after ``add_model_folder_path("loras", ...)``."""
+    import importlib.util
+
+    import folder_paths
+
+    lora = Path(npo["lora"])
+    folder_paths.add_model_folder_path("loras", str(lora.parent))
+    init = Path(npo["node"]) / "__init__.py"
+    spec = importlib.util.spec_from_file_location(npo["node"].replace(".", "_x_"), str(init))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    node = module.NODE_CLASS_MAPPINGS["ReNegNPO"]
+    assert lora.name in node.INPUT_TYPES()["required"]["lora_name"][0], "the node does not list the LoRA"
+    (patched,) = getattr(node(), node.FUNCTION)(patcher, lora.name, npo["strength"])
+    return patched, module.NODE_DISPLAY_NAME_MAPPINGS["ReNegNPO"]
+
+
+def npo_refusal(request: dict):
+    """The ReNegNPO node's ValueError message for ``request["npo"]`` on ``request``'s model, None if it took it."""
+    patcher, _ = comfy_model(request)
+    try:
+        apply_npo_node(patcher, request["npo"])
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def sample(request: dict) -> dict:
     import comfy.sample
 
@@ -171,6 +206,9 @@ def sample(request: dict) -> dict:
         return output
 
     patcher.set_model_unet_function_wrapper(record)
+    node = None
+    if "npo" in request:
+        patcher, node = apply_npo_node(patcher, request["npo"])
     negative, loader = load_conditioning_list(Path(request["conditioning"]))
     positive = load_file(request["positive"])  # as CLIPTextEncode outputs it: the tensor, SDXL's pooled_output
     positive = [[positive.pop("conditioning"), positive]]
@@ -184,7 +222,7 @@ def sample(request: dict) -> dict:
     for name, entry in records:
         tensors.update({f"{name}.{key}": value for key, value in entry.items()})
     save_file({k: v.detach().to("cpu", torch.float32).clone() for k, v in tensors.items()}, request["out"])
-    return {"loader": loader, "model_class": type(patcher.model).__name__, "layout": layout,
+    return {"loader": loader, "model_class": type(patcher.model).__name__, "layout": layout, "npo_node": node,
             "latent_scale": patcher.model.latent_format.scale_factor,
             "latent_shift": getattr(patcher.model.latent_format, "shift_factor", 0.0)}
 
@@ -199,7 +237,8 @@ def main() -> None:
         embeddings[f"{path}|{key}" if not isinstance(entry, str) else path] = spliced(Path(path), width, warnings, key)
     report = {"embeddings": embeddings,
               "conditionings": {p: load_conditioning(Path(p)) for p in request["conditionings"]},
-              "samples": [sample(s) for s in request.get("samples", [])]}
+              "samples": [sample(s) for s in request.get("samples", [])],
+              "npo_refusals": [npo_refusal(r) for r in request.get("npo_refusals", [])]}
     print(json.dumps(report))
 
 

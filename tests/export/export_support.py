@@ -285,6 +285,23 @@ def comfyui_unet(family: str, width: int, pooled: int | None, *, seed: int = 0):
     return unet.eval(), "SD15"
 
 
+def diffusers_denoised(model, entry: dict, embedding: NegativeEmbedding, size: int) -> torch.Tensor:
+    """x - sigma * prediction: diffusers' model on the input ComfyUI scaled (``entry``, a branch the probe recorded),
+    at ComfyUI's timestep, with reneg's negative (SDXL: its pooled part and the size ids diffusers gives a ``size``
+    image, no crop; SD3: its pooled part; SD3's prediction is a velocity, ComfyUI's denoised the same x - sigma * v)."""
+    with torch.no_grad():
+        if embedding.metadata["family"] == "sd3":
+            prediction = model(entry["xc"], encoder_hidden_states=embedding.expand(1),
+                               pooled_projections=embedding.expand_pooled(1), timestep=entry["t"]).sample
+        else:
+            extra = {}
+            if embedding.pooled is not None:
+                ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)
+                extra["added_cond_kwargs"] = {"text_embeds": embedding.expand_pooled(1), "time_ids": ids}
+            prediction = model(entry["xc"], entry["t"], encoder_hidden_states=embedding.expand(1), **extra).sample
+    return entry["x"] - entry["sigma"].reshape(-1, 1, 1, 1) * prediction
+
+
 # ---------------------------------------------------------------- InvokeAI's own code
 
 

@@ -24,8 +24,8 @@ import warnings
 import pytest
 import torch
 from export_host_rules import a1111_verdict
-from export_support import (canonical_file, comfyui_checkout, comfyui_unet, forge_checkout, invokeai_python, pipeline,
-                            run_comfyui_probe, run_forge_probe, run_invokeai_probe)
+from export_support import (canonical_file, comfyui_checkout, comfyui_unet, diffusers_denoised, forge_checkout,
+                            invokeai_python, pipeline, run_comfyui_probe, run_forge_probe, run_invokeai_probe)
 from safetensors.torch import load_file, save_file
 
 from reneg.embedding import NegativeEmbedding
@@ -35,23 +35,6 @@ EXACT = dict(atol=1e-6, rtol=0)
 #: ComfyUI's UNet against diffusers' on the same weights: two implementations of the same float32 arithmetic.
 SAME_MODEL = dict(atol=2e-4, rtol=0)  # seen: 2e-5 on values up to 50
 CFG = 5.0
-
-
-def _diffusers_denoised(model, entry: dict, embedding: NegativeEmbedding, size: int) -> torch.Tensor:
-    """x - sigma * prediction: diffusers' model on the input ComfyUI scaled, at ComfyUI's timestep, with reneg's
-    negative (SDXL: its pooled part and the size ids diffusers gives a ``size`` image, no crop; SD3: its pooled part;
-    SD3's prediction is a velocity, ComfyUI's denoised the same x - sigma * v)."""
-    with torch.no_grad():
-        if embedding.metadata["family"] == "sd3":
-            prediction = model(entry["xc"], encoder_hidden_states=embedding.expand(1),
-                               pooled_projections=embedding.expand_pooled(1), timestep=entry["t"]).sample
-        else:
-            extra = {}
-            if embedding.pooled is not None:
-                ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)
-                extra["added_cond_kwargs"] = {"text_embeds": embedding.expand_pooled(1), "time_ids": ids}
-            prediction = model(entry["xc"], entry["t"], encoder_hidden_states=embedding.expand(1), **extra).sample
-    return entry["x"] - entry["sigma"].reshape(-1, 1, 1, 1) * prediction
 
 
 @pytest.mark.parametrize("kind", ("world", "sd", "sdxl", "sd3"))
@@ -91,9 +74,9 @@ def test_comfyui_samples_a_step_with_the_loaded_negative(kind, tmp_path):
 
     # what it returned: diffusers' UNet with reneg's negative, on the same weights
     size = 8 * record["samples"].shape[-1]
-    assert torch.allclose(negative["denoised"], _diffusers_denoised(unet, negative, embedding, size), **SAME_MODEL)
+    assert torch.allclose(negative["denoised"], diffusers_denoised(unet, negative, embedding, size), **SAME_MODEL)
     other = NegativeEmbedding(torch.zeros_like(embedding.tensor), embedding.metadata, embedding.pooled)  # can fail
-    assert not torch.allclose(negative["denoised"], _diffusers_denoised(unet, negative, other, size), **SAME_MODEL)
+    assert not torch.allclose(negative["denoised"], diffusers_denoised(unet, negative, other, size), **SAME_MODEL)
 
     # the step: one Euler step to sigma 0 lands on CFG's denoised, uncond + cfg * (cond - uncond), in ComfyUI's
     # latent space (samples come back as latent / scale + shift, the latent format's process_out)

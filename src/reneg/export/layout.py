@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..embedding import (EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, MARKER_KEY, POOLED_KEY, VERSION, NegativeEmbedding,
                          marker)
 from ..errors import ReNegError
@@ -157,6 +158,13 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=2))
+
+
+def write_manifest(folder: Path, *, host: str, source: Path, source_sha256: str, family: str) -> Path:
+    """:data:`MANIFEST`: the host, the source and its sha256, the family, every file written, reneg's version."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return write_json(folder / MANIFEST, {"host": host, "source": str(source.resolve()), "source_sha256": source_sha256,
+                                          "family": family, "files": files, "reneg_version": __version__})
 
 
 def safe_name(stem: str) -> str:
