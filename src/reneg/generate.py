@@ -16,13 +16,12 @@ from .config import (BATCH_SIZE, NUM_IMAGES, ConditionSettings, PromptSettings, 
 from .errors import ReNegError
 from .families import TextConditioning
 from .io import save_output, write_json
-from .methods.base import FixedNegative, Method
+from .methods.base import FixedNegative, Method, own_guidance_scale
 from .methods.baselines import BaselineFlags
 from .methods.dnp.apply import DnpFlags
 from .methods.npo.apply import NpoFlags
 from .methods.reneg.apply import PerSampleFlags
 from .methods.spec import build_methods, parse_method_spec
-from .core.nag import NAGRule, learned_scale
 from .models.device import dtype_of, resolve_device
 from .models.loading import LoadedModel, load_model
 from .prompts import gather_prompts
@@ -158,9 +157,8 @@ def _generate(config: GenerateConfig, *, model: LoadedModel | None, skip_batches
     spec_scale = config.parsed_spec().guidance_scale  # `--method SPEC@GS`
     require(spec_scale is None or config.guidance_scale is None, f"--method {config.spec} sets the guidance scale "
             "and so does --guidance-scale: give one of them")
-    if spec_scale is None and config.guidance_scale is None and isinstance(getattr(method, "rule", None), NAGRule):
-        # NAG's s, not the model's CFG scale: the file's, else NAG's default
-        spec_scale = learned_scale(getattr(method, "metadata", None) or {})
+    if spec_scale is None and config.guidance_scale is None:
+        spec_scale = own_guidance_scale(method)  # NAG methods: their own s, not the model's CFG scale
     sampling = model.sampling(config, **({} if spec_scale is None else {"guidance_scale": spec_scale}))
     steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
     # 2. Items in diffusers' order: each prompt's images together

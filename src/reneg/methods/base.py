@@ -23,6 +23,20 @@ from ..registry import Registry
 # ---------------------------------------------------------------- the protocol and the shared image path
 
 
+def own_guidance_scale(method) -> float | None:
+    """The scale a method runs at when none is asked (no ``@GS``, no ``--guidance-scale``), or None: the model's.
+
+    A method guided by NAG (:class:`~reneg.core.nag.NAGRule`) has its own: NAG's s, the one a NAG-learned file
+    records, else NAG's default (a model's CFG scale is no NAG scale). ``reneg generate``, ``reneg eval`` and the UI
+    all ask this, so a method's default is the same everywhere."""
+    from ..core.nag import NAGRule, learned_scale
+
+    if isinstance(getattr(method, "rule", None), NAGRule):
+        return learned_scale(getattr(method, "metadata", None) or {})
+    return None
+
+
+
 class Method(Protocol):
     """An evaluated method: images for prompts from given x_T at a guidance scale.
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -40,14 +41,18 @@ def _negative_prompt(argument: str | None, model: LoadedModel) -> Method:
     return FixedNegative(model.family.encode([argument]).to("cpu", torch.float32), _text_identity(argument))
 
 
-def _check_embedding_file(argument: str) -> None:
-    if not Path(argument).is_file():
-        raise ReNegError(f"method 'embedding={argument}': negative embedding file {argument} "
-                         f"{why_not_a_file(argument)}: "
-                         "pass the .safetensors (or .pt) file that `reneg train` wrote")
+def _embedding_file_check(name: str) -> Callable[[str], None]:
+    """The ``check`` of a method taking a negative embedding FILE, its own name in the message."""
+
+    def check(argument: str) -> None:
+        if not Path(argument).is_file():
+            raise ReNegError(f"method '{name}={argument}': negative embedding file {argument} "
+                             f"{why_not_a_file(argument)}: pass the .safetensors (or .pt) file that `reneg train` wrote")
+
+    return check
 
 
-@register_method("embedding", argument="FILE", check=_check_embedding_file,
+@register_method("embedding", argument="FILE", check=_embedding_file_check("embedding"),
                  description="a learned negative embedding file, applied by the rule it was learned for (CFG, NAG)")
 def _embedding(argument: str | None, model: LoadedModel) -> Method:
     negative = NegativeEmbedding.load(argument).for_pipeline(model.pipe)
@@ -77,7 +82,7 @@ def _nag_prompt(argument: str | None, model: LoadedModel) -> Method:
     return FixedNegative(method.negative, "nag:" + method.identity, _nag(model))
 
 
-@register_method("nag-embedding", argument="FILE", check=_check_embedding_file,
+@register_method("nag-embedding", argument="FILE", check=_embedding_file_check("nag-embedding"),
                  description="a learned negative embedding file applied by NAG (whatever rule it was learned for)")
 def _nag_embedding(argument: str | None, model: LoadedModel) -> Method:
     negative = NegativeEmbedding.load(argument).for_pipeline(model.pipe)

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ReNegError
 from ..io import to_pil
-from ..methods.spec import build_methods, parse_method_spec
+from ..methods.spec import build_methods, parse_method_spec, with_own_scale
 from ..models.device import PRECISIONS
 from ..models.loading import LoadedModel
 from ..rewards import build_reward
@@ -75,6 +75,7 @@ def grid(model: LoadedModel, scorer: Scorer, prompt: str, specs: list[str], *, s
     cells = []
     for spec in parsed:
         method = methods[spec.base]
+        spec = with_own_scale(spec, method)  # NAG methods: their own s, not the CFG scales
         getattr(method, "prepare", lambda model, prompts: None)(model, [prompt])  # DNP's captioner
         for scale in [spec.guidance_scale] if spec.guidance_scale is not None else guidance_scales:
             sampling = model.sampling(steps=steps, guidance_scale=scale)

@@ -177,3 +177,26 @@ def test_a_nag_file_with_a_broken_scale_is_refused_in_one_line(nag_file, tmp_pat
     assert main(["generate", "--model", "tiny", "--negative", str(tmp_path / "bad.safetensors"), "--prompt",
                  PROMPTS[0], "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
     assert "guidance_scale 'lots'" in capsys.readouterr().err
+
+
+def test_every_caller_runs_a_nag_method_at_its_own_scale(nag_file, tmp_path):
+    """eval's plan and the UI's grid, as generate: a NAG-learned file at the s it records (3), the NAG baselines at
+    NAG's default (5), a CFG method and any spec with @GS at the scale asked."""
+    from reneg.core.nag import NAG_DEFAULT_SCALE
+    from reneg.evaluate.runner import EvalConfig, make_plan
+    from reneg.ui.grid import grid
+
+    model = load_model("tiny")
+    benchmark = tmp_path / "prompts.txt"
+    benchmark.write_text("\n".join(PROMPTS) + "\n")
+    config = EvalConfig(benchmark=str(benchmark), methods=["null", "nag-null", f"embedding={nag_file}",
+                                                           f"nag-embedding={nag_file}@2"],
+                        metrics=["contrast"], steps=1, batch_size=2, device="cpu", guidance_scale=7.0,
+                        out=str(tmp_path / "eval"))
+    plan = make_plan(config, model=model)
+    scales = {run.base: run.guidance_scale for run in plan.runs}
+    assert scales == {"null": 7.0, "nag-null": NAG_DEFAULT_SCALE, f"embedding={nag_file}": 3.0,
+                      f"nag-embedding={nag_file}": 2.0}
+    cells = grid(model, lambda images, prompts: [0.0] * len(images), PROMPTS[0], ["null", f"embedding={nag_file}"],
+                 seed=0, steps=1, guidance_scales=[7.0])
+    assert [(cell.spec, cell.guidance_scale) for cell in cells] == [("null", 7.0), (f"embedding={nag_file}", 3.0)]
