@@ -119,17 +119,19 @@ def _format(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
+def load_snippet(base: str, family: str, names: str) -> str:
+    """A model card's lines that import ``names`` from reneg and load ``base``: by diffusers for a hub id or a
+    path, by reneg for one of its built-in models (the shapes world, tiny models)."""
+    pipeline = PIPELINES.get(family, "DiffusionPipeline")
+    if is_hub_id(base) or "/" in base:
+        return f'from diffusers import {pipeline}\nfrom reneg import {names}\n\npipe = {pipeline}.from_pretrained("{base}")'
+    return f'from reneg import {names}\nfrom reneg.models import load_model\n\npipe = load_model("{base}").pipe'
+
+
 def usage(source: Source) -> str:
-    pipeline = PIPELINES.get(source.family, "DiffusionPipeline")
     pooled = ",\n             negative_pooled_prompt_embeds=negative.expand_pooled(len(prompts))" if (
         source.embedding.pooled is not None) else ""
-    base = source.metadata.get("base_model", "BASE_MODEL")
-    if is_hub_id(base) or "/" in base:
-        load = f'from diffusers import {pipeline}\nfrom reneg import NegativeEmbedding\n\n' \
-               f'pipe = {pipeline}.from_pretrained("{base}")'
-    else:  # a reneg built-in model (the shapes world, tiny models)
-        load = f'from reneg import NegativeEmbedding\nfrom reneg.models import load_model\n\n' \
-               f'pipe = load_model("{base}").pipe'
+    load = load_snippet(source.metadata.get("base_model", "BASE_MODEL"), source.family, "NegativeEmbedding")
     return f"""## Usage
 
 ```python

@@ -286,14 +286,8 @@ def model_card(adapter: Adapter, results: dict | None) -> str:
 
 
 def card_usage(adapter: Adapter) -> str:
-    base = str(adapter.metadata.get("base_model") or "BASE_MODEL")
-    pipeline = hub.PIPELINES.get(adapter.family, "DiffusionPipeline")
-    if "/" in base:
-        load = f"from diffusers import {pipeline}\nfrom reneg import apply_npo, remove_npo\n\n" \
-               f"pipe = {pipeline}.from_pretrained(\"{base}\")"
-    else:  # a reneg built-in model (the shapes world, tiny models)
-        load = f"from reneg import apply_npo, remove_npo\nfrom reneg.models import load_model\n\n" \
-               f"pipe = load_model(\"{base}\").pipe"
+    load = hub.load_snippet(str(adapter.metadata.get("base_model") or "BASE_MODEL"), adapter.family,
+                            "apply_npo, remove_npo")
     return f"""## Usage
 
 ```python
