@@ -124,7 +124,8 @@ def load_snippet(base: str, family: str, names: str) -> str:
     path, by reneg for one of its built-in models (the shapes world, tiny models)."""
     pipeline = PIPELINES.get(family, "DiffusionPipeline")
     if is_hub_id(base) or "/" in base:
-        return f'from diffusers import {pipeline}\nfrom reneg import {names}\n\npipe = {pipeline}.from_pretrained("{base}")'
+        return (f'from diffusers import {pipeline}\nfrom reneg import {names}\n\n'
+                f'pipe = {pipeline}.from_pretrained("{base}")')
     return f'from reneg import {names}\nfrom reneg.models import load_model\n\npipe = load_model("{base}").pipe'
 
 
