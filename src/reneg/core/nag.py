@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .guidance import Rule
+from ..errors import ReNegError
+from .guidance import CFG, Rule
 
 #: NAG's defaults (the reference pipelines'); alpha depends on the architecture (see :func:`default_alpha`).
 DEFAULT_TAU = 2.5
@@ -262,9 +263,6 @@ def guidance_rule(family, guidance: str = "cfg", *, tau: float = DEFAULT_TAU, al
                   end: float = DEFAULT_END, norm: int = 1) -> Rule:
     """The rule ``guidance`` names for ``family``: CFG (ReNeg Eq. 5), or NAG where the family's attention takes
     it (refused in one line elsewhere)."""
-    from ..errors import ReNegError
-    from .guidance import CFG
-
     if guidance == "cfg":
         return CFG
     if guidance != "nag":
@@ -277,8 +275,6 @@ def guidance_rule(family, guidance: str = "cfg", *, tau: float = DEFAULT_TAU, al
 
 def rule_from_metadata(family, metadata: dict) -> Rule:
     """The rule an embedding file says it was learned for (``guidance``, ``nag_*``; CFG for files without)."""
-    from ..errors import ReNegError
-
     if metadata.get("guidance", "cfg") != "nag":
         return guidance_rule(family, "cfg")
     try:
@@ -296,8 +292,6 @@ def rule_from_metadata(family, metadata: dict) -> Rule:
 def learned_scale(metadata: dict) -> float:
     """NAG's s for a file learned for NAG when none is asked: the s it was learned at, else NAG's default (a model's
     CFG scale is no NAG scale). One line for a value that is not a number in [0, 100]."""
-    from ..errors import ReNegError
-
     text = metadata.get("guidance_scale", NAG_DEFAULT_SCALE)
     try:
         scale = float(text)

@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..core.guidance import CFG, Rule
+from ..core.nag import NAGRule, learned_scale
 from ..core.rollout import guided_images as rollout_images
 from ..families import TextConditioning
 from ..models.loading import LoadedModel
@@ -29,12 +30,9 @@ def own_guidance_scale(method) -> float | None:
     A method guided by NAG (:class:`~reneg.core.nag.NAGRule`) has its own: NAG's s, the one a NAG-learned file
     records, else NAG's default (a model's CFG scale is no NAG scale). ``reneg generate``, ``reneg eval`` and the UI
     all ask this, so a method's default is the same everywhere."""
-    from ..core.nag import NAGRule, learned_scale
-
     if isinstance(getattr(method, "rule", None), NAGRule):
         return learned_scale(getattr(method, "metadata", None) or {})
     return None
-
 
 
 class Method(Protocol):
