@@ -81,7 +81,7 @@ BASE_ROWS = "__base__"
 _LORA_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _lora_layers(model) -> list:
+def lora_layers(model) -> list:
     """The peft LoRA layers of ``model``, cached until its set of adapters changes."""
     from peft.tuners.lora import LoraLayer
 
@@ -107,7 +107,7 @@ def forward_rows(model, rows: list[str], *args, **kwargs) -> torch.Tensor:
         kwargs["adapter_names"] = rows if inputs == len(rows) else [r for r in rows for _ in range(inputs // len(rows))]
         return args, kwargs
 
-    layers = _lora_layers(model)
+    layers = lora_layers(model)
     if any(layer.disable_adapters for layer in layers):
         model.enable_adapters()
     handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in layers]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ...core.denoiser import BASE_ROWS, RowAdapter, forward_rows
+from ...core.denoiser import BASE_ROWS, RowAdapter, forward_rows, lora_layers
 from ...core.fingerprint import denoiser_fingerprint, denoisers_match
 from ...errors import ReNegError
 from ...io import make_readable, sort_safetensors_metadata, write_json
@@ -351,9 +351,7 @@ def remove_npo(pipe):
 
 def _active_adapters(unet) -> list[str] | None:
     """The peft adapters ``unet`` runs with (None: none loaded, or disabled)."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = [module for module in unet.modules() if isinstance(module, LoraLayer)]
+    layers = lora_layers(unet)
     if not layers or any(layer.disable_adapters for layer in layers):
         return None
     return list(layers[0].active_adapters)
