@@ -94,7 +94,7 @@ def workflow(source: Source, filename: str, *, nag: bool) -> dict:
         "2": api_node("CLIPTextEncode", "Positive prompt", text="a photo of a cat", clip=["1", 1]),
         "3": api_node("ConditioningLoader", "ReNeg negative (Load Conditioning)", conditioning_name=filename),
         "4": api_node("EmptySD3LatentImage" if source.family == "sd3" else "EmptyLatentImage", "Empty Latent Image",
-                   width=size, height=size, batch_size=1),
+                      width=size, height=size, batch_size=1),
         "6": api_node("VAEDecode", "VAE Decode", samples=["5", 0], vae=["1", 2]),
         "7": api_node("SaveImage", "Save Image", filename_prefix="reneg", images=["6", 0]),
     }
@@ -107,7 +107,7 @@ def workflow(source: Source, filename: str, *, nag: bool) -> dict:
         nodes["9"] = api_node("NAGuidance", "Normalized Attention Guidance", model=model, **nag_settings(source))
         model, settings["cfg"] = ["9", 0], 1.0
     nodes["5"] = api_node("KSampler", "KSampler", seed=0, denoise=1.0, model=model, positive=["2", 0],
-                       negative=["3", 0], latent_image=["4", 0], **settings)
+                          negative=["3", 0], latent_image=["4", 0], **settings)
     return dict(sorted(nodes.items(), key=lambda item: int(item[0])))
 
 

@@ -219,7 +219,8 @@ def comfyui_readme(adapter: Adapter, lora: str) -> str:
     return f"""{title}
 {'=' * len(title)}
 
-A Diffusion-NPO weight offset delta (a LoRA) for {FAMILY_NAMES[adapter.family]}, base model {metadata.get('base_model', 'not recorded')}.
+A Diffusion-NPO weight offset delta (a LoRA) for {FAMILY_NAMES[adapter.family]},
+base model {metadata.get('base_model', 'not recorded')}.
 It belongs on CFG's negative (unconditional) pass only: theta + strength*delta there, theta for the prompt
 (NPO Eq. 10). Loaded with ComfyUI's "Load LoRA" it would change both passes, which is not NPO.
 
@@ -234,8 +235,8 @@ Install
    (Or copy this folder's models and custom_nodes over your ComfyUI folder.)
 
 Use
-3. Open workflow-npo.json (drag it onto the canvas). Pick your {FAMILY_NAMES[adapter.family]} checkpoint in "Load Checkpoint":
-   the adapter was trained on the UNet fingerprinted below; NPO offsets transfer to fine-tunes of that base.
+3. Open workflow-npo.json (drag it onto the canvas). Pick your {FAMILY_NAMES[adapter.family]} checkpoint in
+   "Load Checkpoint": the adapter was trained on the UNet fingerprinted below; NPO offsets transfer to fine-tunes of that base.
 4. Leave the negative prompt empty (or write one: it is encoded as usual and still runs with delta) and queue.
    strength is NPO's beta (1.0 as trained). The node takes KSampler's / CFGGuider's negative pass (ComfyUI's
    cond_or_uncond 1); other guiders number their conditionings otherwise.

@@ -47,7 +47,8 @@ def _embedding_file_check(name: str) -> Callable[[str], None]:
     def check(argument: str) -> None:
         if not Path(argument).is_file():
             raise ReNegError(f"method '{name}={argument}': negative embedding file {argument} "
-                             f"{why_not_a_file(argument)}: pass the .safetensors (or .pt) file that `reneg train` wrote")
+                             f"{why_not_a_file(argument)}: pass the .safetensors (or .pt) file that "
+                             "`reneg train` wrote")
 
     return check
 

@@ -108,7 +108,8 @@ def build_methods(specs: list[MethodSpec], model: LoadedModel) -> dict[str, Meth
 
 
 def with_own_scale(spec: MethodSpec, method: Method) -> MethodSpec:
-    """``spec`` with the method's own guidance scale where it gives none (:func:`~reneg.methods.base.own_guidance_scale`)."""
+    """``spec`` with the method's own guidance scale where it gives none
+    (:func:`~reneg.methods.base.own_guidance_scale`)."""
     if spec.guidance_scale is not None:
         return spec
     scale = own_guidance_scale(method)

@@ -6,7 +6,8 @@ then dispatches per adapter in Python and every call registers hooks; on a small
 offsets' arithmetic. Here a LoRA file is read once into plain tensors, ``A`` (r, in) and ``B`` (out, r) with its
 scale folded in (the sum of offsets stacked by rank, exactly as :func:`~reneg.methods.npo.weights.stack_adapters`),
 and one forward hook per adapted ``nn.Linear`` adds ``(x[rows] @ A.T) @ B.T`` to the rows of the branch that
-carries it (the factors kept transposed and contiguous, the sum one in-place ``addmm_`` when no gradient is taken), in the one batched call of the guided denoiser. Nothing is wrapped or loaded into the UNet.
+carries it, in the one batched call of the guided denoiser (the factors kept transposed and contiguous, the sum
+one in-place ``addmm_`` when no gradient is taken). Nothing is wrapped or loaded into the UNet.
 
 Only LoRA files that say how they scale (peft's config in the file's metadata, as ``reneg npo`` and diffusers'
 trainers write it) on linear layers are read here; any other layer or layout returns None, and the caller uses
