@@ -144,6 +144,10 @@ def _bad_inputs(adapter, tmp_path) -> dict:
     no_lora.mkdir()
     (no_lora / METADATA_FILE).write_bytes((adapter / METADATA_FILE).read_bytes())
     metadata = json.loads((adapter / METADATA_FILE).read_text())
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / ADAPTER_FILE).write_bytes((adapter / ADAPTER_FILE).read_bytes()[:100])
+    (truncated / METADATA_FILE).write_bytes((adapter / METADATA_FILE).read_bytes())
     sd3, unknown = tmp_path / "sd3", tmp_path / "unknown"
     for folder, changes in ((sd3, {"base_model_fingerprint": "dn1:SD3Transformer2DModel:0,1"}),
                             (unknown, {"text_encoder_fingerprint": None})):
@@ -156,6 +160,8 @@ def _bad_inputs(adapter, tmp_path) -> dict:
         "missing folder": ([tmp_path / "nope", "--to", "comfyui"], "does not exist"),
         "no npo.json": ([plain, "--to", "diffusers"], "npo.json"),
         "no LoRA file": ([no_lora, "--to", "comfyui"], ADAPTER_FILE),
+        "truncated LoRA to comfyui": ([truncated, "--to", "comfyui"], "not a readable LoRA file"),
+        "truncated LoRA to diffusers": ([truncated, "--to", "diffusers"], "not a readable LoRA file"),
         "SD3 to comfyui": ([sd3, "--to", "comfyui"], "--to diffusers"),
         "family unknown": ([unknown, "--to", "comfyui"], "SDXL"),
         "results for comfyui": ([adapter, "--to", "comfyui", "--results", tmp_path / "r.json"], "--results"),

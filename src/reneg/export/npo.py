@@ -253,7 +253,9 @@ Trained with
 
 
 def write_diffusers(adapter: Adapter, folder: Path, *, results: dict | None = None) -> None:
-    """The LoRA file and npo.json byte for byte, and README.md (a model card)."""
+    """The LoRA file and npo.json byte for byte, and README.md (a model card); a LoRA file that does not read is
+    refused (:func:`read_lora`), not copied under a card that says it is delta."""
+    read_lora(adapter)
     for filename in (ADAPTER_FILE, METADATA_FILE):
         shutil.copyfile(adapter.path / filename, folder / filename)
     write_text(folder / "README.md", model_card(adapter, results))
