@@ -1,5 +1,6 @@
 """Diffusion-NPO: training routes, adapter files, one-call inference, the pipeline wrapper, the reversed DPO loss."""
 
+import copy
 import json
 
 import numpy as np
@@ -369,6 +370,12 @@ def test_low_rank_rows_give_peft_s_images_without_peft(model, tmp_path):
     assert (ours - theirs).abs().max() < 1e-5
     plain = images(LowRankNPOWeights(*(type(fast.cond)(),) * 2))
     assert (ours - plain).abs().max() > 1e-3
+    unet = model.pipe.unet  # the adapted layers stay themselves outside an NPO call, and survive a deep copy
+    x, t, text = torch.randn(2, unet.config.in_channels, 8, 8), torch.tensor([500, 500]), family.encode(prompts)
+    with torch.no_grad():
+        before = unet(x, t, encoder_hidden_states=text.embeds).sample
+        copied = copy.deepcopy(unet)(x, t, encoder_hidden_states=text.embeds).sample
+    assert torch.equal(before, copied) and (images(fast) - ours).abs().max() == 0
 
 
 def test_sigterm_stops_npo_between_steps_and_resumes(tmp_path, capsys, monkeypatch):
