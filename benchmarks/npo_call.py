@@ -55,9 +55,9 @@ def main() -> None:
 
         lora_state_dict = StableDiffusionPipeline.lora_state_dict
 
-        def load_lora_weights(self, directory, adapter_name):
-            self.unet.load_lora_adapter(directory, weight_name="pytorch_lora_weights.safetensors", prefix="unet",
-                                        adapter_name=adapter_name)
+        def load_lora_weights(self, directory, adapter_name, weight_name=None):
+            self.unet.load_lora_adapter(directory, weight_name=weight_name or "pytorch_lora_weights.safetensors",
+                                        prefix="unet", adapter_name=adapter_name)
 
     pipe = Pipe(unet)
     x = torch.randn(1, 4, args.latent, args.latent, device=args.device)

@@ -215,6 +215,10 @@ def run_command(args) -> int:
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted (Ctrl-C); files written so far are complete, "
                                    "rerun to redo them", 130)
+    except BrokenPipeError:  # the reader stopped reading (`reneg models | head`): nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush of stdout at exit would fail again
+        return 0
     except OSError as error:
         message = _os_error_message(error, getattr(args, "out", None))
         if message is None:

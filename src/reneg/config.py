@@ -412,6 +412,26 @@ class ConditionSettings:
     num_frames: int | None = NUM_FRAMES()
 
 
+@dataclasses.dataclass
+class GuidanceSettings:
+    """The guidance rule the negative acts through: CFG (two passes) or NAG (attention space, one pass)."""
+
+    guidance: str = arg("cfg", "cfg: classifier-free guidance, the scale is CFG's gamma (ReNeg Eq. 5); nag: "
+                               "Normalized Attention Guidance in the cross-attention layers, for models run at "
+                               "CFG 1 (distilled, few-step), the scale is NAG's s (reference examples: 5)",
+                        choices=["cfg", "nag"])
+    nag_tau: float = arg(2.5, "NAG: the clip of the guided/positive L1 norm ratio (the reference's default)",
+                         min_exclusive=0, max=100)
+    nag_alpha: float | None = arg(None, "NAG: blend of the guided attention with the prompt's (default: the "
+                                        "reference's 0.5 for UNets, 0.25 for transformers)", min=0, max=1)
+    nag_end: float = arg(1.0, "NAG: the fraction of the schedule it acts in, from the noisiest timestep "
+                              "(the reference's nag_end)", min=0, max=1)
+
+    def rule_settings(self) -> dict:
+        """The settings :func:`reneg.core.nag.guidance_rule` takes."""
+        return {"guidance": self.guidance, "tau": self.nag_tau, "alpha": self.nag_alpha, "end": self.nag_end}
+
+
 # -- commands ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Command:

@@ -37,6 +37,16 @@ FORMAT = "reneg.negative_embedding"
 VERSION = "1"
 EMBEDDING_KEY = "negative_embedding"
 POOLED_KEY = "negative_pooled_embedding"
+#: One fp32 value that sorts before every other key: it keeps every textual-inversion loader away from a reneg file
+#: (diffusers and A1111/Forge refuse a file of two or more tensors, ComfyUI ignores a first tensor of width 1,
+#: InvokeAI finds no model base of token width 1; :mod:`reneg.export.layout` has each loader's rule). Readers
+#: ignore it: a file without it (written before 2026-12-05) reads the same.
+MARKER_KEY = "_reneg_not_a_textual_inversion"
+
+
+def marker() -> torch.Tensor:
+    """The value of :data:`MARKER_KEY`."""
+    return torch.ones(1, dtype=torch.float32)
 FINGERPRINT_KEY = "text_encoder_fingerprint"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 #: The weights file of a Hub-style folder (``reneg export --to diffusers``; :meth:`NegativeEmbedding.from_pretrained`).
@@ -247,7 +257,7 @@ class NegativeEmbedding:
         if path.suffix.lower() != ".safetensors":
             raise ReNegError(f"{path}: negative embeddings are written as .safetensors; give a path ending in "
                              ".safetensors")
-        tensors = {EMBEDDING_KEY: self.tensor.contiguous()}
+        tensors = {MARKER_KEY: marker(), EMBEDDING_KEY: self.tensor.contiguous()}
         if self.pooled is not None:
             tensors[POOLED_KEY] = self.pooled.contiguous()
         metadata = {**self.metadata, "format": FORMAT, "version": VERSION}

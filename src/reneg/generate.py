@@ -16,7 +16,7 @@ from .config import (BATCH_SIZE, NUM_IMAGES, ConditionSettings, PromptSettings, 
 from .errors import ReNegError
 from .families import TextConditioning
 from .io import save_output, write_json
-from .methods.base import FixedNegative, Method
+from .methods.base import FixedNegative, Method, own_guidance_scale
 from .methods.baselines import BaselineFlags
 from .methods.dnp.apply import DnpFlags
 from .methods.npo.apply import NpoFlags
@@ -71,6 +71,9 @@ class GenerateConfig(BaselineFlags, PerSampleFlags, DnpFlags, NpoFlags, MethodSe
         require(not uses_npo or not (self.negative_prompt is not None or self.handcrafted or self.per_sample
                                      or self.dnp or self.caption is not None),
                 "--npo/--lora combine with null text or a learned --negative FILE only")
+        require(not self.nag or not (uses_npo or self.per_sample or self.dnp or self.caption is not None),
+                "--nag applies a fixed negative (null text, --negative-prompt, --handcrafted, --negative FILE): drop "
+                "--npo, --lora, --per-sample, --dnp and --caption, or --nag")
         DnpFlags.check_flags(self, self.spec)
         NpoFlags.check_flags(self, self.spec)
         given = [flag for flag, value in (("--prompt", self.prompt), ("--prompts", self.prompts),
@@ -154,6 +157,8 @@ def _generate(config: GenerateConfig, *, model: LoadedModel | None, skip_batches
     spec_scale = config.parsed_spec().guidance_scale  # `--method SPEC@GS`
     require(spec_scale is None or config.guidance_scale is None, f"--method {config.spec} sets the guidance scale "
             "and so does --guidance-scale: give one of them")
+    if spec_scale is None and config.guidance_scale is None:
+        spec_scale = own_guidance_scale(method)  # NAG methods: their own s, not the model's CFG scale
     sampling = model.sampling(config, **({} if spec_scale is None else {"guidance_scale": spec_scale}))
     steps, guidance_scale, resolution = sampling.steps, sampling.guidance_scale, sampling.resolution
     # 2. Items in diffusers' order: each prompt's images together

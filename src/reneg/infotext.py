@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ReNegError
+from .errors import ReNegError, why_not_a_file
 from .identity import path_identity
 
 #: The PNG text chunk holding the JSON record, and its format version.
@@ -61,7 +61,7 @@ def read(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise ReNegError(f"--from-png '{path}' does not exist: pass a PNG that `reneg generate` wrote")
+        raise ReNegError(f"--from-png '{path}' {why_not_a_file(path)}: pass a PNG that `reneg generate` wrote")
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})

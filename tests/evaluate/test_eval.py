@@ -179,7 +179,7 @@ def test_method_specs_with_guidance_suffix(files):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("nope", "unknown method 'nope': choose one of dnp.*embedding=FILE, handcrafted, negative-prompt=TEXT.*null"),
+    ("nope", "unknown method 'nope': choose one of dnp.*embedding=FILE, handcrafted, nag-embedding=FILE.*negative-prompt=TEXT.*null"),
     ("null=x", "takes no argument"),
     ("negative-prompt", "needs an argument"),
     ("null@-1", ">= 0"),

@@ -227,16 +227,132 @@ class Processing:
 # ---------------------------------------------------------------- ComfyUI's own code
 
 
-def run_comfyui_probe(request: dict) -> dict:
-    """tests/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one."""
+def comfyui_checkout() -> Path:
+    """The ComfyUI checkout named by RENEG_COMFYUI; skips (one line) without one."""
     checkout = os.environ.get("RENEG_COMFYUI", "")
     if not (Path(checkout) / "comfy" / "sd1_clip.py").is_file():
-        pytest.skip("ComfyUI is not here: set RENEG_COMFYUI to a ComfyUI checkout (its comfy/ package imports with "
-                    "reneg's dependencies plus einops) to load through ComfyUI's own code")
+        pytest.skip("ComfyUI absent: set RENEG_COMFYUI to a ComfyUI checkout (scripts/host_checks.sh makes one)")
+    return Path(checkout)
+
+
+def run_comfyui_probe(request: dict) -> dict:
+    """tests/export/comfyui_probe.py in the ComfyUI checkout named by RENEG_COMFYUI; skips without one, or where
+    ComfyUI does not import. It runs with RENEG_COMFYUI_PYTHON, else this Python: reneg's dependencies plus einops,
+    torchsde and av (PyAV) import ComfyUI's comfy/ package and its nodes."""
+    checkout = str(comfyui_checkout())
     env = {**os.environ, "PYTHONPATH": checkout, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
+    python = os.environ.get("RENEG_COMFYUI_PYTHON") or sys.executable
+    result = subprocess.run([python, str(Path(__file__).with_name("comfyui_probe.py")), json.dumps(request)],
                             cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
-        pytest.skip(f"ComfyUI does not import here: {result.stderr.strip().splitlines()[-1]}")
+        pytest.skip(f"ComfyUI does not import with this Python: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def comfyui_unet(family: str, width: int, pooled: int | None, *, seed: int = 0):
+    """A random-weight diffusers UNet in the layout ComfyUI's own SD1.5 / SDXL model classes build (GroupNorm of 32
+    groups; SD1.5's 8 heads, SDXL's 64-wide heads and its six 256-wide size embeddings), or an SD3 transformer as
+    ComfyUI detects one (16 latent channels, 64-wide heads, one per layer), at the file's width: (the model, the
+    ComfyUI class that takes it)."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+
+    if family == "sd3":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            transformer = SD3Transformer2DModel(
+                sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=64,
+                num_attention_heads=1, caption_projection_dim=64, joint_attention_dim=width,
+                pooled_projection_dim=pooled, pos_embed_max_size=16)
+        return transformer.eval(), "SD3"
+
+    common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=32,
+                  cross_attention_dim=width)
+    rng = torch.random.fork_rng(devices=[])
+    with rng:
+        torch.manual_seed(seed)
+        if family == "sdxl":
+            unet = UNet2DConditionModel(
+                **common, block_out_channels=(64, 128), attention_head_dim=(1, 2), use_linear_projection=True,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), addition_embed_type="text_time",
+                addition_time_embed_dim=256, projection_class_embeddings_input_dim=6 * 256 + pooled)
+            return unet.eval(), "SDXL"
+        unet = UNet2DConditionModel(
+            **common, block_out_channels=(32, 64), attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    return unet.eval(), "SD15"
+
+
+def diffusers_denoised(model, entry: dict, embedding: NegativeEmbedding, size: int) -> torch.Tensor:
+    """x - sigma * prediction: diffusers' model on the input ComfyUI scaled (``entry``, a branch the probe recorded),
+    at ComfyUI's timestep, with reneg's negative (SDXL: its pooled part and the size ids diffusers gives a ``size``
+    image, no crop; SD3: its pooled part; SD3's prediction is a velocity, ComfyUI's denoised the same x - sigma * v)."""
+    with torch.no_grad():
+        if embedding.metadata["family"] == "sd3":
+            prediction = model(entry["xc"], encoder_hidden_states=embedding.expand(1),
+                               pooled_projections=embedding.expand_pooled(1), timestep=entry["t"]).sample
+        else:
+            extra = {}
+            if embedding.pooled is not None:
+                ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)
+                extra["added_cond_kwargs"] = {"text_embeds": embedding.expand_pooled(1), "time_ids": ids}
+            prediction = model(entry["xc"], entry["t"], encoder_hidden_states=embedding.expand(1), **extra).sample
+    return entry["x"] - entry["sigma"].reshape(-1, 1, 1, 1) * prediction
+
+
+# ---------------------------------------------------------------- InvokeAI's own code
+
+
+def invokeai_python() -> str:
+    """A Python that imports InvokeAI: RENEG_INVOKEAI_PYTHON, else this one where it has ``invokeai``; skips (one
+    line) without either."""
+    python = os.environ.get("RENEG_INVOKEAI_PYTHON", "")
+    if python:
+        if not Path(python).is_file():
+            pytest.skip(f"InvokeAI absent: RENEG_INVOKEAI_PYTHON={python} does not exist")
+        return python
+    if importlib.util.find_spec("invokeai") is None:
+        pytest.skip("InvokeAI absent: set RENEG_INVOKEAI_PYTHON to a Python with invokeai 6.x "
+                    "(scripts/host_checks.sh makes one)")
+    return sys.executable
+
+
+def run_invokeai_probe(request: dict) -> dict:
+    """tests/export/invokeai_probe.py with InvokeAI's Python, INVOKEAI_ROOT in ``request["root"]``."""
+    python = invokeai_python()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "INVOKEAI_ROOT": request["root"]}
+    result = subprocess.run([python, str(Path(__file__).with_name("invokeai_probe.py")), json.dumps(request)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
+        pytest.skip(f"InvokeAI does not import with {python}: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- Forge's own code
+
+
+def forge_checkout() -> Path:
+    """The Stable Diffusion WebUI Forge checkout named by RENEG_FORGE; skips (one line) without one."""
+    checkout = os.environ.get("RENEG_FORGE", "")
+    if not (Path(checkout) / "modules" / "script_callbacks.py").is_file():
+        pytest.skip("Forge absent: set RENEG_FORGE to a stable-diffusion-webui-forge checkout "
+                    "(scripts/host_checks.sh makes one)")
+    return Path(checkout)
+
+
+def run_forge_probe(request: dict) -> dict:
+    """tests/export/forge_probe.py in the Forge checkout, with RENEG_FORGE_PYTHON (else this Python: reneg's
+    dependencies plus gguf and lark import the parts of Forge it runs)."""
+    checkout = str(forge_checkout())
+    python = os.environ.get("RENEG_FORGE_PYTHON") or sys.executable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([checkout, *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([python, str(Path(__file__).with_name("forge_probe.py")), json.dumps(request)],
+                            cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and "ModuleNotFoundError" in result.stderr:
+        pytest.skip(f"Forge does not import with {python}: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,17 +1,20 @@
-"""No exported file is ever taken for a textual inversion; what the canonical file meets today, pinned.
+"""No file reneg writes (the canonical one and every export) is ever taken for a textual inversion.
 
 Loaders exercised for real: diffusers' ``load_textual_inversion`` (a tiny real SD pipeline), and, when
 ``RENEG_COMFYUI`` names a ComfyUI checkout, ComfyUI's own tokenizer and text model (tests/comfyui_probe.py).
-A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py.
+A1111/Forge and InvokeAI: their rules as written in their sources, re-expressed in tests/export_host_rules.py; their
+own loaders run in tests/export/test_export_hosts.py where scripts/host_checks.sh sets them up.
 """
 
 from pathlib import Path
 
 import pytest
+import torch
 from export_host_rules import a1111_verdict, comfyui_verdict, invokeai_token_dim, invokeai_verdict
 from export_support import canonical_file, pipeline, run_comfyui_probe
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from reneg.embedding import MARKER_KEY, NegativeEmbedding
 from reneg.export import HOSTS, ExportConfig, export
 from reneg.families import family_for
 from reneg.models.tiny import tiny_sd_pipeline
@@ -81,39 +84,49 @@ def test_diffusers_refuses_the_hub_folder_itself(kind_files, tmp_path):
         pipe.load_textual_inversion(str(files["diffusers"].parent))
 
 
-#: What the canonical file (``NegativeEmbedding.save``) meets today. A single-tensor file (SD1.x/2.x, the world) is
-#: misread by diffusers, A1111/Forge and ComfyUI as an L-vector textual inversion; SD3's joint (333, 4096) tensor is
-#: misread by ComfyUI's T5 tokenizer (width 4096). Reported to the lead: the canonical format needs the marker too.
-CANONICAL_TODAY = {
-    "world": ({"a1111": "misread", "comfyui": "misread", "invokeai": "refused"}, "misread"),
-    "sd": ({"a1111": "misread", "comfyui": "misread", "invokeai": "refused"}, "misread"),
-    "sdxl": ({"a1111": "refused", "comfyui": "ignored", "invokeai": "refused"}, "refused"),
-    "sd3": ({"a1111": "refused", "comfyui": "misread", "invokeai": "refused"}, "refused"),
-}
-
-
-def test_what_the_canonical_file_meets_today(kind_files):
+def test_no_host_takes_the_canonical_file_for_a_textual_inversion(kind_files):
+    """The file `reneg train` writes (``NegativeEmbedding.save``) carries the marker too: before it did, a single-tensor
+    file (SD1.x/2.x, the world) was misread by diffusers, A1111/Forge and ComfyUI as an L-vector textual inversion,
+    and SD3's joint (333, 4096) tensor by ComfyUI's T5 tokenizer."""
     kind, canonical, _ = kind_files
-    hosts, diffusers = CANONICAL_TODAY[kind]
-    assert verdicts(kind, canonical) == hosts
-    assert diffusers_verdict(canonical, token_widths(kind)[0]) == diffusers
+    assert verdicts(kind, canonical) == {"a1111": "refused", "comfyui": "ignored", "invokeai": "refused"}
+    assert diffusers_verdict(canonical, token_widths(kind)[0]) == "refused"
+    assert list(load_file(str(canonical)))[0] == MARKER_KEY
+
+
+def test_a_file_from_before_the_marker_reads_the_same(tmp_path):
+    tensor = torch.randn(77, 32, generator=torch.Generator().manual_seed(0))
+    save_file({"negative_embedding": tensor}, str(tmp_path / "old.safetensors"),
+              metadata={"format": "reneg.negative_embedding", "version": "1"})
+    NegativeEmbedding(tensor, {}).save(tmp_path / "new.safetensors")
+    assert torch.equal(NegativeEmbedding.load(tmp_path / "old.safetensors").tensor,
+                       NegativeEmbedding.load(tmp_path / "new.safetensors").tensor)
 
 
 # ---------------------------------------------------------------- ComfyUI's own code (optional)
 
 
-@pytest.mark.parametrize("kind", ("world", "sd"))
-def test_comfyui_prompt_embedding_ignores_exports_and_splices_the_canonical_file(kind, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_comfyui_prompt_embedding_ignores_exports_and_agrees_with_the_rule(kind, tmp_path):
+    """``embedding:NAME`` through ComfyUI's own tokenizer and text model, with each of the family's tokenizer keys
+    and token widths: every exported file is ignored ("shape mismatch"); the canonical file too (it carries the marker),
+    as the re-expressed rule (export_host_rules.comfyui_verdict) says."""
     files = {"canonical": tmp_path / f"{kind}.safetensors", **exported_files(kind, tmp_path)}
     alone = {}  # each in a folder of its own: ComfyUI looks for embedding:NAME in subfolders too
     for label, path in files.items():
         alone[label] = tmp_path / f"probe-{label}" / f"{label}.safetensors"
         alone[label].parent.mkdir()
         alone[label].write_bytes(path.read_bytes())
-    report = run_comfyui_probe({"width": token_widths(kind)[0], "conditionings": [],
-                                "embeddings": [str(path) for path in alone.values()]})["embeddings"]
-    length = load_file(str(files["canonical"]))["negative_embedding"].shape[0]
-    assert report[str(alone.pop("canonical"))]["spliced_vectors"] == length  # today: L token vectors in the prompt
-    for path in alone.values():
-        assert report[str(path)]["spliced_vectors"] == 0
-        assert any("shape mismatch" in message for message in report[str(path)]["warnings"])
+    tokenizers = list(zip(token_widths(kind), COMFY_KEYS[kind]))
+    entries = [[str(path), width, key] for path in alone.values() for width, key in tokenizers]
+    report = run_comfyui_probe({"width": 0, "conditionings": [], "embeddings": entries})["embeddings"]
+    canonical = load_file(str(files["canonical"]))
+    for width, key in tokenizers:
+        got = report[f"{alone['canonical']}|{key}"]["spliced_vectors"]
+        rule = comfyui_verdict(canonical, width, key)
+        assert got == 0 and rule == "ignored", (key, got, rule)
+        for label, path in alone.items():
+            if label != "canonical":
+                entry = report[f"{path}|{key}"]
+                assert entry["spliced_vectors"] == 0, (label, key)
+                assert any("shape mismatch" in message for message in entry["warnings"]), (label, key)

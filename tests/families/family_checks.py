@@ -29,11 +29,13 @@ def random_negative(family, *, seed: int = 0, metadata: dict | None = None) -> N
                              torch.randn(pooled, generator=generator))
 
 
-def reneg_generate(directory, file, out, *, seed: int, steps: int, guidance_scale: float) -> np.ndarray:
-    """``reneg generate --negative FILE`` through the CLI; the PNGs as (N, H, W, 3) in [0, 1]."""
-    args = ["generate", "--model", str(directory), "--negative", str(file), "--seed", str(seed), "--steps",
-            str(steps), "--guidance-scale", str(guidance_scale), "--num-images", "2", "--batch-size", "3",
-            "--device", "cpu", "--out", str(out)]
+def reneg_generate(directory, file, out, *, seed: int, steps: int, guidance_scale: float,
+                   resolution: int | None = None) -> np.ndarray:
+    """``reneg generate --negative FILE`` (None: no negative) through the CLI; the PNGs as (N, H, W, 3) in [0, 1]."""
+    args = ["generate", "--model", str(directory), "--seed", str(seed), "--steps", str(steps), "--guidance-scale",
+            str(guidance_scale), "--num-images", "2", "--batch-size", "3", "--device", "cpu", "--out", str(out)]
+    args += [] if file is None else ["--negative", str(file)]
+    args += [] if resolution is None else ["--resolution", str(resolution)]
     for prompt in PROMPTS:
         args += ["--prompt", prompt]
     assert main(args) == 0
@@ -64,7 +66,7 @@ def _linear_reward(images: torch.Tensor) -> torch.Tensor:
 def _last_step_objective(family, prompts, negative: TextConditioning, x_t, *, steps: int, grad_from: int,
                          guidance_scale: float) -> torch.Tensor:
     """R(decode(x0_pred)) from a frozen x_t: the one guided call at step ``grad_from`` alone."""
-    family.scheduler.set_timesteps(steps)
+    family.set_timesteps(steps, resolution=64)
     t = family.scheduler.timesteps[grad_from]
     branches = text_branches(family, prompts, negative, resolution=64)
     output = GuidedDenoiser(family.model, branches, guidance_scale)(x_t, t)
@@ -72,9 +74,11 @@ def _last_step_objective(family, prompts, negative: TextConditioning, x_t, *, st
 
 
 def check_gradient_matches_finite_differences(pipe64, *, steps: int = 6, grad_from: int = 4,
-                                              guidance_scale: float = 5.0) -> tuple[float, float]:
+                                              guidance_scale: float = 5.0, h: float = 1e-4,
+                                              rtol: float = 1e-5) -> tuple[float, float]:
     """The rollout's gradient w.r.t. the negative (sequence and pooled) equals central differences of the
-    objective at the stop-gradient point x_t (float64). Returns (analytic, numeric) of the joint direction."""
+    objective at the stop-gradient point x_t (float64), step ``h``, to ``rtol``. Returns (analytic, numeric) of
+    the joint direction."""
     family = family_for(pipe64)
     prompts = family.encode(PROMPTS)
     null = family.null_text().to(dtype=torch.float64)
@@ -97,7 +101,6 @@ def check_gradient_matches_finite_differences(pipe64, *, steps: int = 6, grad_fr
         d_embeds = directions[0] if which != "pooled" else torch.zeros_like(directions[0])
         d_pooled = directions[1] if which != "embeds" else torch.zeros_like(directions[1])
         analytic = ((embeds.grad * d_embeds).sum() + (pooled.grad * d_pooled).sum()).item()
-        h = 1e-4
         with torch.no_grad():
             values = [_last_step_objective(family, prompts, TextConditioning(start.embeds + s * h * d_embeds,
                                                                              start.pooled + s * h * d_pooled),
@@ -105,7 +108,7 @@ def check_gradient_matches_finite_differences(pipe64, *, steps: int = 6, grad_fr
                                            guidance_scale=guidance_scale) for s in (1, -1)]
         numeric = ((values[0] - values[1]) / (2 * h)).item()
         assert abs(analytic) > 0, which
-        assert abs(analytic - numeric) <= 1e-5 * abs(numeric), (which, analytic, numeric)
+        assert abs(analytic - numeric) <= rtol * abs(numeric), (which, analytic, numeric)
         results.append((analytic, numeric))
     return results[-1]
 

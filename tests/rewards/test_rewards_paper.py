@@ -26,7 +26,7 @@ from reneg.models.tiny import tiny_clip
 from reneg.rewards import DIAGNOSTICS, available_rewards, build_reward, build_rewards_from_config, diagnostic_rewards
 from reneg.rewards.aesthetic import load_aesthetic
 from reneg.rewards.clip import projected_features
-from reneg.rewards.hps import load_hps, resize_longest_and_pad
+from reneg.rewards.hps import HpsReward, load_hps, resize_longest_and_pad
 from reneg.rewards.imagereward import SCORE_MEAN, SCORE_STD, ImageRewardModel, load_imagereward
 from reneg.rewards.min_object import fill_templates, object_phrases
 
@@ -312,6 +312,19 @@ def test_hps_version_is_recorded(hps_dir):
     assert (reward.version, reward.name) == ("v2.0", "hpsv2")
     newer = load_hps(str(hps_dir), architecture=TINY_OPEN_CLIP)
     assert (newer.version, newer.name) == ("v2.1", "hpsv2.1")
+
+
+def test_hps_takes_an_open_clip_resnet_tower():
+    """An open_clip CLIP with a ResNet vision tower (its ``image_size`` an int, a ViT's a pair) scores like a ViT."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    config = {**TINY_OPEN_CLIP, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16}}
+    torch.manual_seed(0)
+    reward = HpsReward(open_clip.CLIP(**config, output_dict=True), SimpleTokenizer(), version="v2.1")
+    assert reward.image_size == 64
+    scores = reward(torch.rand(2, 3, 48, 80), ["a cat", "a dog"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
 
 
 def test_hps_pads_to_a_centred_square():

@@ -151,10 +151,10 @@ def test_noisy_captions_are_wrong_or_silent_as_declared():
 def test_quality_tiers_and_mentions():
     rng = np.random.default_rng(1)
     scenes = [sample_scene(rng)[0] for _ in range(3000)]
-    assert 0.45 < np.mean([bool(s.degradations) for s in scenes]) < 0.55
+    assert 0.70 < np.mean([bool(s.degradations) for s in scenes]) < 0.80  # three in four since gate run 3
     assert {d for s in scenes for d in s.degradations} == set(DEGRADATIONS)
     low = [s for s in scenes if tier(s) == "low"]
-    assert 0.16 < len(low) / len(scenes) < 0.24 and all("smudge" in s.degradations for s in low)
+    assert 0.31 < len(low) / len(scenes) < 0.39 and all("smudge" in s.degradations for s in low)
     assert all(sum(d in DEFECTS for d in s.degradations) <= 5 for s in scenes)
     pairs = training_captions(3000, seed=4)
     degraded = [t for s, t in pairs if any(d in DEFECTS for d in s.degradations)]

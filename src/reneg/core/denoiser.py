@@ -81,7 +81,7 @@ BASE_ROWS = "__base__"
 _LORA_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _lora_layers(model) -> list:
+def lora_layers(model) -> list:
     """The peft LoRA layers of ``model``, cached until its set of adapters changes."""
     from peft.tuners.lora import LoraLayer
 
@@ -107,7 +107,7 @@ def forward_rows(model, rows: list[str], *args, **kwargs) -> torch.Tensor:
         kwargs["adapter_names"] = rows if inputs == len(rows) else [r for r in rows for _ in range(inputs // len(rows))]
         return args, kwargs
 
-    layers = _lora_layers(model)
+    layers = lora_layers(model)
     if any(layer.disable_adapters for layer in layers):
         model.enable_adapters()
     handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in layers]
@@ -246,6 +246,9 @@ class GuidedDenoiser:
         return outputs
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        guided_call = getattr(self.rule, "guided_call", None)  # a rule that guides inside the model (NAG)
+        if guided_call is not None:
+            return guided_call(self, x_t, t)
         if not self.uses_guidance:
             return self.outputs(x_t, t, ("cond",))["cond"]
         outputs = self.outputs(x_t, t, self.rule.branches)

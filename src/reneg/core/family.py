@@ -121,6 +121,9 @@ class Family:
     text_encoder_names: tuple[str, ...] = ("text_encoder",)
     #: the sampler the rollout steps with, as recorded in generation.json and results.json
     sampler: str = "DDIM"
+    #: how NAG (:mod:`reneg.core.nag`) reaches the text in this family's model: ``"cross"`` (a UNet's
+    #: cross-attention), ``"joint"`` (an MM-DiT's joint attention), or None (NAG is refused)
+    attention_guidance: str | None = None
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -176,6 +179,11 @@ class Family:
     def resolution_of(self, latents: torch.Tensor) -> int:
         """The image size in pixels that latents of this shape decode to."""
         return latents.shape[-1] * self.pipe.vae_scale_factor
+
+    def set_timesteps(self, steps: int, *, resolution: int, device: torch.device | str | None = None) -> None:
+        """Set the sampler's schedule of ``steps`` steps for images of ``resolution`` pixels (what the pipeline's
+        ``retrieve_timesteps`` does): ``scheduler.set_timesteps(steps)`` here; FLUX shifts it by the image size."""
+        self.scheduler.set_timesteps(steps, device=device)
 
     # -- text
     def encode(self, prompts: list[str]) -> TextConditioning:

@@ -57,8 +57,14 @@ def rollout(family: Family, branches: dict[str, Branch], latents: torch.Tensor, 
         differentiable: with ``grad_from=None``, the gradient flows through every step (ReNeg Sec. 4.1's Jacobian).
     """
     denoiser = GuidedDenoiser(family.model, branches, guidance_scale, rule)
+    resolution = family.resolution_of(latents)
+
+    def set_timesteps(count: int, device: torch.device) -> None:
+        family.set_timesteps(count, resolution=resolution, device=device)
+
     latents = sample(denoiser, family.scheduler, latents.to(family.device), num_inference_steps=steps,
-                     grad_from=grad_from, callback=callback, predict=family.predict_x0, differentiable=differentiable)
+                     grad_from=grad_from, callback=callback, predict=family.predict_x0, differentiable=differentiable,
+                     set_timesteps=set_timesteps)
     if not decode:
         return latents
     if grad_from is None and not differentiable:

@@ -57,6 +57,7 @@ def sample(
     callback: StepCallback | None = None,
     predict: Predictor | None = None,
     differentiable: bool = False,
+    set_timesteps: Callable[[int, torch.device], None] | None = None,
 ) -> torch.Tensor:
     """Run DDIM from x_T; return the final latents x_0, or x0_pred at step ``grad_from`` with gradient.
 
@@ -74,8 +75,14 @@ def sample(
             and prediction type; a family passes its own, e.g. flow matching's).
         differentiable: with ``grad_from=None``, keep the gradient through every step x_T -> x_0 (backpropagation
             through the whole chain: the Jacobian dX/dtheta of ReNeg Sec. 4.1, :mod:`reneg.evaluate.efficiency`).
+        set_timesteps: ``(steps, device)`` -> None, sets the scheduler's schedule (default:
+            ``scheduler.set_timesteps``); a family whose schedule depends on the image size passes its own
+            (:meth:`reneg.core.family.Family.set_timesteps`, FLUX's resolution-dependent shift).
     """
-    scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    if set_timesteps is None:
+        scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    else:
+        set_timesteps(num_inference_steps, latents.device)
     timesteps = scheduler.timesteps
     stop = len(timesteps) if grad_from is None else grad_from
     if not 0 <= stop <= len(timesteps) - (grad_from is not None):

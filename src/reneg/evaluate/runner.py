@@ -45,7 +45,7 @@ from ..config import (
 from ..errors import ReNegError
 from ..identity import file_digest, model_identity
 from ..io import write_json
-from ..methods.spec import build_methods, parse_method_specs
+from ..methods.spec import build_methods, parse_method_specs, with_own_scale
 from ..models.device import dtype_of, resolve_device
 from ..models.loading import LoadedModel, load_model
 from ..prompts import Prompt, load_benchmark
@@ -166,6 +166,7 @@ def make_plan(config: EvalConfig, *, model: LoadedModel | None = None) -> Plan:
     metric_settings = {m.text: _metric_settings(m, rewards[m.text], config.reward_precision) for m in metrics}
     rewards = video_scorers(metrics, rewards, model)  # videos: per-frame rewards averaged
     methods = build_methods(specs, model)
+    specs = [with_own_scale(spec, methods[spec.base]) for spec in specs]  # NAG methods: their own s
     for method in methods.values():  # a method's own inputs (DNP's captions, its captioner), before any image
         getattr(method, "prepare", lambda model, prompts: None)(model, [p.text for p in prompts])
     sampling = model.sampling(config)

@@ -3,11 +3,13 @@
 One canonical reneg file in, one folder out (written whole or not at all)::
 
     reneg export negative.safetensors --to comfyui --out exported/comfyui
+    reneg export npo-delta/ --to comfyui --out exported/comfyui-npo   # an NPO adapter: comfyui or diffusers
 
 Hosts (one module each, chosen through :data:`HOSTS`): ``comfyui`` (the Load Conditioning layout and example
 workflows), ``invokeai`` (a node pack), ``a1111`` (an AUTOMATIC1111/Forge extension), ``diffusers`` (a Hub-style
 folder with a model card, read back by :meth:`reneg.NegativeEmbedding.from_pretrained`). No exported file can be
-taken for a textual inversion by any of those hosts (:mod:`reneg.export.layout`).
+taken for a textual inversion by any of those hosts (:mod:`reneg.export.layout`). An NPO adapter folder
+(``reneg npo --out DIR``) goes to :mod:`reneg.export.npo` instead.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
 from ..config import arg, builtin_command, require
 from ..embedding import NegativeEmbedding
-from . import a1111, comfyui, hub, invokeai
-from .layout import MANIFEST, Source, check_family, family_of, require_family, safe_name, staged, write_json
+from . import a1111, comfyui, hub, invokeai, npo
+from .layout import Source, check_family, family_of, require_family, safe_name, staged, write_manifest
 
 #: Host name -> its module: the ``FAMILIES`` it takes and ``write(source, folder, *, results)``.
 HOSTS = {"comfyui": comfyui, "invokeai": invokeai, "a1111": a1111, "diffusers": hub}
@@ -29,7 +30,8 @@ HOSTS = {"comfyui": comfyui, "invokeai": invokeai, "a1111": a1111, "diffusers": 
 class ExportConfig:
     """``reneg export`` (help text once per field; the same keys in --config files)."""
 
-    file: str | None = arg(None, "the negative embedding to export (.safetensors of `reneg train`, or a plain .pt)",
+    file: str | None = arg(None, "the negative embedding to export (.safetensors of `reneg train`, or a plain .pt), "
+                                 "or an NPO adapter folder (`reneg npo --out DIR`; --to comfyui or diffusers)",
                            positional=True, metavar="FILE", flag="FILE")
     to: str | None = arg(None, "the host whose layout to write", choices=sorted(HOSTS))
     out: str | None = arg(None, "folder to write (created; must be new or empty, see --overwrite)", output="dir")
@@ -57,6 +59,8 @@ def read_source(config: ExportConfig) -> Source:
 
 def export(config: ExportConfig) -> Path:
     """Write ``config.file`` in the layout of ``config.to`` into ``config.out``; return the folder."""
+    if npo.is_adapter_path(config.file):
+        return npo.export(config)
     source = read_source(config)
     host = HOSTS[config.to]
     require_family(source, config.to, host.FAMILIES)
@@ -64,10 +68,7 @@ def export(config: ExportConfig) -> Path:
     out = Path(config.out).expanduser()
     with staged(out, overwrite=config.overwrite) as folder:
         host.write(source, folder, results=results)
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        write_json(folder / MANIFEST, {"host": config.to, "source": str(source.path.resolve()),
-                                       "source_sha256": source.sha256, "family": source.family,
-                                       "files": files, "reneg_version": __version__})
+        write_manifest(folder, host=config.to, source=source.path, source_sha256=source.sha256, family=source.family)
     return out
 
 

@@ -90,24 +90,24 @@ def workflow(source: Source, filename: str, *, nag: bool) -> dict:
     """
     size = resolution(source)
     nodes = {
-        "1": _node("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name=checkpoint_name(source)),
-        "2": _node("CLIPTextEncode", "Positive prompt", text="a photo of a cat", clip=["1", 1]),
-        "3": _node("ConditioningLoader", "ReNeg negative (Load Conditioning)", conditioning_name=filename),
-        "4": _node("EmptySD3LatentImage" if source.family == "sd3" else "EmptyLatentImage", "Empty Latent Image",
-                   width=size, height=size, batch_size=1),
-        "6": _node("VAEDecode", "VAE Decode", samples=["5", 0], vae=["1", 2]),
-        "7": _node("SaveImage", "Save Image", filename_prefix="reneg", images=["6", 0]),
+        "1": api_node("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name=checkpoint_name(source)),
+        "2": api_node("CLIPTextEncode", "Positive prompt", text="a photo of a cat", clip=["1", 1]),
+        "3": api_node("ConditioningLoader", "ReNeg negative (Load Conditioning)", conditioning_name=filename),
+        "4": api_node("EmptySD3LatentImage" if source.family == "sd3" else "EmptyLatentImage", "Empty Latent Image",
+                      width=size, height=size, batch_size=1),
+        "6": api_node("VAEDecode", "VAE Decode", samples=["5", 0], vae=["1", 2]),
+        "7": api_node("SaveImage", "Save Image", filename_prefix="reneg", images=["6", 0]),
     }
     model = ["1", 0]
     if source.family == "sd3":
-        nodes["8"] = _node("ModelSamplingSD3", "ModelSamplingSD3", model=model, shift=3.0)
+        nodes["8"] = api_node("ModelSamplingSD3", "ModelSamplingSD3", model=model, shift=3.0)
         model = ["8", 0]
     settings = sampler_settings(source)
     if nag:
-        nodes["9"] = _node("NAGuidance", "Normalized Attention Guidance", model=model, **nag_settings(source))
+        nodes["9"] = api_node("NAGuidance", "Normalized Attention Guidance", model=model, **nag_settings(source))
         model, settings["cfg"] = ["9", 0], 1.0
-    nodes["5"] = _node("KSampler", "KSampler", seed=0, denoise=1.0, model=model, positive=["2", 0],
-                       negative=["3", 0], latent_image=["4", 0], **settings)
+    nodes["5"] = api_node("KSampler", "KSampler", seed=0, denoise=1.0, model=model, positive=["2", 0],
+                          negative=["3", 0], latent_image=["4", 0], **settings)
     return dict(sorted(nodes.items(), key=lambda item: int(item[0])))
 
 
@@ -115,7 +115,7 @@ def nag_settings(source: Source) -> dict:
     return {key: _number(source.metadata.get(key), default, float) for key, default in NAG_DEFAULTS.items()}
 
 
-def _node(class_type: str, title: str, **inputs) -> dict:
+def api_node(class_type: str, title: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
 
 

@@ -56,14 +56,14 @@ def model_card(source: Source, results: dict | None) -> str:
 def front_matter(source: Source) -> str:
     lines = ["---", "library_name: reneg"]
     base = source.metadata.get("base_model", "")
-    if _is_hub_id(base):
+    if is_hub_id(base):
         lines.append(f"base_model: {json.dumps(base)}")
     tags = ["reneg", "negative-embedding", "text-to-image", "diffusers", TAGS.get(source.family, source.family)]
     lines += ["tags:", *(f"- {json.dumps(tag)}" for tag in tags), "---", ""]
     return "\n".join(lines)
 
 
-def _is_hub_id(name: str) -> bool:
+def is_hub_id(name: str) -> bool:
     """``org/name``, not a local path."""
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
@@ -78,7 +78,7 @@ def about(source: Source) -> str:
             "`load_textual_inversion` refuses it.\n")
 
 
-def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
+def table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
     lines += [f"| {key} | {str(value).replace('|', chr(92) + '|')} |" for key, value in rows]
     return "\n".join(lines) + "\n"
@@ -90,13 +90,13 @@ def learned_for(source: Source) -> str:
             ("family", FAMILY_NAMES.get(source.family, source.family)),
             ("text encoder fingerprint", f"`{metadata.get(FINGERPRINT_KEY, 'not recorded')}`"),
             ("reward", f"`{metadata.get('reward', 'not recorded')}`")]
-    return "## Learned for\n\n" + _table(rows, ("", "")) + (
+    return "## Learned for\n\n" + table(rows, ("", "")) + (
         "\nApplying it to a pipeline whose text encoder has another fingerprint fails (reneg checks it).\n")
 
 
 def recipe(source: Source) -> str:
     rows = [(key, f"`{value}`") for key, value in sorted(source.metadata.items()) if key not in NOT_RECIPE]
-    return "## Recipe\n\n" + (_table(rows, ("setting", "value")) if rows else "The file records no training "
+    return "## Recipe\n\n" + (table(rows, ("setting", "value")) if rows else "The file records no training "
                                                                                 "settings.\n")
 
 
@@ -119,17 +119,20 @@ def _format(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
+def load_snippet(base: str, family: str, names: str) -> str:
+    """A model card's lines that import ``names`` from reneg and load ``base``: by diffusers for a hub id or a
+    path, by reneg for one of its built-in models (the shapes world, tiny models)."""
+    pipeline = PIPELINES.get(family, "DiffusionPipeline")
+    if is_hub_id(base) or "/" in base:
+        return (f'from diffusers import {pipeline}\nfrom reneg import {names}\n\n'
+                f'pipe = {pipeline}.from_pretrained("{base}")')
+    return f'from reneg import {names}\nfrom reneg.models import load_model\n\npipe = load_model("{base}").pipe'
+
+
 def usage(source: Source) -> str:
-    pipeline = PIPELINES.get(source.family, "DiffusionPipeline")
     pooled = ",\n             negative_pooled_prompt_embeds=negative.expand_pooled(len(prompts))" if (
         source.embedding.pooled is not None) else ""
-    base = source.metadata.get("base_model", "BASE_MODEL")
-    if _is_hub_id(base) or "/" in base:
-        load = f'from diffusers import {pipeline}\nfrom reneg import NegativeEmbedding\n\n' \
-               f'pipe = {pipeline}.from_pretrained("{base}")'
-    else:  # a reneg built-in model (the shapes world, tiny models)
-        load = f'from reneg import NegativeEmbedding\nfrom reneg.models import load_model\n\n' \
-               f'pipe = load_model("{base}").pipe'
+    load = load_snippet(source.metadata.get("base_model", "BASE_MODEL"), source.family, "NegativeEmbedding")
     return f"""## Usage
 
 ```python

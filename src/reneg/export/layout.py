@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from ..embedding import EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, POOLED_KEY, VERSION, NegativeEmbedding
+from .. import __version__
+from ..embedding import (EMBEDDING_KEY, FINGERPRINT_KEY, FORMAT, MARKER_KEY, POOLED_KEY, VERSION, NegativeEmbedding,
+                         marker)
 from ..errors import ReNegError
 from ..io import save_tensors
 
-#: The tensor that keeps every textual-inversion loader away (see the module docstring).
-MARKER_KEY = "_reneg_not_a_textual_inversion"
 #: Token length of the CLIP part (SD1.x/2.x, SDXL, and the CLIP rows of SD3's joint sequence).
 CLIP_LENGTH = 77
 #: The manifest every export folder holds; ``--overwrite`` replaces only folders that have one.
@@ -127,10 +127,6 @@ def require_family(source: Source, host: str, families) -> None:
 # ---------------------------------------------------------------- files
 
 
-def marker() -> torch.Tensor:
-    return torch.ones(1, dtype=torch.float32)
-
-
 def embedding_tensors(source: Source) -> dict[str, torch.Tensor]:
     """The canonical tensors (``negative_embedding`` (L, D), ``negative_pooled_embedding`` (P,)) and the marker."""
     tensors = {MARKER_KEY: marker(), EMBEDDING_KEY: source.embedding.tensor}
@@ -162,6 +158,13 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=2))
+
+
+def write_manifest(folder: Path, *, host: str, source: Path, source_sha256: str, family: str) -> Path:
+    """:data:`MANIFEST`: the host, the source and its sha256, the family, every file written, reneg's version."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return write_json(folder / MANIFEST, {"host": host, "source": str(source.resolve()), "source_sha256": source_sha256,
+                                          "family": family, "files": files, "reneg_version": __version__})
 
 
 def safe_name(stem: str) -> str:

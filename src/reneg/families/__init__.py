@@ -12,6 +12,7 @@ from .base import family_for, register_family, supported_pipelines
 from . import sd  # noqa: F401  - registers StableDiffusionPipeline
 from . import sdxl  # noqa: F401  - registers StableDiffusionXLPipeline
 from . import sd3  # noqa: F401  - registers StableDiffusion3Pipeline
+from . import flux  # noqa: F401  - registers FluxPipeline
 from . import controlnet  # noqa: F401  - registers StableDiffusionControlNetPipeline
 from . import animatediff  # noqa: F401  - registers AnimateDiffPipeline
 from . import text_to_video  # noqa: F401  - registers TextToVideoSDPipeline

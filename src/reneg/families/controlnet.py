@@ -52,6 +52,7 @@ class ControlNetFamily(StableDiffusionFamily):
     """SD1.x/2.x + one ControlNet: the text conditioning of SD, the control image on every branch."""
 
     name = "sd-controlnet"
+    attention_guidance = None  # NAG not yet: the ControlNet's own cross-attention would need the negative too
     pipeline_classes = ("StableDiffusionControlNetPipeline",)
     description = "SD1.x/2.x with a ControlNet (--control-image FILE)"
 

@@ -48,6 +48,7 @@ class PixArtAlphaFamily(StableDiffusionFamily):
     """PixArt-alpha: T5 text (L = 120, masked), DiT denoiser, epsilon prediction, DDIM."""
 
     name = "pixart-alpha"
+    attention_guidance = None  # NAG not yet: its text comes with an attention mask
     pipeline_classes = ("PixArtAlphaPipeline",)
     description = "PixArt-alpha (T5, 120 tokens)"
     text_length = TEXT_LENGTH

@@ -35,6 +35,7 @@ class StableDiffusionFamily(Family):
     """SD1.x / SD2.x (``StableDiffusionPipeline``), epsilon or v prediction, with DDIM."""
 
     name = "sd"
+    attention_guidance = "cross"
     pipeline_classes = ("StableDiffusionPipeline",)
     description = "SD1.x, SD2.x"
 

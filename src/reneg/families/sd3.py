@@ -13,28 +13,20 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..core.family import Family, TextConditioning, WrappedDenoiser
-from ..core.guidance import predict_x0_flow
+from ..core.family import TextConditioning
 from ..errors import ReNegError
 from .base import register_family
+from .flow import FlowMatchingFamily, TransformerWrapper
 
 #: ``StableDiffusion3Pipeline.__call__``'s default T5 sequence length.
 MAX_SEQUENCE_LENGTH = 256
 
 
-class TransformerDenoiser(WrappedDenoiser):
+class TransformerDenoiser(TransformerWrapper):
     """``SD3Transformer2DModel`` behind the UNet's call ``model(x, t, **conditioning)`` of the guided denoiser.
 
     The timestep is broadcast to the batch as the pipeline does (``t.expand(B)``).
     """
-
-    def __init__(self, transformer: torch.nn.Module):
-        super().__init__()
-        self.transformer = transformer
-
-    @property
-    def network(self) -> torch.nn.Module:
-        return self.transformer
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
                 pooled_projections: torch.Tensor, return_dict: bool = False):
@@ -44,18 +36,16 @@ class TransformerDenoiser(WrappedDenoiser):
 
 
 @register_family
-class StableDiffusion3Family(Family):
+class StableDiffusion3Family(FlowMatchingFamily):
     """SD3 / SD3.5 (``StableDiffusion3Pipeline``): flow matching with ``FlowMatchEulerDiscreteScheduler``."""
 
     name = "sd3"
+    denoiser = TransformerDenoiser
+    attention_guidance = "joint"
     pipeline_classes = ("StableDiffusion3Pipeline",)
     description = "SD3, SD3.5"
     text_encoder_names = ("text_encoder", "text_encoder_2", "text_encoder_3")
     sampler = "FlowMatchEuler"
-
-    def __init__(self, pipe):
-        super().__init__(pipe)
-        self._denoiser = None
 
     def use_sampler(self) -> None:
         """A fresh ``FlowMatchEulerDiscreteScheduler`` from the pipeline's config (the pipeline's own sampler)."""
@@ -66,12 +56,6 @@ class StableDiffusion3Family(Family):
             raise ReNegError("this SD3 checkpoint's scheduler uses dynamic shifting (mu from the image size), which "
                              "reneg does not step yet: use a checkpoint with a fixed shift (SD3-medium, SD3.5)")
         self.pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
-
-    @property
-    def model(self) -> torch.nn.Module:
-        if self._denoiser is None or self._denoiser.transformer is not self.pipe.transformer:
-            self._denoiser = TransformerDenoiser(self.pipe.transformer)
-        return self._denoiser
 
     @property
     def default_resolution(self) -> int:
@@ -103,15 +87,6 @@ class StableDiffusion3Family(Family):
         factor = self.pipe.vae_scale_factor
         shape = (batch_size, self.pipe.transformer.config.in_channels, resolution // factor, resolution // factor)
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
-
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """sigma_t of the scheduler's current schedule at its timestep ``t``."""
-        timesteps = self.scheduler.timesteps
-        index = int((timesteps == t.to(timesteps.device)).nonzero()[0])
-        return self.scheduler.sigmas[index]
-
-    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return predict_x0_flow(model_output, x_t, self.sigma(t))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``latents / scaling_factor + shift_factor`` through the VAE, as the pipeline decodes."""

@@ -23,6 +23,7 @@ class StableDiffusionXLFamily(Family):
     """SDXL (``StableDiffusionXLPipeline``), epsilon or v prediction, sampled with DDIM from its own schedule."""
 
     name = "sdxl"
+    attention_guidance = "cross"
     pipeline_classes = ("StableDiffusionXLPipeline",)
     description = "SDXL"
     text_encoder_names = ("text_encoder", "text_encoder_2")

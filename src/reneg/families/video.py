@@ -20,6 +20,7 @@ class VideoFamily(StableDiffusionFamily):
     """A CLIP-conditioned video UNet with DDIM: the SD family's text side, video latents and decoding."""
 
     is_video = True
+    attention_guidance = None  # NAG not yet: untested on the motion UNet's folded frames
 
     def __init__(self, pipe):
         super().__init__(pipe)

@@ -14,12 +14,25 @@ from typing import Callable, Protocol
 
 import torch
 
+from ..core.guidance import CFG, Rule
+from ..core.nag import NAGRule, learned_scale
 from ..core.rollout import guided_images as rollout_images
 from ..families import TextConditioning
 from ..models.loading import LoadedModel
 from ..registry import Registry
 
 # ---------------------------------------------------------------- the protocol and the shared image path
+
+
+def own_guidance_scale(method) -> float | None:
+    """The scale a method runs at when none is asked (no ``@GS``, no ``--guidance-scale``), or None: the model's.
+
+    A method guided by NAG (:class:`~reneg.core.nag.NAGRule`) has its own: NAG's s, the one a NAG-learned file
+    records, else NAG's default (a model's CFG scale is no NAG scale). ``reneg generate``, ``reneg eval`` and the UI
+    all ask this, so a method's default is the same everywhere."""
+    if isinstance(getattr(method, "rule", None), NAGRule):
+        return learned_scale(getattr(method, "metadata", None) or {})
+    return None
 
 
 class Method(Protocol):
@@ -38,23 +51,29 @@ class Method(Protocol):
 
 
 def guided_images(model: LoadedModel, prompts: list[str], negative: TextConditioning, latents: torch.Tensor, *,
-                  guidance_scale: float, steps: int) -> torch.Tensor:
-    """DDIM + CFG from x_T with a one-row negative, decoded to [0, 1]: the one rollout, no gradient."""
+                  guidance_scale: float, steps: int, rule: Rule = CFG) -> torch.Tensor:
+    """DDIM + CFG (or ``rule``: NAG) from x_T with a one-row negative, decoded to [0, 1]: the one rollout, no
+    gradient."""
     family = model.family
     return rollout_images(family, prompts, negative, latents, guidance_scale=guidance_scale, steps=steps,
-                          resolution=family.resolution_of(latents))
+                          resolution=family.resolution_of(latents), rule=rule)
 
 
 @dataclass
 class FixedNegative:
-    """One negative for every prompt: null text, a negative prompt, or a learned file (one-row conditioning)."""
+    """One negative for every prompt: null text, a negative prompt, or a learned file (one-row conditioning),
+    applied by ``rule`` (CFG; NAG for a file learned for it or a ``nag-*`` method)."""
 
     negative: TextConditioning
     identity: str
+    rule: Rule = CFG
+    #: the file's metadata, for a learned negative (its ``guidance_scale`` is NAG's default s in generate)
+    metadata: dict | None = None
 
     def images(self, model: LoadedModel, prompts: list[str], latents: torch.Tensor, *,
                guidance_scale: float, steps: int) -> torch.Tensor:
-        return guided_images(model, prompts, self.negative, latents, guidance_scale=guidance_scale, steps=steps)
+        return guided_images(model, prompts, self.negative, latents, guidance_scale=guidance_scale, steps=steps,
+                             rule=self.rule)
 
 
 # ---------------------------------------------------------------- the registry

@@ -86,13 +86,6 @@ class Processes:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    @staticmethod
-    def is_main_process() -> bool:
-        """Whether this is the run's main process (accelerate's shared state, also after the trainer is gone)."""
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
-
     def slice(self, micro: int) -> range:
         """Indices in the global batch of this process's micro-batch ``micro``."""
         start = self.accelerator.process_index * self.per_process + micro * self.micro_batch_size
@@ -127,12 +120,14 @@ def checkpointer(every: int) -> Listener:
     return listen
 
 
-def run_loop(trainer, listeners: tuple[Listener, ...] = (), *, checkpoint_every: int = 0) -> None:
+def run_loop(trainer, listeners: tuple[Listener, ...] = (), *, checkpoint_every: int = 0,
+             stop: dict[str, str | None] | None = None) -> None:
     """Step ``trainer`` to its ``train_steps``; listeners on the main process, a checkpoint every
-    ``checkpoint_every`` steps and at the end; SIGINT/SIGTERM stop between steps after a checkpoint."""
+    ``checkpoint_every`` steps and at the end; SIGINT/SIGTERM (or ``stop["signal"]`` set by another thread: the
+    UI's Stop button) stop between steps after a checkpoint."""
     listeners = (*(listeners if trainer.processes.is_main else ()), checkpointer(checkpoint_every))
     try:
-        with stop_on_signal() as stop:
+        with stop_on_signal(stop) as stop:
             for record in trainer.run():
                 for listener in listeners:
                     listener(trainer, record)

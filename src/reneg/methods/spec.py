@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ReNegError
 from ..models.loading import LoadedModel
-from .base import METHODS, Method, MethodEntry
+from .base import METHODS, Method, MethodEntry, own_guidance_scale
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,12 @@ def build_methods(specs: list[MethodSpec], model: LoadedModel) -> dict[str, Meth
         if spec.base not in methods:
             methods[spec.base] = spec.entry.factory(spec.argument, model)
     return methods
+
+
+def with_own_scale(spec: MethodSpec, method: Method) -> MethodSpec:
+    """``spec`` with the method's own guidance scale where it gives none
+    (:func:`~reneg.methods.base.own_guidance_scale`)."""
+    if spec.guidance_scale is not None:
+        return spec
+    scale = own_guidance_scale(method)
+    return spec if scale is None else replace(spec, guidance_scale=scale)

@@ -2,7 +2,8 @@
 (:class:`reneg.errors.StopRequested`).
 
 The signal only sets a flag; the loop checks it after each optimizer step, so that the checkpoint it then saves
-is whole (a step is never cut in half). A second signal stops at once.
+is whole (a step is never cut in half). A second signal stops at once. Another thread may set the same flag (the
+UI's Stop button: ``state["signal"] = "the Stop button"``); signals reach the main thread only.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import threading
 
 
 @contextlib.contextmanager
-def stop_on_signal():
-    """Within: Ctrl-C and SIGTERM set ``state["signal"]`` (the signal's name); a second one raises at once."""
-    state: dict[str, str | None] = {"signal": None}
+def stop_on_signal(state: dict[str, str | None] | None = None):
+    """Within: Ctrl-C and SIGTERM set ``state["signal"]`` (the signal's name); a second one raises at once.
+    ``state``: a flag another thread may set too (default: a new one)."""
+    state = {"signal": None} if state is None else state
+    state.setdefault("signal", None)
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield state
         return

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.denoiser import BASE
+from ..core.guidance import CFG, Rule
 from ..core.rollout import guided_images
 from ..families import TextConditioning
 from ..rewards.video import frame_rewards
@@ -38,15 +39,15 @@ VALIDATION_PROMPTS = 64
 @torch.no_grad()
 def full_sample_rewards(family, reward, negative: TextConditioning, prompts: list[str], latents: torch.Tensor, *,
                         guidance_scale: float, steps: int, resolution: int, batch_size: int,
-                        negative_weights=BASE) -> torch.Tensor:
+                        negative_weights=BASE, rule: Rule = CFG) -> torch.Tensor:
     """``reward`` of each fully sampled image of ``prompts`` from ``latents`` with ``negative`` (on the negative
-    branch's ``negative_weights``: NPO's delta) (fp32, CPU)."""
+    branch's ``negative_weights``: NPO's delta) under ``rule`` (CFG, or NAG) (fp32, CPU)."""
     scores = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         images = guided_images(family, batch, negative, latents[start:start + batch_size],
                                guidance_scale=guidance_scale, steps=steps, resolution=resolution,
-                               negative_weights=negative_weights)
+                               negative_weights=negative_weights, rule=rule)
         scores.append(frame_rewards(reward, images, batch).float().cpu())
     return torch.cat(scores)
 

@@ -128,6 +128,12 @@ def _tiny_sd3():
     return tiny_sd3_pipeline()
 
 
+def _tiny_flux(*, schnell: bool = False):
+    from .tiny import tiny_flux_pipeline
+
+    return tiny_flux_pipeline(schnell=schnell)
+
+
 #: The built-in models (plugins' included once read; the shapes world registers ``shapes`` as the default).
 MODELS: Registry[BuiltinModel] = Registry("model")
 MODELS.add("tiny", BuiltinModel(
@@ -139,6 +145,12 @@ MODELS.add("tiny-sdxl", BuiltinModel(
 MODELS.add("tiny-sd3", BuiltinModel(
     build=_tiny_sd3, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
     description="random-weight 64x64 SD3 (CLIP-L/G-like and T5 encoders, MM-DiT, flow matching), for smoke tests"))
+MODELS.add("tiny-flux", BuiltinModel(
+    build=_tiny_flux, defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
+    description="random-weight 64x64 FLUX.1-dev (CLIP pooled + T5, MM-DiT, guidance embedding), for smoke tests"))
+MODELS.add("tiny-flux-schnell", BuiltinModel(
+    build=lambda: _tiny_flux(schnell=True), defaults=lambda: ModelDefaults(**_TINY_DEFAULTS),
+    description="random-weight 64x64 FLUX.1-schnell (no guidance embedding, fixed shift), for smoke tests"))
 _DEFAULT = {"name": "tiny"}
 
 
@@ -247,9 +259,10 @@ def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
 
 
 def _listing(config=None) -> str:
-    default = default_model()
-    return "\n".join(f"{name:16s} {builtin.description}{' (default)' if name == default else ''}"
-                     for name, builtin in builtin_models().items())
+    default, models = default_model(), builtin_models()
+    width = max(map(len, models), default=0)
+    return "\n".join(f"{name:{width}s}  {builtin.description}{' (default)' if name == default else ''}"
+                     for name, builtin in models.items())
 
 
 COMMAND = builtin_command("models", None, _listing)

@@ -174,3 +174,165 @@ def tiny_sd3_pipeline(*, seed: int = 0):
         text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), text_encoder_2=text_encoder_2,
         tokenizer_2=build_clip_tokenizer(), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer,
     )
+
+
+def tiny_flux_pipeline(*, seed: int = 0, schnell: bool = False):
+    """A random-weight FLUX.1 (64x64 pixels, 8x VAE with 16 latent channels and a shift, a CLIP text encoder of
+    width 32 for the pooled part, a T5 of width 64, one double- and one single-stream block): negative (512, 64),
+    pooled (32,).
+
+    FLUX.1-dev's layout (``guidance_embeds``, dynamic shifting as its ``scheduler_config.json``); ``schnell``:
+    FLUX.1-schnell's (no guidance embedding, a fixed shift of 1). ``default_sample_size`` is 8 (64 px) on the
+    built pipeline; it is not saved, so a saved copy loads at ``FluxPipeline``'s 1024 px default.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    t5_tokenizer = build_t5_tokenizer()
+    rng = _seeded(seed)
+    try:
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32, guidance_embeds=not schnell,
+            axes_dims_rope=(4, 6, 6),
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=16, sample_size=64, norm_num_groups=4,
+            block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+        )
+        text_encoder = CLIPTextModel(_clip_text_config(32))
+        text_encoder_2 = T5EncoderModel(T5Config(
+            vocab_size=len(t5_tokenizer), d_model=64, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )).eval()  # built in training mode: T5's dropout (0.1) would make encodings random
+    finally:
+        rng.__exit__(None, None, None)
+    if schnell:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                    max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                        tokenizer=build_clip_tokenizer(), text_encoder_2=text_encoder_2, tokenizer_2=t5_tokenizer)
+    pipe.default_sample_size = 8
+    return pipe
+
+
+#: Qwen2-VL's special tokens (ids 151643-151656 in the real vocabulary), in their order there.
+QWEN2VL_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+)
+#: A chat template rendering what Qwen2-VL-Instruct's renders for system-less conversations of text and images
+#: (default system turn, ``<|vision_start|><|image_pad|><|vision_end|>`` per image, the assistant's opening).
+QWEN2VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen2_tokenizer():
+    """A Qwen2 tokenizer (Qwen2's regex split, byte-level BPE, its special tokens), with no download.
+
+    Not Qwen2's 151k vocabulary: the 256 byte symbols and no merges (one token per byte), plus Qwen2-VL's
+    special tokens, so the tokenizer is of Qwen2's kind and tokenizes any text.
+    """
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+    vocab = {symbol: index for index, symbol in enumerate(bytes_to_unicode().values())}
+    vocab[QWEN2VL_SPECIAL_TOKENS[0]] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_tokens([AddedToken(token, special=True) for token in QWEN2VL_SPECIAL_TOKENS[1:]])
+    return tokenizer
+
+
+#: The token HPSv3 appends to Qwen2-VL's vocabulary and reads its score at.
+HPSV3_REWARD_TOKEN = "<|Reward|>"
+
+
+def tiny_hpsv3(*, seed: int = 0):
+    """A random-weight HPSv3: a tiny Qwen2-VL (2-layer vision tower and decoder of width 32, the real patch 14,
+    temporal patch 2 and merge 2) with HPSv3's reward head, as ``(weights, config, tokenizer)``.
+
+    ``weights`` is in the layout of the published ``HPSv3.safetensors`` (the hpsv3 package's
+    ``Qwen2VLRewardModelBT`` under transformers 4.45: ``visual.*``, ``model.*``, ``lm_head.weight``,
+    ``rm_head.{0,3,5}.*``; the backbone in bf16, the head in fp32), its embedding resized to the tokenizer with
+    ``<|Reward|>`` added, as HPSv3's training does. ``config`` is the base model's ``config.json`` as a dict, in
+    Qwen2-VL-7B-Instruct's (pre-v5, flat) layout, its vocabulary padded past the tokenizer as that one's is;
+    ``tokenizer`` is the base's, without ``<|Reward|>`` (its chat template is :data:`QWEN2VL_CHAT_TEMPLATE`).
+    """
+    from torch import nn
+    from transformers import Qwen2VLConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+        Qwen2VisionTransformerPretrainedModel,
+        Qwen2VLTextModel,
+    )
+
+    tokenizer = build_qwen2_tokenizer()
+    ids = dict(zip(QWEN2VL_SPECIAL_TOKENS, tokenizer.convert_tokens_to_ids(list(QWEN2VL_SPECIAL_TOKENS))))
+    rows, width = len(tokenizer) + 1, 32  # rows: the vocabulary with <|Reward|>
+    config = {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "hidden_act": "silu",
+        "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "initializer_range": 0.1,
+        "attention_dropout": 0.0, "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 2,
+        "tie_word_embeddings": False, "vocab_size": rows + 7, "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"], "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"], "vision_token_id": ids["<|vision_pad|>"],
+        "image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+        "vision_config": {"depth": 2, "embed_dim": width, "mlp_ratio": 2, "num_heads": 2, "in_chans": 3,
+                          "hidden_size": width, "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14,
+                          "temporal_patch_size": 2, "initializer_range": 0.1},
+    }
+    parsed = Qwen2VLConfig(**{**config, "vocab_size": rows})
+    rng = _seeded(seed)
+    try:
+        visual = Qwen2VisionTransformerPretrainedModel._from_config(parsed.vision_config)
+        model = Qwen2VLTextModel._from_config(parsed.text_config)
+        lm_head = nn.Linear(width, rows, bias=False)
+        rm_head = nn.Sequential(nn.Linear(width, 1024), nn.ReLU(), nn.Dropout(0.05), nn.Linear(1024, 16), nn.ReLU(),
+                                nn.Linear(16, 2))
+    finally:
+        rng.__exit__(None, None, None)
+    weights = {}
+    for prefix, module, dtype in (("visual.", visual, torch.bfloat16), ("model.", model, torch.bfloat16),
+                                  ("lm_head.", lm_head, torch.bfloat16), ("rm_head.", rm_head, torch.float32)):
+        weights |= {prefix + key: value.to(dtype).contiguous() for key, value in module.state_dict().items()}
+    return weights, config, tokenizer
+
+
+def save_tiny_hpsv3(directory, *, seed: int = 0):
+    """Write :func:`tiny_hpsv3` as a real HPSv3 set-up: ``HPSv3.safetensors`` beside its base's files
+    (``config.json``, the tokenizer's, ``chat_template.json``, ``preprocessor_config.json``). Returns the directory."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights, config, tokenizer = tiny_hpsv3(seed=seed)
+    save_file(weights, str(directory / "HPSv3.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2VL_CHAT_TEMPLATE}))
+    (directory / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessor", "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "do_convert_rgb": True, "resample": 3,
+    }))
+    return directory

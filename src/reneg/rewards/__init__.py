@@ -2,7 +2,7 @@
 
 Importing this package registers the built-in rewards (``pickscore``,
 ``clip-score``, ``contrast``, ``saturation``, ``random-linear``) and the
-papers' reward models (``hpsv2``, ``hpsv2.1``, ``aesthetic``, ``imagereward``,
+papers' reward models (``hpsv2``, ``hpsv2.1``, ``hpsv3``, ``aesthetic``, ``imagereward``,
 ``clip-score-min-object``, ``clip-score-full-prompt``) and diagnostics
 (``colorfulness``; see :data:`DIAGNOSTICS`).
 """
@@ -19,7 +19,7 @@ from .base import (
     reward_spec,
 )
 from . import clip, simple  # noqa: E402,F401  - registers the built-in rewards
-from . import aesthetic, hps, imagereward, min_object  # noqa: E402,F401  - registers the papers' reward models
+from . import aesthetic, hps, hpsv3, imagereward, min_object  # noqa: E402,F401  - registers the papers' reward models
 from .diagnostics import DIAGNOSTICS, diagnostic_rewards  # noqa: E402  - registers colorfulness
 from .weighted import build_rewards_from_config  # noqa: E402
 

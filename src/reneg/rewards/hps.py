@@ -79,7 +79,8 @@ class HpsReward(FrozenModelReward):
         self.tokenizer = tokenizer
         self.version = version
         self.name = registered_name(version)
-        self.image_size = int(model.visual.image_size[0])
+        size = model.visual.image_size  # a ViT's (h, w); open_clip's CLIP ResNet (ModifiedResNet) keeps an int
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.quantize = quantize
         self.antialias = antialias
         self.mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)

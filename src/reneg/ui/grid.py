@@ -12,7 +12,8 @@ import torch
 
 from ..errors import ReNegError
 from ..io import to_pil
-from ..methods.spec import build_methods, parse_method_spec
+from ..methods.spec import build_methods, parse_method_spec, with_own_scale
+from ..models.device import PRECISIONS
 from ..models.loading import LoadedModel
 from ..rewards import build_reward
 
@@ -43,6 +44,14 @@ class Scorer:
         return [{name: scores[name][row] for name in self.names} for row in range(len(prompts))]
 
 
+def model_flags(model: LoadedModel) -> dict[str, str]:
+    """``--model``, ``--device`` and ``--precision`` of the loaded model, for the configs of the commands the UI
+    runs on it (``reneg eval``, ``reneg train``)."""
+    dtype = getattr(model.pipe, "dtype", torch.float32)
+    precision = next((name for name, d in PRECISIONS.items() if d == dtype), "fp32")
+    return {"model": model.name, "device": str(model.pipe.device), "precision": precision}
+
+
 def check_request(prompt: str, specs: list[str], steps: int, seed: int) -> None:
     """One-line refusals for what the UI's fields may hold."""
     if not prompt or not prompt.strip():
@@ -66,6 +75,7 @@ def grid(model: LoadedModel, scorer: Scorer, prompt: str, specs: list[str], *, s
     cells = []
     for spec in parsed:
         method = methods[spec.base]
+        spec = with_own_scale(spec, method)  # NAG methods: their own s, not the CFG scales
         getattr(method, "prepare", lambda model, prompts: None)(model, [prompt])  # DNP's captioner
         for scale in [spec.guidance_scale] if spec.guidance_scale is not None else guidance_scales:
             sampling = model.sampling(steps=steps, guidance_scale=scale)

@@ -11,7 +11,7 @@ from PIL import Image
 from reneg.cli import main
 from reneg.core.denoiser import BASE, AdapterWeights, Branch, GuidedDenoiser
 from reneg.methods.npo.dpo import diffusion_dpo_loss, npo_dpo_loss
-from reneg.methods.npo.weights import apply_npo, install_npo, save_adapter
+from reneg.methods.npo.weights import apply_npo, install_npo, remove_npo, save_adapter
 from reneg.methods.spec import build_methods, parse_method_spec
 from reneg.models.loading import load_model
 
@@ -400,6 +400,23 @@ def test_sigterm_stops_npo_between_steps_and_resumes(tmp_path, capsys, monkeypat
     assert run(tmp_path / "cut", "--resume", str(checkpoint)) == 0 and run(tmp_path / "whole") == 0
     cut, whole = (load_file(str(tmp_path / n / "pytorch_lora_weights.safetensors")) for n in ("cut", "whole"))
     assert all(torch.equal(cut[k], whole[k]) for k in whole)
+
+
+def test_remove_npo_gives_the_plain_pipeline_back(model, tmp_path):
+    """Loading an adapter makes it active on every row; after remove_npo the UNet runs theta again, bit for bit."""
+    delta = _random_lora(model.pipe, tmp_path / "delta", seed=6)
+
+    def latents():
+        return model.pipe("a red circle", num_inference_steps=1, guidance_scale=5.0, output_type="latent",
+                          generator=torch.Generator().manual_seed(0)).images
+
+    plain = latents()
+    apply_npo(model.pipe, npo=delta)
+    assert not torch.equal(latents(), plain)
+    remove_npo(model.pipe)
+    assert torch.equal(latents(), plain)
+    apply_npo(model.pipe, npo=delta, beta=0.5)  # again: NPO's rows switch the adapters back on
+    assert not torch.equal(latents(), plain)
 
 
 def test_an_apply_npo_pipeline_saves_the_base_and_reloads(model, tmp_path):

@@ -36,10 +36,11 @@ def _embedding(path):
     return load_file(str(path))["negative_embedding"]
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
-    """2 gloo processes x batch 2 == 1 process x batch 4 in micro-batches of 2, on the shapes world."""
+@pytest.mark.parametrize("guidance", ["cfg", "nag"])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, guidance):
+    """2 gloo processes x batch 2 == 1 process x batch 4 in micro-batches of 2, on the shapes world (CFG, NAG)."""
     common = ["train", "--batch-size", "4", "--train-steps", "2", "--steps", "4", "--grad-window", "2",
-              "--log-every", "0"]
+              "--log-every", "0", "--guidance", guidance]
     one = subprocess.run(RENEG + common + ["--micro-batch-size", "2", "--out", str(tmp_path / "one.safetensors")],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]

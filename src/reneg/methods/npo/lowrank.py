@@ -6,7 +6,8 @@ then dispatches per adapter in Python and every call registers hooks; on a small
 offsets' arithmetic. Here a LoRA file is read once into plain tensors, ``A`` (r, in) and ``B`` (out, r) with its
 scale folded in (the sum of offsets stacked by rank, exactly as :func:`~reneg.methods.npo.weights.stack_adapters`),
 and one forward hook per adapted ``nn.Linear`` adds ``(x[rows] @ A.T) @ B.T`` to the rows of the branch that
-carries it, in the one batched call of the guided denoiser. Nothing is wrapped or loaded into the UNet.
+carries it, in the one batched call of the guided denoiser (the factors kept transposed and contiguous, the sum
+one in-place ``addmm_`` when no gradient is taken). Nothing is wrapped or loaded into the UNet.
 
 Only LoRA files that say how they scale (peft's config in the file's metadata, as ``reneg npo`` and diffusers'
 trainers write it) on linear layers are read here; any other layer or layout returns None, and the caller uses
@@ -40,12 +41,13 @@ def _add_offsets(module, args, output):
         if factors is None:
             continue
         first, last = round(rows * start), round(rows * stop)  # video folds frames into the batch, batch outermost
-        a, b = factors
-        delta = (x[first:last] @ a.T) @ b.T
+        down, up = factors  # A.T (in, r) and B.T (r, out), contiguous
         if torch.is_grad_enabled():
+            delta = (x[first:last] @ down) @ up
             output = torch.cat([output[:first], output[first:last] + delta, output[last:]])
-        else:
-            output[first:last] += delta
+        else:  # in place, one fused multiply-add on the rows (a row slice of a contiguous output is contiguous)
+            rows_out = output[first:last]
+            rows_out.view(-1, rows_out.shape[-1]).addmm_(x[first:last].reshape(-1, x.shape[-1]) @ down, up)
     return output
 
 
@@ -65,8 +67,8 @@ def _module_config(metadata: dict, prefix: str) -> dict | None:
 
 
 def read_offsets(pipe, path: str | Path, scale: float = 1.0) -> dict[torch.nn.Module, tuple] | None:
-    """``{linear module: (A, scale * s * B)}`` of the LoRA at ``path`` on ``pipe``'s denoiser (s = alpha/r, or
-    alpha/sqrt(r) for rsLoRA), or None where the file is not one this path reads."""
+    """``{linear module: (A.T, (scale * s * B).T)}`` of the LoRA at ``path`` on ``pipe``'s denoiser (s = alpha/r, or
+    alpha/sqrt(r) for rsLoRA), each contiguous, or None where the file is not one this path reads."""
     path = check_adapter_path(path, what="LoRA")
     directory, weight_name = (path, None) if path.is_dir() else (path.parent, path.name)
     if not hasattr(type(pipe), "lora_state_dict"):  # a pipeline without a LoRA loader (PixArt): the peft path
@@ -96,8 +98,8 @@ def read_offsets(pipe, path: str | Path, scale: float = 1.0) -> dict[torch.nn.Mo
         if up is None or not isinstance(module, torch.nn.Linear):
             return None
         weight = module.weight
-        offsets[module] = (value.to(weight.device, weight.dtype),
-                           (up.float() * (scale * scaling)).to(weight.device, weight.dtype))
+        offsets[module] = (value.to(weight.device, weight.dtype).T.contiguous(),
+                           (up.float() * (scale * scaling)).to(weight.device, weight.dtype).T.contiguous())
     if len(offsets) * 2 != len(state):
         return None
     return offsets
@@ -105,15 +107,15 @@ def read_offsets(pipe, path: str | Path, scale: float = 1.0) -> dict[torch.nn.Mo
 
 def stack(*terms: dict | None) -> dict:
     """The sum of several offsets on one branch, exactly: ranks stacked per module (``A = [A1; A2]``,
-    ``B = [B1, B2]``)."""
+    ``B = [B1, B2]``, kept transposed: ``A.T = [A1.T, A2.T]``, ``B.T = [B1.T; B2.T]``)."""
     out: dict = {}
     for term in terms:
-        for module, (a, b) in (term or {}).items():
+        for module, (down, up) in (term or {}).items():
             if module in out:
-                a0, b0 = out[module]
-                out[module] = (torch.cat([a0, a]), torch.cat([b0, b], dim=1))
+                down0, up0 = out[module]
+                out[module] = (torch.cat([down0, down], dim=1), torch.cat([up0, up]))
             else:
-                out[module] = (a, b)
+                out[module] = (down, up)
     return out
 
 
@@ -170,5 +172,5 @@ def lowrank_npo(pipe, *, npo: str | Path | None = None, beta: float = 1.0, lora:
     eta = read_offsets(pipe, lora, 1.0) if lora is not None else {}
     if delta is None or eta is None:
         return None
-    eta_negative = {module: (a, alpha * b) for module, (a, b) in eta.items()}
+    eta_negative = {module: (down, alpha * up) for module, (down, up) in eta.items()}
     return LowRankNPOWeights(LowRankRows(eta), LowRankRows(stack(eta_negative, delta)))

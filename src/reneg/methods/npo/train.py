@@ -392,9 +392,9 @@ def _file_hash(path: str) -> str:
 
 
 def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Reward | None = None,
-              listeners: tuple[Listener, ...] = ()) -> Path:
+              listeners: tuple[Listener, ...] = ()) -> Path | None:
     """Train delta on the shared loop and write ``config.out`` (the LoRA file, npo.json, and negative.safetensors
-    with --joint) from the main process."""
+    with --joint) from the main process; returns ``config.out`` there, None on the others (as ``train``)."""
     trainer = NPOTrainer(config, model=model, reward=reward)
     history = []
     try:
@@ -413,15 +413,14 @@ def train_npo(config: NPOConfig, *, model: LoadedModel | None = None, reward: Re
         save_adapter(unet, DELTA, out, trainer.metadata(history))
     unet.delete_adapters(DELTA)
     trainer.processes.accelerator.wait_for_everyone()
-    return out
+    return out if trainer.processes.is_main else None
 
 
 def _run(config: NPOConfig) -> str | None:
     """``reneg npo``: progress, log lines, ``<out>.log.jsonl``, the reward plot and (reward routes) the
     validation curve; the main process prints where delta went."""
-    listeners = log_listeners(config, config.out, validate=config.route != "dpo")
-    out = train_npo(config, listeners=listeners)
-    return str(out) if Processes.is_main_process() else None
+    out = train_npo(config, listeners=log_listeners(config, config.out, validate=config.route != "dpo"))
+    return None if out is None else str(out)
 
 
 COMMAND = builtin_command("npo", NPOConfig, _run)

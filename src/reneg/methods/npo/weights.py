@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ...core.denoiser import BASE_ROWS, RowAdapter, forward_rows
+from ...core.denoiser import BASE_ROWS, RowAdapter, forward_rows, lora_layers
 from ...core.fingerprint import denoiser_fingerprint, denoisers_match
 from ...errors import ReNegError
 from ...io import make_readable, sort_safetensors_metadata, write_json
@@ -291,11 +291,12 @@ class NPOUNet(torch.nn.Module):
     half with the negative branch's adapter, the second with the prompt's (NPO Eq. 10). Attributes the pipeline
     reads (``config``, ``dtype``, ``device``, ...) come from the wrapped UNet."""
 
-    def __init__(self, unet, weights: NPOWeights, pipe=None):
+    def __init__(self, unet, weights: NPOWeights, pipe=None, adapters_before: list[str] | None = None):
         super().__init__()
         self.unet = unet
         self.weights = weights
         self._pipe = [pipe]  # a list: not a registered submodule or config entry
+        self.adapters_before = adapters_before  # what :func:`remove_npo` activates again (None: no adapter)
 
     def __getattr__(self, name):
         try:
@@ -324,21 +325,36 @@ def apply_npo(pipe, *, npo: str | Path | None = None, beta: float = 1.0, lora: s
     Replaces ``pipe.unet`` by an :class:`NPOUNet` (ControlNet, AnimateDiff, img2img, ... keep working: the
     negative half of their CFG batch runs theta + alpha*eta + beta*delta). :func:`remove_npo` undoes it.
     """
-    unet = pipe.unet.unet if isinstance(pipe.unet, NPOUNet) else pipe.unet
-    if isinstance(pipe.unet, NPOUNet):
-        pipe.unet = unet
+    wrapper = pipe.unet if isinstance(pipe.unet, NPOUNet) else None
+    unet = wrapper.unet if wrapper is not None else pipe.unet
+    before = wrapper.adapters_before if wrapper is not None else _active_adapters(unet)
+    pipe.unet = unet
     weights = install_npo(pipe, npo=npo, beta=beta, lora=lora, alpha=alpha)
-    pipe.unet = NPOUNet(unet, weights, pipe)
+    pipe.unet = NPOUNet(unet, weights, pipe, before)
     if "save_pretrained" not in vars(pipe):
         pipe.save_pretrained = _saving_the_base(pipe)
     return pipe
 
 
 def remove_npo(pipe):
-    """Put the plain UNet back (its adapters stay loaded and unused)."""
+    """Put the plain UNet back, running as before :func:`apply_npo`: NPO's adapters stay loaded but off (loading
+    makes the newest adapter active on every row), the adapters active before on again (at weight 1)."""
     if isinstance(pipe.unet, NPOUNet):
-        pipe.unet = pipe.unet.unet
+        wrapper = pipe.unet
+        pipe.unet = wrapper.unet
+        if wrapper.adapters_before is None:
+            pipe.unet.disable_adapters()
+        else:
+            pipe.unet.set_adapters(wrapper.adapters_before)
     return pipe
+
+
+def _active_adapters(unet) -> list[str] | None:
+    """The peft adapters ``unet`` runs with (None: none loaded, or disabled)."""
+    layers = lora_layers(unet)
+    if not layers or any(layer.disable_adapters for layer in layers):
+        return None
+    return list(layers[0].active_adapters)
 
 
 def _saving_the_base(pipe):

@@ -57,6 +57,8 @@ from ...config import (
     check_output_path,
     require,
 )
+from ...core.guidance import Rule
+from ...core.nag import learned_scale, rule_from_metadata, rule_metadata
 from ...embedding import NegativeEmbedding
 from ...errors import ReNegError, why_not_a_file
 from ...families import Family, TextConditioning
@@ -102,6 +104,8 @@ class AdaptSettings:
     patience: int = 3
     selection_draws: int = 4
     seed: int = 0
+    #: the guidance rule of the start file when it is not CFG: its metadata items (NAG's ``guidance``, ``nag_*``)
+    guidance: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not 1 <= self.grad_window <= self.steps:
@@ -109,9 +113,14 @@ class AdaptSettings:
         if self.patience < 1 or self.selection_draws < 1 or self.adapt_steps < 0:
             raise ValueError("patience and selection_draws must be >= 1 and adapt_steps >= 0")
 
+    def rule(self, family: Family) -> Rule:
+        """The guidance rule adaptation runs (and the adapted embeddings are applied) with: the start file's."""
+        return rule_from_metadata(family, dict(self.guidance))
+
     def identity(self) -> str:
         """A short hash of the settings: adapted files are reused only while it is unchanged."""
-        text = json.dumps(self.__dict__, sort_keys=True)
+        settings = {k: v for k, v in self.__dict__.items() if not (k == "guidance" and not v)}  # CFG: as before
+        text = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -191,7 +200,7 @@ def _selection_pass(family: Family, reward: Reward, prompts: list[str], negative
                                             None if pooled is None else pooled.expand(rows, -1))
             loss, batch_rewards = reneg_objective(family, reward, batch, conditioning,
                                                   guidance_scale=settings.guidance_scale, steps=settings.steps,
-                                                  resolution=settings.resolution)
+                                                  resolution=settings.resolution, rule=settings.rule(family))
             if backward and torch.isfinite(loss):
                 (loss * rows / draws).backward()  # -mean over the rows -> -sum_b (1/K) sum_j R
         rewards[chosen] = batch_rewards.float().cpu().view(len(chosen), len(prompts))
@@ -300,6 +309,9 @@ def resolve_settings(model: LoadedModel, metadata: dict[str, str], *, steps: int
     """Flags first; then lr, weight decay and grad window from the start file's metadata (the window only where
     it fits ``steps``), else ``reneg train``'s defaults; steps, guidance scale and resolution from the model."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
+    nag = metadata.get("guidance") == "nag"
+    if nag and guidance_scale is None:  # NAG's s as the file was learned at, not the model's CFG scale
+        guidance_scale = learned_scale(metadata)
     sampling = model.sampling(steps=steps, guidance_scale=guidance_scale, resolution=resolution)
     steps = sampling.steps
     stored_window = int(metadata.get("grad_window", 0) or 0)
@@ -311,7 +323,8 @@ def resolve_settings(model: LoadedModel, metadata: dict[str, str], *, steps: int
         lr=float(lr if lr is not None else metadata.get("lr", defaults["lr"])),
         weight_decay=float(weight_decay if weight_decay is not None
                            else metadata.get("weight_decay", defaults["weight_decay"])),
-        adapt_steps=adapt_steps, patience=patience, selection_draws=selection_draws, seed=seed)
+        adapt_steps=adapt_steps, patience=patience, selection_draws=selection_draws, seed=seed,
+        guidance=tuple(sorted(rule_metadata(rule_from_metadata(model.family, metadata)).items())) if nag else ())
 
 
 def build_adapt_reward(model: LoadedModel, metadata: dict[str, str], *, reward: str | None = None,
@@ -352,7 +365,7 @@ def base_metadata(model: LoadedModel, settings: AdaptSettings, *, start: str | N
         "selection_draws": str(settings.selection_draws), "adapt_settings": settings.identity(),
         "adapted_from": start or "null-text",
         "adapted_from_identity": file_identity(start) if start else "null-text",
-        "adapted_from_train_steps": start_metadata.get("train_steps", ""),
+        "adapted_from_train_steps": start_metadata.get("train_steps", ""), **dict(settings.guidance),
     }
 
 

@@ -109,8 +109,11 @@ class PerSampleMethod:
                                     resolution=resolution)
         start = self._load(model)[0]
         pooled = None if start.pooled is None else start.pooled.expand(len(prompts), -1)
+        settings = adapting.resolve_settings(model, self._load(model)[1], steps=steps,
+                                             guidance_scale=guidance_scale, resolution=resolution, **RECIPE)
         return guided_images(family, prompts, TextConditioning(negatives, pooled), latents,
-                             guidance_scale=guidance_scale, steps=steps, resolution=resolution)
+                             guidance_scale=guidance_scale, steps=steps, resolution=resolution,
+                             rule=settings.rule(family))
 
 
 def _precision(model: LoadedModel) -> str:

@@ -17,6 +17,7 @@ step. Checkpoints hold only safetensors and JSON (:mod:`reneg.methods.checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -43,6 +44,7 @@ from ...config import (
     STEPS,
     TRAIN_STEPS,
     ConditionSettings,
+    GuidanceSettings,
     PromptSettings,
     RewardSettings,
     TrainingSettings,
@@ -52,6 +54,7 @@ from ...config import (
     require,
 )
 from ...core.family import unmasked
+from ...core.nag import NAG_DEFAULT_SCALE, guidance_rule, rule_metadata
 from ...embedding import NegativeEmbedding
 from ...errors import ReNegError
 from ...families import TextConditioning
@@ -67,7 +70,8 @@ from .objective import reneg_objective
 
 
 @dataclass
-class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, LoopSettings, TrainingSettings):
+class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, GuidanceSettings, LoopSettings,
+                  TrainingSettings):
     """Settings of ``reneg train``; None means the model's default."""
 
     prompt: list[str] = PROMPT(help="a training prompt (repeatable)")
@@ -84,8 +88,13 @@ class TrainConfig(PromptSettings, RewardSettings, ConditionSettings, LoopSetting
     steps: int | None = STEPS(help="DDIM sampling steps T (paper: 30)")
     grad_window: int | None = GRAD_WINDOW(help="t is drawn from the last K of the sampling steps (paper: 10 of 30; "
                                                "default: a third of --steps)")
-    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale gamma (paper: 7.5)")
+    guidance_scale: float | None = GUIDANCE_SCALE(help="CFG scale gamma (paper: 7.5); with --guidance nag, NAG's "
+                                                       "scale s (default 5, the reference's examples)")
     learn_guidance_scale: bool = arg(False, "also learn the guidance scale (ReNeg Sec. 4.2; off in the paper)")
+    objective: str = arg("one-step", "one-step: x_T -> x_t without gradient, then x0_pred with gradient (ReNeg "
+                                     "Sec. 4.2); full-chain: the reward of the fully sampled image, the gradient "
+                                     "through every step (few-step models; memory grows with --steps)",
+                         choices=["one-step", "full-chain"])
     precision: str = PRECISION(help="dtype of the frozen models; the embedding stays fp32")
     gradient_checkpointing: bool = arg(False, "recompute the UNet's/transformer's and the VAE's activations in the "
                                               "backward pass and decode one sample at a time: less memory, more "
@@ -134,7 +143,7 @@ class NegativeEmbeddingParameters(nn.Module):
 #: (--micro-batch-size, the number of processes, --device, logging, --out) may change.
 RECIPE_KEYS = ("model", "text_encoder", "reward", "reward_model", "prompts", "train_steps", "batch_size", "lr",
                "weight_decay", "warmup_steps", "steps", "grad_window", "guidance_scale", "learn_guidance_scale",
-               "resolution", "seed", "precision")
+               "resolution", "seed", "precision", "guidance", "objective")
 
 _FLAGS = {"text_encoder": "--model (its text encoder)", "prompts": "--prompt/--prompts", "reward": "--reward"}
 
@@ -165,6 +174,10 @@ class Trainer:
         if config.gradient_checkpointing:
             self.family.enable_gradient_checkpointing()
         defaults = self.model.defaults
+        self.rule = guidance_rule(self.family, **config.rule_settings())
+        if config.guidance == "nag" and config.guidance_scale is None:
+            config = dataclasses.replace(config, guidance_scale=NAG_DEFAULT_SCALE)
+            self.config = config
         rollout = RolloutSettings.of(config, self.model)
         self.steps, self.grad_window = rollout.steps, rollout.grad_window
         self.guidance_scale, self.resolution = rollout.guidance_scale, rollout.resolution
@@ -204,7 +217,10 @@ class Trainer:
                 "lr": c.lr, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps, "steps": self.steps,
                 "grad_window": self.grad_window, "guidance_scale": self.guidance_scale,
                 "learn_guidance_scale": c.learn_guidance_scale, "resolution": self.resolution, "seed": c.seed,
-                "precision": c.precision}
+                "precision": c.precision,
+                # None for CFG: checkpoints from before --guidance resume as CFG runs
+                "guidance": None if self.rule.name == "cfg" else rule_metadata(self.rule),
+                "objective": None if c.objective == "one-step" else c.objective}
 
     # -- one step -------------------------------------------------------------------------------
     def _micro_step(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -214,7 +230,8 @@ class Trainer:
                            grad_window=self.grad_window)
         loss, rewards = reneg_objective(self.family, self.reward, batch, self.params.negative(),
                                         guidance_scale=self.params.scale(), steps=self.steps,
-                                        resolution=self.resolution)
+                                        resolution=self.resolution, rule=self.rule,
+                                        full_chain=self.config.objective == "full-chain")
         if torch.isfinite(loss):
             self.scaler.scale(loss / self.accumulation_steps).backward()
         return loss.detach(), rewards, batch.grad_from
@@ -272,7 +289,8 @@ class Trainer:
         negative = self.family.null_text() if initial else self.params.negative()
         return full_sample_rewards(self.family, self.reward, negative, prompts, latents,
                                    guidance_scale=float(torch.as_tensor(self.params.scale())), steps=self.steps,
-                                   resolution=self.resolution, batch_size=self.micro_batch_size).mean().item()
+                                   resolution=self.resolution, batch_size=self.micro_batch_size,
+                                   rule=self.rule).mean().item()
 
     # -- outputs --------------------------------------------------------------------------------
     def embedding(self) -> NegativeEmbedding:
@@ -287,7 +305,7 @@ class Trainer:
             "learn_guidance_scale": str(c.learn_guidance_scale).lower(),
             "lr": str(c.lr), "batch_size": str(c.batch_size), "resolution": str(self.resolution),
             "seed": str(c.seed), "num_prompts": str(len(self.prompts)), "precision": c.precision,
-            "reneg_version": __version__,
+            "reneg_version": __version__, **rule_metadata(self.rule), "objective": c.objective,
         }
         pooled = params.negative_pooled_embedding
         return NegativeEmbedding(params.negative_embedding.detach().squeeze(0).float().cpu(), metadata,
