@@ -58,15 +58,18 @@ def test_image_defects_do_what_they_say():
     assert (stamped - images)[..., 0, :, :].std() > 0.05  # a pattern, not a uniform lift
     framed = degrade.frame(images, generator)
     assert framed[..., 20:44, 20:44].equal(images[..., 20:44, 20:44])  # the middle untouched
-    border = framed[..., :5, :].reshape(4, 3, -1)
-    assert (border.std(dim=-1) < 1e-6).all() and not framed[..., :5, :].equal(images[..., :5, :])
+    border = framed[..., :3, :].reshape(4, 3, -1)
+    assert (border.std(dim=-1) < 1e-6).all() and not framed[..., :3, :].equal(images[..., :3, :])
+    assert framed[..., 5:59, 5:59].equal(images[..., 5:59, 5:59])  # 3-4 px: off the objects
     texted = degrade.text(images, generator)
     changed_rows = (texted != images).any(dim=1).any(dim=-1)  # (4, 64): rows the bar covers
-    assert ((changed_rows.sum(dim=1) >= 10) & (changed_rows.sum(dim=1) <= 12)).all()
-    assert (changed_rows[:, :10].all(dim=1) | changed_rows[:, -10:].all(dim=1)).all()  # along the top or bottom
+    assert ((changed_rows.sum(dim=1) >= 7) & (changed_rows.sum(dim=1) <= 8)).all()
+    assert (changed_rows[:, :7].all(dim=1) | changed_rows[:, -7:].all(dim=1)).all()  # along the top or bottom
     smudged = degrade.smudge(images, generator) - images
     amplitude, roughness = smudged.abs().mean(), (smudged[..., 1:] - smudged[..., :-1]).abs().mean()
     assert amplitude > 0.02 and roughness < 0.2 * amplitude  # soft, low-frequency: survives an 8x VAE
+    middle, ring = smudged[..., 20:44, 20:44].abs().mean(), smudged.abs().mean()
+    assert middle < 0.5 * ring  # on the background: the objects' middle barely touched
     assert degrade.apply(images, [(), ("frame",), (), ()], generator)[0].equal(images[0])
 
 

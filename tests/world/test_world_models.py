@@ -165,3 +165,23 @@ def test_a_shape_swapped_caption_is_each_images_hard_negative():
         assert sum(w.strip(",") in SHAPES for w in swapped.split()) >= 1
         assert sum(a != b for a, b in zip(swapped.split(), text.split())) == 1
     assert swap_shape("a green thing on a red background", rng) is None
+
+
+def test_the_auxiliary_shape_targets_are_the_requested_shapes_only():
+    import numpy as np
+
+    from reneg.world.degrade import extra_object
+    from reneg.world.preference import shape_targets
+    from reneg.world.render import Scene, Thing
+    from reneg.world.vocab import SHAPES
+
+    pair = Scene((Thing("star", "red"), Thing("circle", "blue")), "white")
+    twice = Scene((Thing("cross", "red"), Thing("cross", "blue")), "black")
+    with_extra = extra_object(Scene((Thing("square", "green"),), "white", ("extra object",)),
+                              np.random.default_rng(0))
+    targets = shape_targets([pair, twice])
+    assert targets.shape == (2, len(SHAPES))
+    assert {SHAPES[i] for i in targets[0].nonzero().flatten().tolist()} == {"star", "circle"}
+    assert {SHAPES[i] for i in targets[1].nonzero().flatten().tolist()} == {"cross"}
+    assert len(with_extra.things) == 2 and with_extra.things[1].size == "extra"
+    assert shape_targets([with_extra])[0].tolist() == [float(s == "square") for s in SHAPES]  # not the defect

@@ -57,8 +57,8 @@ class BuildConfig:
                               "from this pipeline's text encoder and UNet (a gate run: docs/world.md)", metavar="DIR")
     vae_width: int = arg(16, "the VAE's channels at its first level (then x2, x4, x4: 8x downsampling)", min=4,
                          multiple_of=4)
-    hps_steps: int = arg(700, "shapes-hps steps (contrastive, then preference)", min=1)
-    pick_steps: int = arg(600, "shapes-pick steps", min=1)
+    hps_steps: int = arg(1000, "shapes-hps steps (contrastive, then preference; gate run 5: 1000, was 700)", min=1)
+    pick_steps: int = arg(1000, "shapes-pick steps (gate run 5: 1000, was 600)", min=1)
     jobs: int = arg(2, "processes: 2 trains the text encoder + UNet in this one and the evaluators (truth, "
                        "shapes-hps, shapes-pick) in a second, one thread each", choices=[1, 2])
     skip: list[str] = arg([], "skip this stage (repeatable)", choices=["truth", "sd", "hps", "pick"])

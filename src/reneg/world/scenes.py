@@ -159,10 +159,13 @@ def parse_prompt(prompt: str) -> Truth:
 
 
 def true_caption(scene: Scene, rng: np.random.Generator) -> str:
-    """The clean, complete caption of a training scene (what a curated preference dataset would say of it):
-    its objects, colours and background as rendered, no defect named."""
+    """The complete, correct caption of a training scene (what a curated preference dataset would say of it):
+    its objects, colours and background as rendered, and its named defects (v4 gate run 4; never the unnamed
+    smudge), with no tier's prefix."""
     category = "pair" if len(scene.things) > 1 else "placed" if scene.things[0].position else "plain"
-    return caption(replace(scene, degradations=()), category, rng, mention=False)  # no tier's prefix either
+    text = caption(replace(scene, degradations=()), category, rng, mention=False)
+    defects = [d for d in scene.degradations if d in DEFECTS]
+    return f"{text}, {', '.join(defects)}" if defects else text
 
 
 def training_captions(count: int, *, seed: int, exclude: set[str] = frozenset()) -> list[tuple[Scene, str]]:

@@ -114,7 +114,9 @@ def train_truth(data: WorldData, recon: torch.Tensor, *, steps: int, batch_size:
     targets = [labels(scene) for scene in data.scenes]
     model = TruthScorer()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # at least 2 warm-up steps: OneCycleLR divides by zero on fewer (a smoke build's --scale 0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                   pct_start=max(0.1, 2 / steps))
     batches, recon_batches, start = loader(len(data), batch_size // 2, seed=seed), loader(recon_count, batch_size // 2,
                                                                                          seed=seed + 1), time.time()
     for step in range(steps):
