@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from reneg.cli import main
 
@@ -123,3 +124,32 @@ def test_data_stage_keeps_no_pickle_and_refuses_data_of_other_settings(tmp_path)
     assert again.images.equal(data.images) and again.captions == data.captions and again.scenes == data.scenes
     with pytest.raises(ReNegError, match="other settings"):
         _stage_data(BuildConfig(work_dir=str(tmp_path), images=300), tmp_path, {})
+
+
+def test_the_decoder_fine_tune_keeps_the_encoder_and_remakes_the_reconstructions(tmp_path):
+    """--vae-decoder-steps: the latents (the encoder) stay, the decoder changes; the evaluators' reconstructions are
+    remade through the new decoder, and a fine-tune made with other settings is refused in one line."""
+    from reneg.errors import ReNegError
+    from reneg.world.build import BuildConfig, _stage_data, _stage_recon, _stage_vae
+
+    plain = BuildConfig(work_dir=str(tmp_path), images=256, vae_steps=2, vae_width=4)
+    state = {"data": _stage_data(plain, tmp_path, {})}
+    state["vae"] = _stage_vae(plain, tmp_path, state)
+    before = _stage_recon(plain, tmp_path, state)
+    tuned_config = BuildConfig(work_dir=str(tmp_path), images=256, vae_steps=2, vae_width=4, vae_decoder_steps=3)
+    tuned = _stage_vae(tuned_config, tmp_path, state)
+    assert json.loads((tmp_path / "vae-decoder" / "build.json").read_text()) == {"steps": 3, "seed": 0}
+    assert {"vae_psnr_db", "vae_psnr_db_before_decoder"} <= set(state["metrics"])
+    original = state["vae"].state_dict()
+    for name, value in tuned.state_dict().items():
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(value, original[name]), name
+    assert any(not torch.equal(v, original[n]) for n, v in tuned.state_dict().items() if n.startswith("decoder."))
+    state["vae"] = tuned
+    after = _stage_recon(tuned_config, tmp_path, state)
+    assert not torch.equal(after, before)
+    assert json.loads((tmp_path / "recon.json").read_text()) == {"decoder": {"steps": 3, "seed": 0}}
+    assert torch.equal(_stage_recon(tuned_config, tmp_path, state), after)  # cached while the decoder is the same
+    other = BuildConfig(work_dir=str(tmp_path), images=256, vae_steps=2, vae_width=4, vae_decoder_steps=4)
+    with pytest.raises(ReNegError, match="other VAE decoder settings"):
+        _stage_vae(other, tmp_path, state)

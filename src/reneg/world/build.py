@@ -55,6 +55,8 @@ class BuildConfig:
                                min_exclusive=0)
     sd_init: str | None = arg(None, "a warm-start build: skip the from-scratch sd phase and start the restart phase "
                               "from this pipeline's text encoder and UNet (a gate run: docs/world.md)", metavar="DIR")
+    vae_decoder_steps: int = arg(0, "then fine-tune the VAE's decoder this many steps, its encoder frozen (the latents "
+                                 "stay; docs/world-v4.md); 0: none", min=0)
     vae_width: int = arg(16, "the VAE's channels at its first level (then x2, x4, x4: 8x downsampling)", min=4,
                          multiple_of=4)
     hps_steps: int = arg(1000, "shapes-hps steps (contrastive, then preference; gate run 5: 1000, was 700)", min=1)
@@ -130,9 +132,38 @@ def _stage_vae(config, work, state):
     from .data import make_data
 
     held_out = make_data(512, seed=config.seed + 1000)
-    state.setdefault("metrics", {})["vae_psnr_db"] = round(psnr(vae, held_out), 2)
-    logger.info("[vae] reconstruction PSNR on held-out renders %.2f dB", state["metrics"]["vae_psnr_db"])
+    metrics = state.setdefault("metrics", {})
+    metrics["vae_psnr_db"] = round(psnr(vae, held_out), 2)
+    logger.info("[vae] reconstruction PSNR on held-out renders %.2f dB", metrics["vae_psnr_db"])
+    if config.steps("vae_decoder"):
+        vae = _decoder_finetuned(config, work, state, vae)
+        metrics["vae_psnr_db_before_decoder"], metrics["vae_psnr_db"] = metrics["vae_psnr_db"], round(
+            psnr(vae, held_out), 2)
+        logger.info("[vae] after the decoder's fine-tune %.2f dB", metrics["vae_psnr_db"])
     return vae
+
+
+def _decoder_settings(config) -> dict | None:
+    steps = config.steps("vae_decoder")
+    return {"steps": steps, "seed": config.seed} if steps else None
+
+
+def _decoder_finetuned(config, work, state, vae):
+    """The VAE with its decoder fine-tuned (:func:`~reneg.world.stages.finetune_decoder`), cached in
+    ``vae-decoder`` beside the VAE; a directory made with other settings is refused."""
+    from diffusers import AutoencoderKL
+
+    from .stages import finetune_decoder
+
+    path, settings = work / "vae-decoder", _decoder_settings(config)
+    if not _built(path, settings, what="VAE decoder"):
+        partial = work / "vae-decoder.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        finetune_decoder(vae, state["data"], steps=settings["steps"], seed=config.seed).save_pretrained(partial)
+        (partial / "build.json").write_text(json.dumps(settings))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(partial, path)
+    return AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
 
 
 def _stage_recon(config, work, state):
@@ -140,12 +171,16 @@ def _stage_recon(config, work, state):
 
     from safetensors.torch import load_file, save_file
 
-    path = work / "recon.safetensors"
-    if not path.exists():
+    path, marker = work / "recon.safetensors", work / "recon.json"
+    made_with = {"decoder": _decoder_settings(config)}  # reconstructions through the VAE the evaluators will see
+    stale = path.exists() and json.loads(marker.read_text() if marker.exists() else '{"decoder": null}') != made_with
+    if not path.exists() or stale:
         count = min(len(state["data"]), max(256, round(12000 * config.scale)))
         save_file({"recon": reconstruct(state["vae"], state["data"].images[:count]).contiguous()},
                   str(path.with_suffix(".partial")))
+        marker.unlink(missing_ok=True)
         os.replace(path.with_suffix(".partial"), path)
+        marker.write_text(json.dumps(made_with))
     return load_file(str(path))["recon"]
 
 
@@ -210,7 +245,7 @@ def _stage_sd(config, work, state):
     return path
 
 
-def _built(path: Path, settings: dict) -> bool:
+def _built(path: Path, settings: dict, what: str = "sd") -> bool:
     marker = path / "build.json"
     if not marker.exists():
         return False  # never finished (a cut run rewrites it)
@@ -219,7 +254,7 @@ def _built(path: Path, settings: dict) -> bool:
     except ValueError:
         raise ReNegError(f"{marker} is not readable JSON (a corrupt marker); move {path} away and run again") from None
     if recorded != settings:
-        raise ReNegError(f"{path} was built with other sd settings than this build's; move it away (or pass the "
+        raise ReNegError(f"{path} was built with other {what} settings than this build's; move it away (or pass the "
                          f"settings it was built with) and run again")
     return True
 
