@@ -132,7 +132,7 @@ def test_the_decoder_fine_tune_keeps_the_encoder_and_remakes_the_reconstructions
     from reneg.errors import ReNegError
     from reneg.world.build import BuildConfig, _stage_data, _stage_recon, _stage_vae
 
-    plain = BuildConfig(work_dir=str(tmp_path), images=256, vae_steps=2, vae_width=4)
+    plain = BuildConfig(work_dir=str(tmp_path), images=256, vae_steps=2, vae_width=4, vae_decoder_steps=0)
     state = {"data": _stage_data(plain, tmp_path, {})}
     state["vae"] = _stage_vae(plain, tmp_path, state)
     before = _stage_recon(plain, tmp_path, state)
