@@ -150,6 +150,9 @@ def test_the_decoder_fine_tune_keeps_the_encoder_and_remakes_the_reconstructions
     assert not torch.equal(after, before)
     assert json.loads((tmp_path / "recon.json").read_text()) == {"decoder": {"steps": 3, "seed": 0}}
     assert torch.equal(_stage_recon(tuned_config, tmp_path, state), after)  # cached while the decoder is the same
+    (tmp_path / "recon.json").write_text("{not json")  # a corrupt marker: remade, not a traceback
+    assert torch.equal(_stage_recon(tuned_config, tmp_path, state), after)
+    assert json.loads((tmp_path / "recon.json").read_text()) == {"decoder": {"steps": 3, "seed": 0}}
     other = BuildConfig(work_dir=str(tmp_path), images=256, vae_steps=2, vae_width=4, vae_decoder_steps=4)
     with pytest.raises(ReNegError, match="other VAE decoder settings"):
         _stage_vae(other, tmp_path, state)

@@ -174,7 +174,7 @@ def _stage_recon(config, work, state):
 
     path, marker = work / "recon.safetensors", work / "recon.json"
     made_with = {"decoder": _decoder_settings(config)}  # reconstructions through the VAE the evaluators will see
-    stale = path.exists() and json.loads(marker.read_text() if marker.exists() else '{"decoder": null}') != made_with
+    stale = path.exists() and _recorded(marker, default={"decoder": None}) != made_with
     if not path.exists() or stale:
         count = min(len(state["data"]), max(256, round(12000 * config.scale)))
         save_file({"recon": reconstruct(state["vae"], state["data"].images[:count]).contiguous()},
@@ -183,6 +183,16 @@ def _stage_recon(config, work, state):
         os.replace(path.with_suffix(".partial"), path)
         marker.write_text(json.dumps(made_with))
     return load_file(str(path))["recon"]
+
+
+def _recorded(marker: Path, *, default: dict) -> dict | None:
+    """What a stage's JSON marker records (``default`` where there is none; None where it does not read: remade)."""
+    if not marker.exists():
+        return default
+    try:
+        return json.loads(marker.read_text())
+    except ValueError:
+        return None
 
 
 def _stage_truth(config, work, state):
