@@ -290,8 +290,10 @@ def _train_sd_phase(state, path: Path, settings: dict, recipe, checkpoint: Path,
 def _stage_preference(name, train, config, work, state, *, seed):
     path, accuracy_file = work / name, work / f"{name}.accuracy.json"
     if not accuracy_file.exists():
+        from .preference import EVAL_PAIRS
+
         accuracy = train(state["data"], state["recon"], state["vae"], steps=config.steps(name.split("-")[1]),
-                         seed=seed, out=path)
+                         seed=seed, out=path, eval_pairs=max(20, round(EVAL_PAIRS * config.scale)))
         accuracy_file.write_text(json.dumps(accuracy))
     state["metrics"][f"{name}_pairwise_accuracy"] = json.loads(accuracy_file.read_text())
     logger.info("[%s] held-out pairwise accuracy %s", name, state["metrics"][f"{name}_pairwise_accuracy"])
