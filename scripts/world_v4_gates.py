@@ -2,6 +2,7 @@
 
     python scripts/world_v4_gates.py data                      # G0: statistics of the 40 000 training captions
     python scripts/world_v4_gates.py rewards --work-dir W      # G3: each flaw's cost in shapes-hps (and pick)
+    python scripts/world_v4_gates.py pairs --work-dir W --seed 777   # pairwise accuracy on other pairs (selection)
     python scripts/world_v4_gates.py build --world W/world     # G1, G2, G4 (less the ceiling): from its world.json
     # G4's ceiling: RENEG_WORLD_WEIGHTS=W/world python benchmarks/world_leverage.py --guidance-scale G \
     #     --in-sample --objective full-chain
@@ -73,6 +74,11 @@ def gate_data(count: int = 40000, seed: int = 0) -> dict:
 
 
 @torch.no_grad()
+def _build_vae(work):
+    """The VAE the build's evaluators learn on: with its decoder fine-tuned where the build did that."""
+    return work / "vae-decoder" if (work / "vae-decoder" / "config.json").is_file() else work / "vae"
+
+
 def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
     """Each flaw alone against the clean scene (VAE-reconstructed): the mean drop of shapes-hps and shapes-pick."""
     from pathlib import Path
@@ -87,7 +93,7 @@ def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
     from reneg.world.truth import reconstruct
 
     work = Path(work_dir)
-    vae = AutoencoderKL.from_pretrained(work / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(_build_vae(work)).eval()
     rewards = {name: build_reward(name, model=str(work / name)) for name in ("shapes-hps", "shapes-pick")}
     rng = np.random.default_rng(seed)
     drawn_scenes = [sample_scene(rng, degraded=False) for _ in range(count)]
@@ -109,6 +115,26 @@ def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
            "hps_pairwise_0.8": all(v >= 0.8 for k, v in accuracy["shapes-hps"].items()),
            "pick_shape_0.6": accuracy["shapes-pick"].get("shape", 0) > 0.6}
     return {"gate": "G3 rewards", "measured": {"cost": cost, "pairwise_accuracy": accuracy}, "met": met}
+
+
+def gate_pairs(work_dir: str, seed: int) -> dict:
+    """Both rewards' pairwise accuracy on 1600 pairs of another seed than the gate's (4242): to choose between
+    candidate recipes without reading the gate's pairs (rewards run 8)."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from reneg.rewards import build_reward
+    from reneg.world.preference import pairwise_accuracy
+
+    work = Path(work_dir)
+    vae = AutoencoderKL.from_pretrained(_build_vae(work)).eval()
+    accuracy = {}
+    for name in ("shapes-hps", "shapes-pick"):
+        if (work / name).is_dir():
+            reward = build_reward(name, model=str(work / name))
+            accuracy[name] = pairwise_accuracy(lambda x, p: reward(x, p).float(), vae, seed=seed)
+    return {"gate": f"pairwise accuracy on 1600 pairs of seed {seed} (not the gate's)", "measured": accuracy}
 
 
 def gate_build(world_dir: str) -> dict:
@@ -138,14 +164,16 @@ def gate_build(world_dir: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("gate", choices=["data", "rewards", "build"])
+    parser.add_argument("gate", choices=["data", "rewards", "pairs", "build"])
     parser.add_argument("--work-dir", default="runs/v4-probe")
     parser.add_argument("--world", default="runs/v4-probe/world", help="a world directory the build shipped")
     parser.add_argument("--count", type=int, default=40000, help="data: training captions to count")
+    parser.add_argument("--seed", type=int, default=777, help="pairs: the pairs' seed (the gate's is 4242)")
     args = parser.parse_args(argv)
     if args.count < 100:
         parser.error("--count must be >= 100")
     result = {"data": lambda: gate_data(args.count), "rewards": lambda: gate_rewards(args.work_dir),
+              "pairs": lambda: gate_pairs(args.work_dir, args.seed),
               "build": lambda: gate_build(args.world)}[args.gate]()
     print(json.dumps(result))
     return 0
