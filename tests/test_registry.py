@@ -83,3 +83,24 @@ def test_a_broken_plugin_is_skipped_with_a_warning(monkeypatch, caplog):
 def test_duplicate_prompt_sets_are_refused_not_overwritten():
     with pytest.raises(ReNegError, match="benchmark 'tiny' is already registered"):
         PROMPT_SETS.add("tiny", PROMPT_SETS["tiny"])
+
+
+def test_a_registry_fills_its_built_in_entries_once_on_the_first_read():
+    calls = []
+    things = Registry("thing", load=lambda: calls.append(things.add("built-in", 1)))
+    things.add("early", 0)  # writing does not load
+    assert calls == []
+    assert things.names() == ["built-in", "early"] and things["built-in"] == 1 and len(things) == 2
+    assert len(calls) == 1
+
+
+def test_the_families_import_their_pipelines_only_when_looked_up():
+    """`reneg CMD --help` imports the methods, which import reneg.families: the pipelines' modules (FLUX's alone
+    took seconds) load on the first family lookup instead."""
+    import subprocess
+    import sys
+
+    code = ("import sys, reneg.families as f; from reneg.methods import baselines; "
+            "assert 'diffusers.pipelines.flux.pipeline_flux' not in sys.modules and 'reneg.families.flux' not in "
+            "sys.modules; assert 'FluxPipeline' in f.supported_pipelines() and 'reneg.families.flux' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -54,12 +54,16 @@ class Registry(Generic[T]):
     Args:
         kind: what an entry is, for messages.
         hint: what to say after the choices of an unknown name (e.g. "or pass a prompts file").
+        load: a function that registers the built-in entries, called once before the first read (lazily).
     """
 
-    def __init__(self, kind: str, *, hint: str = ""):
+    def __init__(self, kind: str, *, hint: str = "", load: Callable[[], None] | None = None):
         self.kind, self.hint = kind, hint
         #: name -> entry as registered, plugins not loaded (tests may patch it; readers use the methods below)
         self.entries: dict[str, T] = {}
+        #: what fills the built-in entries, run once before the first read (the families: importing every
+        #: pipeline module costs seconds that ``reneg CMD --help`` need not pay)
+        self._load = load
 
     # -- writing
     def add(self, name: str, entry: T) -> T:
@@ -84,6 +88,9 @@ class Registry(Generic[T]):
 
     # -- reading (plugins load first)
     def _read(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            load()
         load_plugins()
         return self.entries
 

@@ -9,13 +9,8 @@ Pipelines without a family are refused with one line naming the supported ones.
 
 from ..core.family import Family, TextConditioning
 from .base import family_for, register_family, supported_pipelines
-from . import sd  # noqa: F401  - registers StableDiffusionPipeline
-from . import sdxl  # noqa: F401  - registers StableDiffusionXLPipeline
-from . import sd3  # noqa: F401  - registers StableDiffusion3Pipeline
-from . import flux  # noqa: F401  - registers FluxPipeline
-from . import controlnet  # noqa: F401  - registers StableDiffusionControlNetPipeline
-from . import animatediff  # noqa: F401  - registers AnimateDiffPipeline
-from . import text_to_video  # noqa: F401  - registers TextToVideoSDPipeline
-from . import pixart  # noqa: F401  - registers PixArtAlphaPipeline
+
+# The built-in families (sd, sdxl, sd3, flux, controlnet, animatediff, text_to_video, pixart: base.BUILTIN) are
+# imported, and so registered, on the first lookup (family_for, supported_pipelines), not here.
 
 __all__ = ["Family", "TextConditioning", "family_for", "register_family", "supported_pipelines"]

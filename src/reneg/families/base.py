@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..core.family import Family
 from ..errors import ReNegError
 from ..registry import Registry
 
-#: Pipeline class name -> the family that serves it (plugins' included once read).
-FAMILIES: Registry[type[Family]] = Registry("pipeline class")
+#: The modules of the built-in families, imported (and so registered) on the first read of :data:`FAMILIES`:
+#: each imports its diffusers pipeline, and together they cost seconds that a command's ``--help`` need not pay.
+BUILTIN = ("sd", "sdxl", "sd3", "flux", "controlnet", "animatediff", "text_to_video", "pixart")
+
+
+def _import_builtin() -> None:
+    for name in BUILTIN:
+        importlib.import_module(f"{__package__}.{name}")
+
+
+#: Pipeline class name -> the family that serves it (the built-in ones and plugins' loaded on the first read).
+FAMILIES: Registry[type[Family]] = Registry("pipeline class", load=_import_builtin)
 
 
 def register_family(cls: type[Family]) -> type[Family]:
