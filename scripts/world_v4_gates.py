@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,12 +74,12 @@ def gate_data(count: int = 40000, seed: int = 0) -> dict:
     return {"gate": "G0 data", "measured": measured, "met": met}
 
 
-@torch.no_grad()
 def _build_vae(work):
     """The VAE the build's evaluators learn on: with its decoder fine-tuned where the build did that."""
     return work / "vae-decoder" if (work / "vae-decoder" / "config.json").is_file() else work / "vae"
 
 
+@torch.no_grad()
 def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
     """Each flaw alone against the clean scene (VAE-reconstructed): the mean drop of shapes-hps and shapes-pick."""
     from pathlib import Path
@@ -126,7 +127,7 @@ def gate_pairs(work_dir: str, seed: int) -> dict:
     from diffusers import AutoencoderKL
 
     from reneg.rewards import build_reward
-    from reneg.world.preference import pairwise_accuracy
+    from reneg.world.preference import EVAL_PAIRS, pairwise_accuracy
 
     work = Path(work_dir)
     vae = AutoencoderKL.from_pretrained(_build_vae(work)).eval()
@@ -136,7 +137,7 @@ def gate_pairs(work_dir: str, seed: int) -> dict:
             reward = build_reward(name, model=str(work / name))
             accuracy[name] = pairwise_accuracy(lambda x, p: reward(x, p).float(), vae, seed=seed)
     which = "the gate's pairs" if seed == 4242 else "not the gate's pairs"
-    return {"gate": f"pairwise accuracy on 1600 pairs of seed {seed} ({which})", "measured": accuracy}
+    return {"gate": f"pairwise accuracy on {EVAL_PAIRS} pairs of seed {seed} ({which})", "measured": accuracy}
 
 
 def gate_build(world_dir: str) -> dict:
@@ -174,9 +175,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.count < 100:
         parser.error("--count must be >= 100")
-    result = {"data": lambda: gate_data(args.count), "rewards": lambda: gate_rewards(args.work_dir),
-              "pairs": lambda: gate_pairs(args.work_dir, args.seed),
-              "build": lambda: gate_build(args.world)}[args.gate]()
+    if args.gate in ("rewards", "pairs") and not (Path(args.work_dir) / "vae" / "config.json").is_file():
+        parser.error(f"--work-dir {args.work_dir} holds no build's VAE (vae/config.json): pass a world-build work dir")
+    try:
+        result = {"data": lambda: gate_data(args.count), "rewards": lambda: gate_rewards(args.work_dir),
+                  "pairs": lambda: gate_pairs(args.work_dir, args.seed),
+                  "build": lambda: gate_build(args.world)}[args.gate]()
+    except OSError as error:  # a build's model folder that does not load (diffusers/transformers say why)
+        parser.error(f"cannot read the build in {args.work_dir}: {str(error).splitlines()[0]}")
     print(json.dumps(result))
     return 0
 
