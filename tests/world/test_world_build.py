@@ -61,6 +61,23 @@ def test_smoke_build_ships_a_loadable_world(tmp_path):
     assert marker["base"]["steps"] == 9 and marker["restart"]["steps"] == 6
     assert json.loads((tmp_path / "work" / "sd-base" / "build.json").read_text()) == marker["base"]
     StableDiffusionPipeline.from_pretrained(out / "sd")
+    assert not [f for f in out.rglob("*.json") if str(tmp_path) in f.read_text()]  # no build path shipped
+
+
+def test_shipped_configs_name_no_build_path(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from reneg.world.ship import drop_local_paths
+
+    source, out = tmp_path / "build" / "vae", tmp_path / "weights" / "vae"
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4).save_pretrained(source)
+    AutoencoderKL.from_pretrained(source).save_pretrained(out)
+    assert str(source) in (out / "config.json").read_text()  # what diffusers writes
+    (tmp_path / "weights" / "list.json").write_text("[1, 2]")  # not a config: left alone
+    drop_local_paths(tmp_path / "weights")
+    assert "_name_or_path" not in (out / "config.json").read_text()
+    assert (tmp_path / "weights" / "list.json").read_text() == "[1, 2]"
+    AutoencoderKL.from_pretrained(out)
 
 
 def test_the_guidance_sweep_never_sees_the_benchmark():

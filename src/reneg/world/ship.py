@@ -50,6 +50,15 @@ def _load_text_encoder_in_fp32(config_path: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def drop_local_paths(directory: Path) -> None:
+    """Remove ``_name_or_path`` (where a model was saved from: a path on the build machine) from every JSON
+    config under ``directory``; loading never reads it."""
+    for path in directory.rglob("*.json"):
+        config = json.loads(path.read_text())
+        if isinstance(config, dict) and config.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def _ship_models(work: Path, out: Path) -> None:
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel, CLIPProcessor
@@ -66,6 +75,7 @@ def _ship_models(work: Path, out: Path) -> None:
                 shutil.copy(file, out / name / file.name)
     CLIPModel.from_pretrained(work / "shapes-pick").half().save_pretrained(out / "shapes-pick")
     CLIPProcessor.from_pretrained(work / "shapes-pick").save_pretrained(out / "shapes-pick")
+    drop_local_paths(out)
 
 
 def _judged_generations(sd_dir: Path, truth_dir: Path, *, prompts: list[str], seed: int, reward_dir: Path | None = None):
