@@ -141,7 +141,7 @@ def test_a_scorer_without_recorded_labels_reads_as_v3_and_a_new_one_records_its_
 
     shipped = load_truth(world.path("truth"))
     recorded = json.loads((world.path("truth") / "config.json").read_text()).get("labels")
-    assert shipped.labels["colours"] == (recorded or {}).get("colours", V3.colour_names)
+    assert tuple(shipped.labels["colours"]) == tuple((recorded or {}).get("colours", V3.colour_names))
     TruthScorer(width=8).save(tmp_path / "truth")
     fresh = load_truth(tmp_path / "truth")
     assert fresh.labels["colours"] == CURRENT.colour_names and fresh.labels["degradations"] == CURRENT.flaws
