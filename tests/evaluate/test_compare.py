@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 from PIL import Image
 
 from reneg.cli import main
@@ -19,8 +20,13 @@ def test_compare_writes_the_picture_and_prints_the_line(tmp_path, capsys):
     assert line.startswith("contrast on 4 held-out prompts: null ") and "win rate vs null" in line
     numbers = json.loads(out.with_suffix(".json").read_text())
     assert set(numbers["mean"]) == {"null", "handcrafted", "learned"} and len(numbers["prompts_shown"]) == 2
-    with Image.open(out) as image:
-        assert image.format == "PNG" and image.height == 2 * 3 * 64  # three rows of 64 px, shown at 2x
+    with Image.open(out) as image:  # three rows of 64 px shown at 2x, under a header naming each column's prompt
+        assert image.format == "PNG" and image.height > 2 * 3 * 64
+        header = np.asarray(image.convert("L"))[:image.height - 2 * 3 * 64]
+        left, cell = 2 * 110, 2 * 64
+        for column in range(2):  # dark text over each column of the header
+            assert (header[:, left + column * cell:left + (column + 1) * cell] < 128).any()
+        assert (header[:, :left] >= 128).all()  # none over the row labels
     prompts = tmp_path / "mine.txt"
     prompts.write_text("a red circle\na blue square\n")
     assert main(["compare", "--model", "tiny", "--negative", str(negative), "--prompts", str(prompts),

@@ -9,6 +9,7 @@ the same prompts.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +56,27 @@ def _spread(items: list, count: int) -> list:
     return [items[int(i * len(items) / count)] for i in range(count)]
 
 
+LABEL_WIDTH, LINE_HEIGHT, CHAR_WIDTH = 110, 11, 6  # PIL's default bitmap font: about 6 x 11 px a character
+
+
 def _label(image: Image.Image, text: str) -> Image.Image:
-    canvas = Image.new("RGB", (image.width + 110, image.height), "white")
-    canvas.paste(image, (110, 0))
+    canvas = Image.new("RGB", (image.width + LABEL_WIDTH, image.height), "white")
+    canvas.paste(image, (LABEL_WIDTH, 0))
     ImageDraw.Draw(canvas).text((6, image.height // 2 - 6), text, fill="black")
+    return canvas
+
+
+def _with_prompts(grid: Image.Image, prompts: list[str], *, left: int, cell: int) -> Image.Image:
+    """``grid`` under a header that names each column's prompt (wrapped to the column's width)."""
+    wrapped = [textwrap.wrap(text, max(4, (cell - 4) // CHAR_WIDTH)) for text in prompts]
+    header = Image.new("RGB", (grid.width, LINE_HEIGHT * max(map(len, wrapped), default=1) + 6), "white")
+    draw = ImageDraw.Draw(header)
+    for column, lines in enumerate(wrapped):
+        for row, line in enumerate(lines):
+            draw.text((left + column * cell + 2, 3 + row * LINE_HEIGHT), line, fill="black")
+    canvas = Image.new("RGB", (grid.width, header.height + grid.height), "white")
+    canvas.paste(header, (0, 0))
+    canvas.paste(grid, (0, header.height))
     return canvas
 
 
@@ -87,13 +105,15 @@ def compare(config: CompareConfig) -> str:
                 values += reward(images, [p.text for p in batch]).float().cpu().tolist()
             images_shown += to_pil(images)
         scores[label], shown[label] = values, images_shown
-    # the picture: one labelled row per negative, the first prompts spread over the benchmark
+    # the picture: one labelled row per negative, columns spread over the benchmark, each headed by its prompt
     columns = _spread(list(range(len(prompts))), config.columns)
     rows = [_label(Image.fromarray(np.concatenate([np.asarray(shown[label][i]) for i in columns], axis=1)), label)
             for label in specs]
     grid = Image.fromarray(np.concatenate([np.asarray(row) for row in rows], axis=0))
-    if grid.height < 400:
-        grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+    zoom = 2 if grid.height < 400 else 1
+    grid = grid.resize((grid.width * zoom, grid.height * zoom), Image.NEAREST)
+    grid = _with_prompts(grid, [prompts[i].text for i in columns], left=LABEL_WIDTH * zoom,
+                         cell=shown["null"][0].width * zoom)
     with atomic_path(config.out) as tmp:
         grid.save(tmp, format="PNG")
     means = {label: mean(values) for label, values in scores.items()}
