@@ -1,5 +1,6 @@
 """The shapes world's renderer, degradations, captions and prompt sets: ground truth that tests can check."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -185,3 +186,17 @@ def test_every_tier_opens_with_a_prefix_equally_often_and_the_low_tier_with_its_
             seen.setdefault(tier(scene), 0)
             seen[tier(scene)] += 1
     assert set(seen) == {"low"}
+
+
+def test_the_100_prompt_subset_is_every_fourth_prompt_of_the_shipped_benchmark():
+    """benchmarks/world_heldout_100.json (per-sample, NPO heat map and benchmark runs) follows the shipped world:
+    a subset written for an older vocabulary would ask for colours the world cannot draw."""
+    from pathlib import Path
+
+    from reneg import world
+
+    if not world.is_built():
+        pytest.skip("no shipped world")
+    subset = json.loads((Path(__file__).parents[2] / "benchmarks" / "world_heldout_100.json").read_text())
+    shipped = json.loads((world.path("prompts") / "benchmark.json").read_text())
+    assert subset == shipped[::4]
