@@ -82,7 +82,6 @@ def _build_vae(work):
 @torch.no_grad()
 def gate_rewards(work_dir: str, count: int = 200, seed: int = 21) -> dict:
     """Each flaw alone against the clean scene (VAE-reconstructed): the mean drop of shapes-hps and shapes-pick."""
-    from pathlib import Path
 
     from diffusers import AutoencoderKL
 
@@ -122,7 +121,6 @@ def gate_pairs(work_dir: str, seed: int) -> dict:
     """Both rewards' pairwise accuracy on 1600 pairs of ``seed``: another seed than the gate's (4242) to choose
     between candidate recipes without reading the gate's pairs (rewards run 8); 4242 to remeasure a reward on the
     gate's pairs as this code draws them."""
-    from pathlib import Path
 
     from diffusers import AutoencoderKL
 
@@ -142,7 +140,6 @@ def gate_pairs(work_dir: str, seed: int) -> dict:
 
 def gate_build(world_dir: str) -> dict:
     """What a build's ``world.json`` says of G1, G2 and G4 (the ceiling is world_leverage's to measure)."""
-    from pathlib import Path
 
     world = json.loads((Path(world_dir) / "world.json").read_text())
     metrics, sweep = world["metrics"], world["guidance_sweep"]["by_scale"]

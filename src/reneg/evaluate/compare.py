@@ -111,7 +111,8 @@ def compare(config: CompareConfig) -> str:
             for label in specs]
     grid = Image.fromarray(np.concatenate([np.asarray(row) for row in rows], axis=0))
     zoom = 2 if grid.height < 400 else 1
-    grid = grid.resize((grid.width * zoom, grid.height * zoom), Image.NEAREST)
+    if zoom > 1:
+        grid = grid.resize((grid.width * zoom, grid.height * zoom), Image.NEAREST)
     grid = _with_prompts(grid, [prompts[i].text for i in columns], left=LABEL_WIDTH * zoom,
                          cell=shown["null"][0].width * zoom)
     with atomic_path(config.out) as tmp:
