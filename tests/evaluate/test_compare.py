@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from reneg.cli import main
+from reneg.evaluate.compare import LABEL_WIDTH
 
 
 def test_compare_writes_the_picture_and_prints_the_line(tmp_path, capsys):
@@ -23,7 +24,7 @@ def test_compare_writes_the_picture_and_prints_the_line(tmp_path, capsys):
     with Image.open(out) as image:  # three rows of 64 px shown at 2x, under a header naming each column's prompt
         assert image.format == "PNG" and image.height > 2 * 3 * 64
         header = np.asarray(image.convert("L"))[:image.height - 2 * 3 * 64]
-        left, cell = 2 * 110, 2 * 64
+        left, cell = 2 * LABEL_WIDTH, 2 * 64
         for column in range(2):  # dark text over each column of the header
             assert (header[:, left + column * cell:left + (column + 1) * cell] < 128).any()
         assert (header[:, :left] >= 128).all()  # none over the row labels

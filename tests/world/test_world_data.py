@@ -2,11 +2,13 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from reneg import world
 from reneg.world import degrade
 from reneg.world.data import render_scenes
 from reneg.world.render import Scene, Thing, render
@@ -191,10 +193,6 @@ def test_every_tier_opens_with_a_prefix_equally_often_and_the_low_tier_with_its_
 def test_the_100_prompt_subset_is_every_fourth_prompt_of_the_shipped_benchmark():
     """benchmarks/world_heldout_100.json (per-sample, NPO heat map and benchmark runs) follows the shipped world:
     a subset written for an older vocabulary would ask for colours the world cannot draw."""
-    from pathlib import Path
-
-    from reneg import world
-
     if not world.is_built():
         pytest.skip("no shipped world")
     subset = json.loads((Path(__file__).parents[2] / "benchmarks" / "world_heldout_100.json").read_text())
